@@ -1,0 +1,1 @@
+"""Backends: one module per vendor API, each a subclass of :class:`qrmi.backends.base.Backend`."""
