@@ -94,10 +94,10 @@ def parse_type(text: str | ResourceType) -> ResourceType | str:
     if isinstance(text, ResourceType):
         return text
     text = text.strip()
-    if text in available_types():
-        try:
-            return ResourceType.from_string(text)
-        except UnsupportedResourceTypeError:
+    try:
+        return ResourceType.from_string(text)
+    except UnsupportedResourceTypeError:
+        if text in available_types():
             return text
     known = ", ".join(available_types())
     raise UnsupportedResourceTypeError(
