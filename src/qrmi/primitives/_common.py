@@ -1,0 +1,165 @@
+"""Helpers shared by the sampler and the estimator: options, resources, OpenQASM 3, submission."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import keyword
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from qrmi.errors import InvalidInputError
+from qrmi.models import Payload
+from qrmi.primitives.runtime_job_v2 import RuntimeJobV2
+from qrmi.protocol import QuantumResourceProtocol
+
+__all__ = [
+    "as_resource",
+    "circuit_to_qasm3",
+    "parse_options",
+    "pub_list",
+    "submit",
+]
+
+OptionsT = TypeVar("OptionsT")
+
+#: The calls the primitives make on a resource; anything offering them is accepted.
+_TASK_CALLS = ("task_start", "task_status", "task_result", "task_stop", "task_logs")
+
+
+def as_resource(qrmi: Any, owner: str) -> QuantumResourceProtocol:
+    """Check that ``qrmi`` can run tasks; a ``QRMIBackend`` is unwrapped to its resource.
+
+    Raises:
+        InvalidInputError: ``qrmi`` lacks the QRMI task calls.
+    """
+    inner = getattr(qrmi, "qrmi", None)
+    if inner is not None and not callable(inner):
+        qrmi = inner
+    missing = [name for name in _TASK_CALLS if not callable(getattr(qrmi, name, None))]
+    if missing:
+        raise InvalidInputError(
+            f"{owner}: 'qrmi' must be a QRMI quantum resource (qrmi.QuantumResource or an object "
+            f"with the same calls); got {type(qrmi).__name__}, which lacks {', '.join(missing)}. "
+            "Get one with QRMIService().resources()[0]."
+        )
+    resource: QuantumResourceProtocol = qrmi
+    return resource
+
+
+def parse_options(cls: type[OptionsT], options: Any, owner: str) -> OptionsT:
+    """Build the options dataclass ``cls`` from ``None``, a mapping or an instance.
+
+    Raises:
+        InvalidInputError: ``options`` is of the wrong type or has unknown keys.
+    """
+    if options is None:
+        return cls()
+    if isinstance(options, cls):
+        copy: OptionsT = dataclasses.replace(options)  # type: ignore[type-var]
+        return copy
+    if not isinstance(options, Mapping):
+        raise InvalidInputError(
+            f"{owner}: 'options' must be a dict or {cls.__name__}; got {type(options).__name__}"
+        )
+    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise InvalidInputError(
+            f"{owner}: unknown option(s) {', '.join(map(repr, unknown))}; valid options are "
+            f"{', '.join(valid)}"
+        )
+    return cls(**options)
+
+
+def check_run_options(run_options: Any, owner: str) -> None:
+    """``run_options`` is sent to the service as the input's ``options``: it must be JSON."""
+    if not isinstance(run_options, Mapping):
+        raise InvalidInputError(
+            f"{owner}: option 'run_options' must be a dict; got {type(run_options).__name__}"
+        )
+    try:
+        json.dumps(run_options)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{owner}: option 'run_options' must be JSON-serialisable: {exc}"
+        ) from None
+
+
+def pub_list(pubs: Any, owner: str) -> list[Any]:
+    """The pubs as a non-empty list.
+
+    Raises:
+        InvalidInputError: ``pubs`` is a lone circuit, not iterable, or empty.
+    """
+    from qiskit.circuit import QuantumCircuit
+
+    if isinstance(pubs, QuantumCircuit) or not isinstance(pubs, Iterable):
+        raise InvalidInputError(
+            f"{owner}.run: 'pubs' must be a list of circuits or pubs; got "
+            f"{type(pubs).__name__}. Wrap a single circuit in a list: run([circuit])"
+        )
+    items = list(pubs)
+    if not items:
+        raise InvalidInputError(f"{owner}.run: 'pubs' is empty; pass at least one circuit")
+    return items
+
+
+def coerce_error(owner: str, index: int, exc: Exception) -> InvalidInputError:
+    """A typed error for a pub Qiskit refused to coerce."""
+    return InvalidInputError(f"{owner}.run: pubs[{index}] is invalid: {exc}")
+
+
+def check_classical_registers(circuit: Any, index: int, owner: str) -> None:
+    """Registers become result field names: they must be non-empty Python identifiers."""
+    if not circuit.cregs:
+        warnings.warn(
+            f"{owner}.run: pubs[{index}]'s circuit has no classical register, so its result "
+            "will be empty; add measurements (circuit.measure_all())",
+            UserWarning,
+            stacklevel=4,
+        )
+    for register in circuit.cregs:
+        if register.size == 0:
+            raise InvalidInputError(
+                f"{owner}.run: pubs[{index}] has an empty classical register {register.name!r}; "
+                "remove it or give it at least one bit"
+            )
+        if not register.name.isidentifier() or keyword.iskeyword(register.name):
+            raise InvalidInputError(
+                f"{owner}.run: pubs[{index}] has classical register {register.name!r}, which is "
+                "not usable as a result field name; rename it to a Python identifier that is not "
+                "a keyword (e.g. 'meas', 'c0')"
+            )
+
+
+def circuit_to_qasm3(circuit: Any, index: int, owner: str) -> str:
+    """OpenQASM 3 text of ``circuit``, exported the way IBM's services read it.
+
+    Raises:
+        InvalidInputError: the circuit uses something OpenQASM 3 cannot express.
+    """
+    from qiskit import qasm3
+
+    try:
+        text: str = qasm3.dumps(
+            circuit,
+            disable_constants=True,
+            allow_aliasing=True,
+            experimental=qasm3.ExperimentalFeatures.SWITCH_CASE_V1,
+        )
+    except qasm3.QASM3ExporterError as exc:
+        raise InvalidInputError(
+            f"{owner}.run: pubs[{index}]'s circuit cannot be exported to OpenQASM 3 ({exc}); "
+            "transpile it for the resource's target first (qrmi.primitives.ibm.get_target)"
+        ) from exc
+    return text
+
+
+def submit(
+    qrmi: QuantumResourceProtocol, program_id: str, params: Mapping[str, Any]
+) -> RuntimeJobV2:
+    """Send the primitive input to the resource and return the job handle at once."""
+    payload = Payload.QiskitPrimitive(input=json.dumps(params), program_id=program_id)
+    return RuntimeJobV2(qrmi, qrmi.task_start(payload))
