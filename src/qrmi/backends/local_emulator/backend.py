@@ -1,0 +1,213 @@
+"""``local-emulator``: a QPU stand-in on qiskit-aer, the default resource when none is configured.
+
+It takes the same payloads as the IBM backends (``Payload.QiskitPrimitive`` with program id
+``sampler`` or ``estimator`` and primitive V2 JSON input) and returns the same result encoding.
+Tasks live in a SQLite store under a state directory and are executed by a background worker
+daemon (see :mod:`~qrmi.backends.local_emulator.worker`), so any process using the same state
+directory can poll, cancel and read them. This module never imports qiskit: ``task_start`` and
+friends only talk to SQLite.
+
+Settings (``config`` dict key, or environment variable ``{name}_{KEY}``):
+
+* ``QRMI_LOCAL_STATE_DIR``: task store and worker files (default below).
+* ``QRMI_LOCAL_LANES``: tasks executed at the same time, the execution lanes (default 2).
+* ``QRMI_LOCAL_DEVICE``: device snapshot emulated, e.g. ``fake_sherbrooke`` (default
+  ``fake_perth``; see :mod:`~qrmi.backends.local_emulator.devices`).
+* ``QRMI_LOCAL_NOISE``: apply the device's noise model, true/false (default false).
+* ``QRMI_LOCAL_SEED``: simulator seed for reproducible results (default: random).
+* ``QRMI_LOCAL_IDLE_SECONDS``: the worker exits after this long with nothing to do (default 60).
+
+The default state directory is ``$XDG_STATE_HOME/qrmi/local-emulator/<name>``, or
+``~/.local/state/qrmi/local-emulator/<name>`` when ``XDG_STATE_HOME`` is unset. Device, noise and
+seed are captured per task at ``task_start``; lanes and idle time are written to the store and
+apply to the shared worker (the last ``task_start`` wins).
+
+Emulated QPU time: a payload whose input has ``"options": {"emulator": {"min_duration_seconds":
+S}}`` stays ``Running`` for at least ``S`` seconds (at most one hour; a ``task_stop`` ends the wait
+at once). Benchmarks, demos and tests use it to hold a lane; it is a pyqrmi extension that IBM
+services do not accept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from qrmi.backends.base import Backend, Clock, Sleeper, dump_json
+from qrmi.backends.local_emulator import worker
+from qrmi.backends.local_emulator.devices import (
+    DEFAULT_DEVICE,
+    canonical_device_name,
+    device_snapshot,
+)
+from qrmi.backends.local_emulator.inputs import check_params, parse_input
+from qrmi.backends.local_emulator.store import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    TaskStore,
+)
+from qrmi.config import Settings
+from qrmi.errors import TaskNotReadyError
+from qrmi.models import (
+    Payload,
+    QiskitPrimitivePayload,
+    ResourceCapacity,
+    ResourceStatus,
+    ResourceStatusCode,
+    ResourceType,
+    TaskStatus,
+)
+
+__all__ = ["LocalEmulatorBackend", "default_state_dir"]
+
+DEFAULT_LANES = 2
+DEFAULT_IDLE_SECONDS = 60.0
+#: How long a queued task may wait with no live worker before the client starts another one.
+_WORKER_CHECK_SECONDS = 1.0
+
+
+def default_state_dir(name: str, environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
+    """``$XDG_STATE_HOME/qrmi/local-emulator/<name>`` (``~/.local/state`` without XDG)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_STATE_HOME", "").strip()
+    root = Path(base) if base else Path.home() / ".local" / "state"
+    return root / "qrmi" / "local-emulator" / name
+
+
+class LocalEmulatorBackend(Backend):
+    """The local emulator (type string ``local-emulator``); settings in the module docstring."""
+
+    RESOURCE_TYPE = ResourceType.LocalEmulator
+    PAYLOADS: ClassVar[tuple[type[Payload], ...]] = (QiskitPrimitivePayload,)
+    STATE_MAP: ClassVar[dict[str, TaskStatus]] = {
+        QUEUED: TaskStatus.Queued,
+        RUNNING: TaskStatus.Running,
+        COMPLETED: TaskStatus.Completed,
+        FAILED: TaskStatus.Failed,
+        CANCELLED: TaskStatus.Cancelled,
+    }
+
+    def __init__(
+        self,
+        resource_id: str,
+        settings: Settings,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleeper = time.sleep,
+    ) -> None:
+        super().__init__(resource_id, settings, clock=clock, sleep=sleep)
+        state_dir = settings.get("QRMI_LOCAL_STATE_DIR")
+        self.state_dir = (
+            Path(state_dir).expanduser() if state_dir else default_state_dir(resource_id)
+        )
+        self.lanes = settings.get_int("QRMI_LOCAL_LANES", DEFAULT_LANES, minimum=1) or 1
+        self.device_setting = settings.get("QRMI_LOCAL_DEVICE", DEFAULT_DEVICE) or DEFAULT_DEVICE
+        self.noise = settings.get_bool("QRMI_LOCAL_NOISE", False)
+        self.seed = settings.get_int("QRMI_LOCAL_SEED", None)
+        self.idle_seconds = settings.get_float("QRMI_LOCAL_IDLE_SECONDS", DEFAULT_IDLE_SECONDS)
+        self.store = TaskStore(self.state_dir)
+        self._worker_checked_at = float("-inf")
+
+    @functools.cached_property
+    def device(self) -> str:
+        """The canonical device name (raises InvalidInputError for an unknown one)."""
+        return canonical_device_name(self.device_setting)
+
+    # ----- resource ---------------------------------------------------------------------------
+
+    def fetch_status(self) -> ResourceStatus:
+        counts = self.store.counts()
+        running = counts.get(RUNNING, 0)
+        available = max(0, self.lanes - running)
+        return ResourceStatus(
+            status=ResourceStatusCode.Online,
+            healthy=True,
+            busy=available == 0,
+            capacity=ResourceCapacity(available_slots=available, max_slots=self.lanes),
+            pending_job_count=counts.get(QUEUED, 0),
+        )
+
+    def acquire(self) -> str:
+        """Record a lease in the store and return its token."""
+        return self.store.acquire_lease()
+
+    def release(self, token: str) -> None:
+        """Count a release of ``token``; releasing twice (or an unknown token) is harmless."""
+        self.store.release_lease(token)
+
+    def fetch_target(self) -> str:
+        configuration, properties = device_snapshot(self.device)
+        return dump_json({"configuration": configuration, "properties": properties})
+
+    def metadata(self) -> dict[str, str]:
+        device = self.device_setting
+        with contextlib.suppress(Exception):  # metadata must not fail; target() reports it
+            device = self.device
+        return {
+            "backend_name": self.resource_id,
+            "device": device,
+            "lanes": str(self.lanes),
+            "noise": "true" if self.noise else "false",
+            "state_dir": str(self.state_dir),
+        }
+
+    # ----- tasks ------------------------------------------------------------------------------
+
+    def submit(self, payload: Payload) -> str:
+        assert isinstance(payload, QiskitPrimitivePayload)
+        params = parse_input(payload.input)
+        check_params(payload.program_id, params)
+        device = self.device
+        self.store.set_meta("lanes", str(self.lanes))
+        self.store.set_meta("idle_seconds", str(self.idle_seconds))
+        task_id = self.store.add_task(
+            payload.program_id, payload.input, device=device, noise=self.noise, seed=self.seed
+        )
+        worker.wake(self.state_dir)
+        worker.ensure_worker(self.state_dir)
+        self._worker_checked_at = self.clock()
+        return task_id
+
+    def cancel(self, task_id: str) -> None:
+        self.store.cancel(task_id)
+
+    def fetch_state(self, task_id: str) -> str:
+        task = self.store.get(task_id)
+        if task.status == RUNNING:
+            reason = worker.worker_is_dead(self.store, task)
+            if reason is not None and self.store.finish(
+                task_id, FAILED, reason=reason, log=f"failed: {reason}"
+            ):
+                return FAILED
+            return self.store.status(task_id)
+        if task.status == QUEUED:
+            self._keep_worker_alive()
+        return task.status
+
+    def _keep_worker_alive(self) -> None:
+        """Restart the worker if it is gone while tasks wait (checked at most once a second)."""
+        now = self.clock()
+        if now - self._worker_checked_at < _WORKER_CHECK_SECONDS:
+            return
+        self._worker_checked_at = now
+        worker.ensure_worker(self.state_dir)
+
+    def fetch_result(self, task_id: str) -> str:
+        task = self.store.get(task_id)
+        if task.result is None:  # pragma: no cover - Completed always has a result
+            raise TaskNotReadyError(f"unable to retrieve result for task {task_id}: no result")
+        return task.result
+
+    def fetch_logs(self, task_id: str) -> str:
+        task = self.store.get(task_id)
+        logs = task.logs
+        if task.status == QUEUED and not logs:
+            return "queued; waiting for a free execution lane\n"
+        return logs
