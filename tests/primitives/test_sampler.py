@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 from qiskit.circuit import (
     ClassicalRegister,
     Parameter,
@@ -81,11 +80,6 @@ def test_parameterised_circuit_with_an_array_of_values(emulator: QuantumResource
     assert bits.get_counts(3) == {"11": 1500}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="local-emulator binds positional values in the sorted-name order of the reloaded "
-    "circuit, not in the order the OpenQASM 3 text declares its inputs (reported to the lead)",
-)
 def test_parameter_vector_values_keep_their_order(emulator: QuantumResource) -> None:
     # 12 elements: names sort differently as text (_v_10_ before _v_2_) than as a vector.
     v = ParameterVector("v", 12)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from emulator_helpers import BELL, BELL_STATE
 from qiskit import ClassicalRegister, QuantumCircuit, qasm3, transpile
-from qiskit.circuit import Parameter
+from qiskit.circuit import Parameter, ParameterVector
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_ibm_runtime.decoders.result_decoder import ResultDecoder
 from qiskit_ibm_runtime.fake_provider import FakeSherbrooke
@@ -105,6 +105,22 @@ def test_parameterised_estimator_with_named_values() -> None:
 
     assert evs.shape == (2, 2)
     np.testing.assert_allclose(evs, [[-1.0, 1.0], [1.0, 1.0]], atol=1e-9)
+
+
+def test_positional_values_follow_the_declared_input_order() -> None:
+    # Eleven vector elements: as text, "_v_10_" sorts before "_v_2_".
+    v = ParameterVector("v", 11)
+    circuit = QuantumCircuit(6)
+    for i, p in enumerate(v):
+        circuit.ry(p, i % 6)
+    values = [np.pi if i == 10 else 0.0 for i in range(11)]  # flips qubit 4 only
+    text = qasm3.dumps(circuit)
+    evs = run("estimator", [[text, "IZIIII", values]])[0].data.evs
+    np.testing.assert_allclose(evs, -1.0, atol=1e-9)
+    measured = circuit.copy()
+    measured.measure_all()
+    counts = run("sampler", [[qasm3.dumps(measured), values, 20]])[0].data.meas.get_counts()
+    assert counts == {"010000": 20}
 
 
 def test_qpy_encoded_circuits_are_accepted() -> None:

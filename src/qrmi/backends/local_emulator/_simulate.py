@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 import warnings
 from collections.abc import Iterable, Mapping
@@ -378,7 +379,7 @@ def _describe(method: str, active: list[int], ctx: _Run, transpiled: bool) -> di
 def _run_sampler_pub(index: int, raw: Any, default_shots: int, ctx: _Run) -> SamplerPubResult:
     circuit = _load_circuit(index, raw[0])
     _check_size(index, circuit, ctx.device)
-    values = _parameter_values(raw[1] if len(raw) > 1 else None)
+    values = _in_circuit_order(raw[0], circuit, _parameter_values(raw[1] if len(raw) > 1 else None))
     shots = int(raw[2]) if len(raw) > 2 and raw[2] is not None else default_shots
     if shots > ctx.device.max_shots:
         raise InvalidInputError(
@@ -400,6 +401,27 @@ def _run_sampler_pub(index: int, raw: Any, default_shots: int, ctx: _Run) -> Sam
         "simulator": _describe(method, active, ctx, mapping is not None),
     }
     return SamplerPubResult(result.data, metadata=metadata)
+
+
+_INPUT_DECLARATION = re.compile(r"^\s*input\s+[A-Za-z_][\w\[\]]*\s+([A-Za-z_]\w*)\s*;", re.M)
+
+
+def _in_circuit_order(source: Any, circuit: QuantumCircuit, values: Any) -> Any:
+    """Reorder positional parameter values from the text's ``input`` order to Qiskit's.
+
+    Senders (qrmi.primitives, the reference) list values in the order the OpenQASM 3 text
+    declares its inputs, but the reloaded circuit sorts its parameters by name, and
+    ``_v_10_`` sorts before ``_v_2_``.
+    """
+    if not isinstance(source, str) or not isinstance(values, np.ndarray) or values.ndim == 0:
+        return values
+    declared = _INPUT_DECLARATION.findall(source)
+    names = [p.name for p in circuit.parameters]
+    if sorted(declared) != sorted(names) or declared == names:
+        return values
+    position = {name: i for i, name in enumerate(declared)}
+    order = [position[name] for name in names]
+    return values[..., order] if values.shape[-1] == len(order) else values
 
 
 def _parameter_values(raw: Any) -> Any:
@@ -433,7 +455,7 @@ def _run_estimator_pub(index: int, raw: Any, default_precision: float, ctx: _Run
     observables = _coerce(index, lambda: ObservablesArray.coerce(raw[1]))
     if circuit.num_qubits < observables.num_qubits <= ctx.device.n_qubits:
         circuit = _pad(circuit, observables.num_qubits)
-    values = _parameter_values(raw[2] if len(raw) > 2 else None)
+    values = _in_circuit_order(raw[0], circuit, _parameter_values(raw[2] if len(raw) > 2 else None))
     precision = float(raw[3]) if len(raw) > 3 and raw[3] is not None else default_precision
     pub = _coerce(index, lambda: EstimatorPub.coerce((circuit, observables, values, precision)))
     circuit = pub.circuit.remove_final_measurements(inplace=False)
