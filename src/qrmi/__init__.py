@@ -41,6 +41,7 @@ from qrmi.models import (
     TaskStatus,
 )
 from qrmi.protocol import QuantumResourceProtocol
+from qrmi.provider import ResourceProvider
 from qrmi.resource import QuantumResource
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "ResourceCapacity",
     "ResourceDef",
     "ResourceNotFoundError",
+    "ResourceProvider",
     "ResourceStatus",
     "ResourceStatusCode",
     "ResourceType",

@@ -41,7 +41,10 @@ __all__ = [
 ]
 
 # Vendor fakes, kind -> "module:factory". Keep the keys sorted.
-_FAKE_SERVERS: dict[str, str] = {}
+_FAKE_SERVERS: dict[str, str] = {
+    "ibm-quantum-compute-service": "qrmi.testing.ibm_compute_service:serve",
+    "ibm-quantum-system": "qrmi.testing.ibm_quantum_system:serve",
+}
 
 #: Read-only view of the registered vendor fakes (sorted by kind).
 FAKE_SERVERS: Mapping[str, str] = MappingProxyType(_FAKE_SERVERS)

@@ -1,0 +1,542 @@
+"""A fake of the IBM Quantum System ("Direct Access") API, with IAM and S3 beside it.
+
+:class:`QuantumSystemFake` is a :class:`~qrmi.testing.FakeServer` for the API that also runs
+the IAM fake (:attr:`QuantumSystemFake.iam`) and moto's S3 (:attr:`QuantumSystemFake.s3`);
+:attr:`QuantumSystemFake.settings` is the ``environment`` a ``qrmi_config.json`` entry needs.
+
+Endpoints (all need ``Authorization: Bearer <IAM token>`` and ``Service-CRN``):
+
+* ``GET /v1/backends`` -> ``{"backends": [{"name", "status", "message", "version", "locked"}]}``
+* ``GET /v1/backends/{name}`` and ``.../configuration``, ``.../properties``, ``.../lanes``
+* ``POST /v1/jobs`` -> 204. Body ``{"id", "backend", "program_id", "log_level"?, "timeout_secs",
+  "storage": {"input"|"results"|"logs": {"type": "s3_compatible", "presigned_url"}}}``. 423
+  while the backend is reserved (:meth:`QuantumSystemFake.reserve`), 409 for a reused id.
+* ``GET /v1/jobs`` -> ``{"jobs": [...]}``; ``GET /v1/jobs/{id}``; ``POST /v1/jobs/{id}/cancel``
+  -> 204 (409 once final); ``DELETE /v1/jobs/{id}`` -> 204 (409 unless final).
+* ``GET /version`` (no authentication).
+
+Accepted jobs are ``Running`` at once (the API has no queued state) and run in a background
+thread, at most ``lanes`` at a time per backend: the fake reads the input through the presigned
+GET URL, runs it on the emulator engine, and writes results and logs through the presigned PUT
+URLs, as the real service does; then the job is ``Completed`` (``Failed`` with a reason code if
+the input was bad).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from qrmi.errors import QrmiError
+from qrmi.testing.ibm_iam import IamFake
+from qrmi.testing.ibm_shared import (
+    DEFAULT_APIKEY,
+    DEFAULT_CRN,
+    FakeDevice,
+    check_request,
+    devices_from,
+    execute_primitive,
+    ibm_error,
+    json_body,
+    requested_seconds,
+    utc_now,
+)
+from qrmi.testing.s3 import S3Fake
+from qrmi.testing.server import FakeServer
+
+__all__ = ["QsJob", "QuantumSystemFake", "serve"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DEVICES = {"ibm_perth": "fake_perth", "ibm_brisbane": "fake_brisbane"}
+PROGRAM_IDS = ("estimator", "sampler")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+FINAL = ("Completed", "Failed", "Cancelled")
+
+
+@dataclass
+class QsJob:
+    """One job as the fake stores it."""
+
+    id: str
+    backend: str
+    program_id: str
+    timeout_secs: int
+    storage: dict[str, Any]
+    log_level: str = "warning"
+    status: str = "Running"
+    created_time: str = field(default_factory=utc_now)
+    end_time: str | None = None
+    reason_code: int | None = None
+    reason_message: str | None = None
+    reason_solution: str | None = None
+    quantum_nanoseconds: int | None = None
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's Job object."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "backend": self.backend,
+            "program_id": self.program_id,
+            "status": self.status,
+            "created_time": self.created_time,
+            "log_level": self.log_level,
+            "timeout_secs": self.timeout_secs,
+            "storage": self.storage,
+        }
+        if self.end_time:
+            body["end_time"] = self.end_time
+        if self.reason_code is not None:
+            body.update(
+                reason_code=self.reason_code,
+                reason_message=self.reason_message,
+                reason_solution=self.reason_solution,
+            )
+        if self.quantum_nanoseconds is not None:
+            body["usage"] = {"quantum_nanoseconds": self.quantum_nanoseconds}
+        return body
+
+
+class _State:
+    """Backends and jobs of one fake; thread-safe."""
+
+    def __init__(self, devices: dict[str, FakeDevice], lanes: int, execution_seconds: float):
+        self.devices = devices
+        self.lanes = lanes
+        self.execution_seconds = execution_seconds
+        self.lock = threading.Lock()
+        self.jobs: dict[str, QsJob] = {}
+        self.deleted: set[str] = set()
+        self.reserved: set[str] = set()
+        self.lane_locks = {name: threading.Semaphore(lanes) for name in devices}
+        self.threads: list[threading.Thread] = []
+        self.stopping = threading.Event()
+
+    def running_count(self, backend: str) -> int:
+        with self.lock:
+            return sum(
+                1 for j in self.jobs.values() if j.backend == backend and j.status == "Running"
+            )
+
+    def finish(self, job: QsJob, status: str, **reason: Any) -> bool:
+        """Move ``job`` to a final ``status`` unless it already is final; True if moved."""
+        with self.lock:
+            if job.status in FINAL:
+                return False
+            job.status = status
+            job.end_time = utc_now()
+            for key, value in reason.items():
+                setattr(job, key, value)
+            return True
+
+
+def _backend_json(device: FakeDevice, reserved: bool) -> dict[str, Any]:
+    return {
+        "name": device.name,
+        "status": device.status,
+        "message": device.message,
+        "version": device.version,
+        "locked": reserved,
+    }
+
+
+def create_app(state: _State, issuer: Any, crn: str) -> Any:
+    """The Quantum System API as a FastAPI app over ``state``."""
+    app = FastAPI(
+        title="fake IBM Quantum System API", openapi_url=None, docs_url=None, redoc_url=None
+    )
+
+    def guard(request: Request) -> Any | None:
+        return check_request(request, issuer, crn)
+
+    def device_or_404(name: str) -> FakeDevice | Any:
+        device = state.devices.get(name)
+        if device is None:
+            return ibm_error(404, "1216", f"Backend {name} not found.")
+        return device
+
+    @app.get("/version")
+    async def version() -> Any:
+        return {"version": "0.1.0-fake"}
+
+    @app.get("/v1/backends")
+    async def backends(request: Request) -> Any:
+        if (error := guard(request)) is not None:
+            return error
+        return {
+            "backends": [_backend_json(d, d.name in state.reserved) for d in state.devices.values()]
+        }
+
+    @app.get("/v1/backends/{name}")
+    async def backend(name: str, request: Request) -> Any:
+        if (error := guard(request)) is not None:
+            return error
+        device = device_or_404(name)
+        if not isinstance(device, FakeDevice):
+            return device
+        return _backend_json(device, name in state.reserved)
+
+    @app.get("/v1/backends/{name}/configuration")
+    async def configuration(name: str, request: Request) -> Any:
+        if (error := guard(request)) is not None:
+            return error
+        device = device_or_404(name)
+        return device.description()[0] if isinstance(device, FakeDevice) else device
+
+    @app.get("/v1/backends/{name}/properties")
+    async def properties(name: str, request: Request) -> Any:
+        if (error := guard(request)) is not None:
+            return error
+        device = device_or_404(name)
+        return device.description()[1] if isinstance(device, FakeDevice) else device
+
+    @app.get("/v1/backends/{name}/lanes")
+    async def lanes(name: str, request: Request) -> Any:
+        if (error := guard(request)) is not None:
+            return error
+        device = device_or_404(name)
+        if not isinstance(device, FakeDevice):
+            return device
+        return {"hpc_workload_manager": {"lanes": state.lanes}, "ibm_quantum_compute": {"lanes": 1}}
+
+    @app.post("/v1/jobs")
+    async def create_job(request: Request) -> Any:
+        if (error := guard(request)) is not None:
+            return error
+        body, error = await json_body(request)
+        if error is not None:
+            return error
+        assert body is not None
+        job, error = _validate_job(body, state)
+        if error is not None:
+            return error
+        assert job is not None
+        if job.backend in state.reserved:
+            return ibm_error(
+                423, "1423", f"Backend {job.backend} is reserved; jobs are not accepted now."
+            )
+        with state.lock:
+            if job.id in state.jobs or job.id in state.deleted:
+                return ibm_error(409, "1409", f"A job with id {job.id} already exists.")
+            state.jobs[job.id] = job
+        thread = threading.Thread(
+            target=_execute, args=(state, job), name=f"qs-job-{job.id[:8]}", daemon=True
+        )
+        state.threads.append(thread)
+        thread.start()
+        return Response(status_code=204)
+
+    @app.get("/v1/jobs")
+    async def list_jobs(request: Request) -> Any:
+        if (error := guard(request)) is not None:
+            return error
+        with state.lock:
+            return {"jobs": [job.to_json() for job in state.jobs.values()]}
+
+    @app.get("/v1/jobs/{job_id}")
+    async def get_job(job_id: str, request: Request) -> Any:
+        if (error := guard(request)) is not None:
+            return error
+        with state.lock:
+            job = state.jobs.get(job_id)
+            return (
+                JSONResponse(job.to_json())
+                if job
+                else ibm_error(404, "1244", f"Job {job_id} not found.")
+            )
+
+    @app.post("/v1/jobs/{job_id}/cancel")
+    async def cancel_job(job_id: str, request: Request) -> Any:
+        if (error := guard(request)) is not None:
+            return error
+        job = state.jobs.get(job_id)
+        if job is None:
+            return ibm_error(404, "1244", f"Job {job_id} not found.")
+        if not state.finish(job, "Cancelled"):
+            return ibm_error(409, "1245", f"Job {job_id} is {job.status} and cannot be cancelled.")
+        job.cancel.set()
+        return Response(status_code=204)
+
+    @app.delete("/v1/jobs/{job_id}")
+    async def delete_job(job_id: str, request: Request) -> Any:
+        if (error := guard(request)) is not None:
+            return error
+        with state.lock:
+            job = state.jobs.get(job_id)
+            if job is None:
+                return ibm_error(404, "1244", f"Job {job_id} not found.")
+            if job.status not in FINAL:
+                return ibm_error(409, "1246", f"Job {job_id} is {job.status}; cancel it first.")
+            del state.jobs[job_id]
+            state.deleted.add(job_id)
+        return Response(status_code=204)
+
+    return app
+
+
+def _validate_job(body: Mapping[str, Any], state: _State) -> tuple[QsJob | None, Any | None]:
+    def bad(message: str) -> tuple[None, Any]:
+        return None, ibm_error(400, "1400", message)
+
+    job_id = body.get("id")
+    try:
+        uuid.UUID(str(job_id))
+    except ValueError:
+        return bad("'id' must be a UUID chosen by the client.")
+    backend = body.get("backend")
+    if not isinstance(backend, str) or not backend:
+        return bad("'backend' is required.")
+    if backend not in state.devices:
+        return None, ibm_error(404, "1216", f"Backend {backend} not found.")
+    program_id = body.get("program_id")
+    if program_id not in PROGRAM_IDS:
+        return bad(f"'program_id' must be one of {', '.join(PROGRAM_IDS)}.")
+    timeout = body.get("timeout_secs")
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
+        return bad("'timeout_secs' must be a positive integer.")
+    log_level = body.get("log_level", "warning")
+    if log_level not in LOG_LEVELS:
+        return bad(f"'log_level' must be one of {', '.join(LOG_LEVELS)}.")
+    storage = body.get("storage")
+    if not isinstance(storage, dict):
+        return bad("'storage' is required.")
+    for part in ("input", "results", "logs"):
+        location = storage.get(part)
+        if (
+            not isinstance(location, dict)
+            or location.get("type") != "s3_compatible"
+            or not str(location.get("presigned_url", "")).startswith(("http://", "https://"))
+        ):
+            return bad(
+                f'\'storage.{part}\' must be {{"type": "s3_compatible", "presigned_url": URL}}.'
+            )
+    return (
+        QsJob(str(job_id), backend, program_id, timeout, storage, log_level=log_level),
+        None,
+    )
+
+
+def _execute(state: _State, job: QsJob) -> None:
+    """Run ``job`` in a lane; write its results and logs through the presigned URLs, then
+    make it final (logs are in place before anyone sees the final status)."""
+    lane = state.lane_locks[job.backend]
+    log = [f"{utc_now()} job {job.id} accepted for {job.backend}"]
+    while not lane.acquire(timeout=0.05):
+        if job.cancel.is_set() or state.stopping.is_set():
+            return
+    try:
+        outcome = _outcome(job, state, log)
+    finally:
+        lane.release()
+    if outcome is None or job.cancel.is_set():
+        log.append(f"{utc_now()} job cancelled")
+        _write_logs(job, log)
+        return
+    status, details = outcome
+    log.append(f"{utc_now()} job {status.lower()}")
+    _write_logs(job, log)
+    state.finish(job, status, **details)
+
+
+def _outcome(job: QsJob, state: _State, log: list[str]) -> tuple[str, dict[str, Any]] | None:
+    """``(final status, job fields)``, or ``None`` when the job was cancelled meanwhile."""
+    started = time.perf_counter()
+    params = _read_input(job, log)
+    if isinstance(params, tuple):
+        return params
+    seconds = requested_seconds(params, state.execution_seconds)
+    if job.cancel.wait(seconds) or state.stopping.is_set():
+        return None
+    log.append(f"{utc_now()} running {job.program_id} on {job.backend}")
+    try:
+        result = execute_primitive(job.program_id, params, state.devices[job.backend])
+    except QrmiError as exc:
+        log.append(f"{utc_now()} failed: {exc}")
+        return _failed(1517, str(exc), "fix the primitive input and submit again")
+    if job.cancel.is_set():
+        return None
+    if _transfer("PUT", job.storage["results"]["presigned_url"], result.encode()) is None:
+        return _failed(1510, "could not store the results", "check the results presigned URL")
+    return "Completed", {"quantum_nanoseconds": _nanoseconds(started)}
+
+
+def _failed(code: int, message: str, solution: str) -> tuple[str, dict[str, Any]]:
+    return "Failed", {
+        "reason_code": code,
+        "reason_message": message,
+        "reason_solution": solution,
+    }
+
+
+def _nanoseconds(started: float) -> int:
+    return int((time.perf_counter() - started) * 1e9)
+
+
+def _read_input(job: QsJob, log: list[str]) -> dict[str, Any] | tuple[str, dict[str, Any]]:
+    """The job's input, or the ``Failed`` outcome when it cannot be read."""
+    try:
+        data = _transfer("GET", job.storage["input"]["presigned_url"])
+        if data is None:
+            raise ValueError("the presigned GET failed")
+        params = json.loads(data)
+        if not isinstance(params, dict):
+            raise ValueError("input is not a JSON object")
+    except ValueError as exc:
+        log.append(f"{utc_now()} failed to read input: {type(exc).__name__}")
+        return _failed(
+            1501,
+            f"could not read the input: {type(exc).__name__}",
+            "check the input presigned URL and that the input is a JSON object",
+        )
+    return params
+
+
+def _write_logs(job: QsJob, lines: list[str]) -> None:
+    if _transfer("PUT", job.storage["logs"]["presigned_url"], "\n".join(lines).encode()) is None:
+        logger.warning("fake QS could not write the logs of job %s", job.id)
+
+
+def _transfer(method: str, url: str, body: bytes | None = None) -> bytes | None:
+    """A presigned-URL request (urllib: it logs nothing, so signatures stay out of logs);
+    the response body, or ``None`` on failure."""
+    headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            data: bytes = response.read()
+            return data
+    except (OSError, ValueError):
+        return None
+
+
+class QuantumSystemFake(FakeServer):
+    """The Quantum System API fake with its own IAM and S3; see the module docstring.
+
+    ``devices`` maps backend names to emulator snapshots (``{"ibm_perth": "fake_perth"}``);
+    ``lanes`` is the number of execution lanes per backend; ``execution_seconds`` delays every
+    job (to observe ``Running``).
+    """
+
+    def __init__(
+        self,
+        *,
+        devices: Mapping[str, str] | None = None,
+        lanes: int = 2,
+        execution_seconds: float = 0.0,
+        apikey: str = DEFAULT_APIKEY,
+        crn: str = DEFAULT_CRN,
+        token_lifetime: float = 3600.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.apikey = apikey
+        self.crn = crn
+        self.iam = IamFake([apikey], token_lifetime=token_lifetime, host=host)
+        self.s3 = S3Fake(host=host)
+        self.state = _State(devices_from(devices, DEFAULT_DEVICES), lanes, execution_seconds)
+        super().__init__(
+            create_app(self.state, self.iam.issuer, crn), host=host, port=port, name="ibm-qs"
+        )
+
+    def start(self) -> QuantumSystemFake:
+        """Start IAM, S3 and the API."""
+        self.iam.start()
+        self.s3.start()
+        super().start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the API, IAM and S3, and let running jobs end."""
+        self.state.stopping.set()
+        super().stop()
+        self.iam.stop()
+        self.s3.stop()
+        self.state.stopping.clear()
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The resource ``environment`` for ``qrmi_config.json`` (unprefixed keys)."""
+        return {
+            "QRMI_IBM_QS_ENDPOINT": self.url,
+            "QRMI_IBM_QS_IAM_ENDPOINT": self.iam.url,
+            "QRMI_IBM_QS_IAM_APIKEY": self.apikey,
+            "QRMI_IBM_QS_SERVICE_CRN": self.crn,
+            "QRMI_IBM_QS_AWS_ACCESS_KEY_ID": self.s3.access_key_id,
+            "QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY": self.s3.secret_access_key,
+            "QRMI_IBM_QS_S3_ENDPOINT": self.s3.url,
+            "QRMI_IBM_QS_S3_BUCKET": self.s3.bucket,
+            "QRMI_IBM_QS_S3_REGION": self.s3.region,
+            "QRMI_JOB_TIMEOUT_SECONDS": "600",
+        }
+
+    @property
+    def resource_names(self) -> list[str]:
+        """The backends served, each a resource of type ``ibm-quantum-system``."""
+        return list(self.state.devices)
+
+    @property
+    def resource_type(self) -> str:
+        """The type string of the resources this fake serves."""
+        return "ibm-quantum-system"
+
+    def resource_config(self, name: str | None = None) -> dict[str, Any]:
+        """A ``qrmi_config.json`` resource entry for backend ``name`` (default: the first)."""
+        return {
+            "name": name or self.resource_names[0],
+            "type": self.resource_type,
+            "environment": self.settings,
+        }
+
+    def expire_tokens(self) -> None:
+        """Invalidate every IAM token (clients must refresh)."""
+        self.iam.expire_all()
+
+    def reserve(self, backend: str, reserved: bool = True) -> None:
+        """While reserved, ``POST /v1/jobs`` for ``backend`` answers 423."""
+        if reserved:
+            self.state.reserved.add(backend)
+        else:
+            self.state.reserved.discard(backend)
+
+    def set_status(self, backend: str, status: str, message: str = "") -> None:
+        """Set a backend's ``status`` (``online``, ``paused``, ``offline``)."""
+        device = self.state.devices[backend]
+        device.status, device.message = status, message or status
+
+    def job(self, job_id: str) -> QsJob | None:
+        """The stored job, or ``None`` (unknown or deleted)."""
+        with self.state.lock:
+            return self.state.jobs.get(job_id)
+
+    @property
+    def deleted_jobs(self) -> set[str]:
+        """Ids of the jobs deleted through ``DELETE /v1/jobs/{id}``."""
+        with self.state.lock:
+            return set(self.state.deleted)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until every job thread has ended (raises TimeoutError at ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self.state.threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                raise TimeoutError(
+                    f"fake QS job thread {thread.name} still running after {timeout} s"
+                )
+
+
+def serve(*, devices: Iterable[str] | None = None, **options: Any) -> QuantumSystemFake:
+    """Factory for ``qrmi fake serve ibm-quantum-system`` (``devices``: snapshot names)."""
+    mapping = {name.replace("fake_", "ibm_"): name for name in devices} if devices else None
+    return QuantumSystemFake(devices=mapping, **options)

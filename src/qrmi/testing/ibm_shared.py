@@ -1,0 +1,156 @@
+"""What the two IBM API fakes share: error bodies, request checks, devices, execution.
+
+IBM's APIs answer errors with ``{"status_code", "title", "trace", "errors": [{"code",
+"message", "more_info", "location"}]}``. Every request must carry ``Authorization: Bearer
+<IAM token>`` (401 otherwise) and ``Service-CRN`` naming the instance (400 when missing, 403 when
+it is another instance).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from qrmi.testing.auth import TokenIssuer
+
+__all__ = [
+    "DEFAULT_APIKEY",
+    "DEFAULT_CRN",
+    "FakeDevice",
+    "check_request",
+    "execute_primitive",
+    "ibm_error",
+    "json_body",
+    "requested_seconds",
+    "utc_now",
+]
+
+DEFAULT_APIKEY = "fake-ibm-apikey-0123456789"
+DEFAULT_CRN = "crn:v1:bluemix:public:quantum-computing:us-east:a/fake0000::"
+MORE_INFO = "https://quantum.cloud.ibm.com/docs/errors"
+
+
+def ibm_error(
+    status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None
+) -> Any:
+    """An IBM-shaped error response."""
+    from fastapi.responses import JSONResponse
+
+    body = {
+        "status_code": status,
+        "title": HTTPStatus(status).phrase,
+        "trace": str(uuid.uuid4()),
+        "correlation_id": uuid.uuid4().hex[:16],
+        "errors": [{"code": code, "message": message, "more_info": MORE_INFO, "location": None}],
+    }
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def check_request(request: Any, issuer: TokenIssuer, crn: str) -> Any | None:
+    """The error response for a request lacking a valid token or the right CRN, else ``None``."""
+    if issuer.validate_header(request.headers.get("authorization")) is None:
+        return ibm_error(401, "1001", "Unauthorized: a valid IAM bearer token is required.")
+    given = request.headers.get("service-crn")
+    if not given:
+        return ibm_error(400, "1002", "The Service-CRN header is required.")
+    if given != crn:
+        return ibm_error(403, "1003", "You do not have access to this service instance.")
+    return None
+
+
+async def json_body(request: Any) -> tuple[dict[str, Any] | None, Any | None]:
+    """``(body, None)`` for a JSON-object body, ``(None, error response)`` otherwise."""
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        return None, ibm_error(415, "1004", "Content-Type must be application/json.")
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return None, ibm_error(400, "1005", "The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        return None, ibm_error(400, "1005", "The request body must be a JSON object.")
+    return body, None
+
+
+def utc_now() -> str:
+    """The current UTC time in IBM's ISO-8601 form."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+
+
+@dataclass
+class FakeDevice:
+    """One backend a fake serves: its name, the emulator snapshot it runs as, its state."""
+
+    name: str
+    snapshot: str = "fake_perth"
+    status: str = "online"
+    message: str = "available"
+    is_simulator: bool = False
+    version: str = "1.0.0"
+    _description: tuple[dict[str, Any], dict[str, Any]] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def description(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(configuration, properties)`` of the snapshot, renamed to :attr:`name`."""
+        with self._lock:
+            if self._description is None:
+                from qrmi.backends.local_emulator.engine import device_snapshot
+
+                configuration, properties = device_snapshot(self.snapshot)
+                configuration = copy.deepcopy(configuration)
+                properties = copy.deepcopy(properties)
+                configuration["backend_name"] = self.name
+                configuration["simulator"] = self.is_simulator
+                properties["backend_name"] = self.name
+                self._description = (configuration, properties)
+            return self._description
+
+    @property
+    def num_qubits(self) -> int:
+        """Qubits of the device."""
+        return int(self.description()[0].get("n_qubits", 0))
+
+
+_engine_lock = threading.Lock()
+_engine: ThreadPoolExecutor | None = None
+
+
+def execute_primitive(program_id: str, params: Mapping[str, Any], device: FakeDevice) -> str:
+    """Run a primitive job on the emulator engine as ``device``; the result JSON text.
+
+    Every simulation of every fake in the process runs on one long-lived thread: qiskit-aer
+    crashed (SIGSEGV) when successive jobs ran on different short-lived threads.
+    """
+    from qrmi.backends.local_emulator.engine import run_primitive
+
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fake-ibm-engine")
+        engine = _engine
+    return engine.submit(run_primitive, program_id, params, device=device.snapshot).result()
+
+
+def requested_seconds(params: Mapping[str, Any], default: float) -> float:
+    """How long a job occupies the fake QPU: ``options.emulator.min_duration_seconds`` (the
+    local emulator's option, capped at an hour) or ``default``."""
+    options = params.get("options")
+    emulator = options.get("emulator") if isinstance(options, Mapping) else None
+    value = emulator.get("min_duration_seconds") if isinstance(emulator, Mapping) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return max(default, min(float(value), 3600.0))
+    return default
+
+
+def devices_from(
+    spec: Mapping[str, str] | None, default: Mapping[str, str]
+) -> dict[str, FakeDevice]:
+    """``{name: FakeDevice}`` from ``{name: snapshot}`` (``default`` when ``spec`` is None)."""
+    return {name: FakeDevice(name, snapshot) for name, snapshot in (spec or default).items()}

@@ -1,0 +1,103 @@
+"""An S3-compatible store on 127.0.0.1: moto's server in a background thread.
+
+moto keeps its state per process, so every :class:`S3Fake` creates its own bucket (a random
+name unless one is given) to stay independent of other fakes in the same process. Path-style
+addressing and SigV4 presigned URLs work as on AWS, MinIO or Ceph.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+__all__ = ["S3Fake"]
+
+#: Credentials the fake accepts (moto accepts any; these are what the settings dicts carry).
+FAKE_ACCESS_KEY_ID = "AKIAQRMIFAKE00000000"
+FAKE_SECRET_ACCESS_KEY = "fake-secret-access-key-qrmi"
+
+
+class S3Fake:
+    """moto's S3 server on ``host`` (port 0: a free one) with one bucket, :attr:`bucket`."""
+
+    def __init__(
+        self,
+        *,
+        bucket: str | None = None,
+        region: str = "us-east-1",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.bucket = bucket or f"qrmi-jobs-{uuid.uuid4().hex[:12]}"
+        self.region = region
+        self.host = host
+        self._port = port
+        self.access_key_id = FAKE_ACCESS_KEY_ID
+        self.secret_access_key = FAKE_SECRET_ACCESS_KEY
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the running server."""
+        if self._server is None:
+            raise RuntimeError("S3Fake is not running: call start() first.")
+        host, port = self._server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def start(self) -> S3Fake:
+        """Start the server (no-op if running) and create the bucket."""
+        if self._server is not None:
+            return self
+        from moto.server import ThreadedMotoServer
+
+        quiet = logging.getLogger("werkzeug")  # moto's server logs every request to stderr
+        if quiet.level == logging.NOTSET:
+            quiet.setLevel(logging.WARNING)
+        server = ThreadedMotoServer(ip_address=self.host, port=self._port, verbose=False)
+        server.start()
+        self._server = server
+        self._port = server.get_host_and_port()[1]
+        self.client().create_bucket(Bucket=self.bucket)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server; no-op if not running."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def client(self) -> Any:
+        """A boto3 S3 client for this store (path-style, SigV4)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session(
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            region_name=self.region,
+        ).client(
+            "s3",
+            endpoint_url=self.url,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+
+    def keys(self) -> list[str]:
+        """The object keys in the bucket, sorted."""
+        listing = self.client().list_objects_v2(Bucket=self.bucket)
+        return sorted(item["Key"] for item in listing.get("Contents", []))
+
+    def read(self, key: str) -> bytes:
+        """The bytes of object ``key``."""
+        data: bytes = self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return data
+
+    def __enter__(self) -> S3Fake:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self._server is not None else "stopped"
+        return f"S3Fake(bucket={self.bucket!r}, {state})"

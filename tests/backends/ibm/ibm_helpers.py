@@ -1,0 +1,61 @@
+"""Payloads and checks shared by the IBM backend tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from qrmi.models import Payload
+
+BELL = (
+    'OPENQASM 3.0; include "stdgates.inc"; bit[2] meas; qubit[2] q; h q[0]; cx q[0], q[1]; '
+    "meas[0] = measure q[0]; meas[1] = measure q[1];"
+)
+BELL_STATE = 'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; h q[0]; cx q[0], q[1];'
+
+
+def sampler(*, shots: int = 64, seconds: float = 0.0, **extra: Any) -> Payload:
+    """A Bell sampler job; ``seconds`` keeps it on the fake QPU that long."""
+    params: dict[str, Any] = {"pubs": [[BELL, None, shots]], "version": 2, **extra}
+    if seconds:
+        params["options"] = {"emulator": {"min_duration_seconds": seconds}}
+    return Payload.QiskitPrimitive(input=json.dumps(params), program_id="sampler")
+
+
+def estimator() -> Payload:
+    """<ZZ> and <XX> of a Bell state (both 1)."""
+    params = {"pubs": [[BELL_STATE, ["ZZ", "XX"], None, 0.01]], "version": 2}
+    return Payload.QiskitPrimitive(input=json.dumps(params), program_id="estimator")
+
+
+def broken_sampler() -> Payload:
+    """Valid JSON whose circuit is not OpenQASM: the job fails on the service."""
+    params = {"pubs": [["this is not a circuit", None, 10]], "version": 2}
+    return Payload.QiskitPrimitive(input=json.dumps(params), program_id="sampler")
+
+
+def decode(text: str) -> Any:
+    """The PrimitiveResult, decoded as qiskit-ibm-runtime does."""
+    from qiskit_ibm_runtime.decoders.result_decoder import ResultDecoder
+
+    return ResultDecoder.decode(text)
+
+
+def assert_no_secret(secrets: Iterable[str], texts: Iterable[str]) -> None:
+    """No secret occurs in any text."""
+    wanted = [s for s in secrets if s]
+    for text in texts:
+        for secret in wanted:
+            assert secret not in text, f"a credential leaked into: {text[:200]}"
+
+
+def log_texts(records: Iterable[logging.LogRecord]) -> list[str]:
+    """Every log record's message, plus its exception text if any."""
+    texts = []
+    for record in records:
+        texts.append(record.getMessage())
+        if record.exc_info and record.exc_info[1] is not None:
+            texts.append(str(record.exc_info[1]))
+    return texts
