@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -290,3 +292,29 @@ def test_user_defined_gates_are_expanded_not_refused() -> None:
     counts = run("sampler", [[text, None, 100]], seed=2)[0].data.c.get_counts()
 
     assert set(counts) <= {"00", "11"} and sum(counts.values()) == 100
+
+
+@pytest.mark.slow
+def test_engine_survives_use_from_short_lived_threads() -> None:
+    # Regression: importing the simulator in a thread that then exited made the next
+    # simulation on another thread crash the whole process (SIGSEGV).
+    script = f"""
+import threading
+from qrmi.backends.local_emulator import engine
+BELL = {BELL!r}
+def sampler():
+    engine.run_primitive("sampler", {{"pubs": [[BELL, None, 10]], "version": 2}})
+def estimator():
+    circuit = BELL.split("c[0] = measure")[0]
+    engine.run_primitive("estimator", {{"pubs": [[circuit, "ZZ"]], "version": 2}})
+for job in (estimator, sampler, sampler):
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join()
+print("survived")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "survived"

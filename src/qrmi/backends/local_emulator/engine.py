@@ -33,6 +33,9 @@ Importing this module is cheap: qiskit is imported on the first :func:`run_primi
 
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -97,6 +100,41 @@ def run_primitive(
     """
     check_params(program_id, params)
     name = canonical_device_name(device or DEFAULT_DEVICE)
-    import qrmi.backends.local_emulator._simulate as simulate  # heavy: qiskit, qiskit-aer
+    return _simulator().run(program_id, params, device=name, noise=noise, seed=seed)
 
-    return simulate.run(program_id, params, device=name, noise=noise, seed=seed)
+
+_simulator_lock = threading.Lock()
+
+
+def _simulator() -> Any:
+    """The heavy simulation module (qiskit, qiskit-aer), imported once per process.
+
+    Simulating from any thread crashes the process (SIGSEGV inside qiskit) when the module
+    was first imported by a thread that has since exited, as short-lived request threads do.
+    So a thread other than the main one imports it from a helper thread that never exits.
+    """
+    module = sys.modules.get(_SIMULATE_MODULE)
+    if module is not None:
+        return module
+    with _simulator_lock:
+        if threading.current_thread() is threading.main_thread():
+            return importlib.import_module(_SIMULATE_MODULE)
+        imported = threading.Event()
+        failure: list[BaseException] = []
+
+        def import_and_park() -> None:
+            try:
+                importlib.import_module(_SIMULATE_MODULE)
+            except BaseException as exc:  # re-raised in the caller's thread
+                failure.append(exc)
+            imported.set()
+            threading.Event().wait()
+
+        threading.Thread(target=import_and_park, name="qrmi-simulator", daemon=True).start()
+        imported.wait()
+        if failure:
+            raise failure[0]
+        return sys.modules[_SIMULATE_MODULE]
+
+
+_SIMULATE_MODULE = "qrmi.backends.local_emulator._simulate"
