@@ -1,0 +1,425 @@
+"""Run one task to its end: start, wait, cancel on a signal, fetch the result or the reason.
+
+:func:`run_task` is the one implementation behind ``qrmi run`` and ``task_runner``. It
+
+* waits with the base class's adaptive polling (a few milliseconds at first, backing off to
+  about a second), under an optional deadline;
+* on Ctrl-C (SIGINT) or SIGTERM (what ``scancel`` sends) stops the task before returning;
+  a signal that arrives while the task is being submitted is held until the task id is known,
+  so that no task is left running unseen;
+* never stops a task that completed: its result must not be lost.
+
+Exit codes (:data:`EXIT_CODES`) are shared by every command of the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from qrmi.backends.base import poll_intervals
+from qrmi.config import Config, ResourceDef
+from qrmi.errors import (
+    ConfigError,
+    InvalidInputError,
+    QrmiError,
+    ResourceNotFoundError,
+    ServiceUnavailableError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    UnsupportedPayloadError,
+    UnsupportedResourceTypeError,
+)
+from qrmi.models import Payload, ResourceType, TaskStatus
+from qrmi.protocol import QuantumResourceProtocol
+
+__all__ = [
+    "EXIT_CANCELLED",
+    "EXIT_CODES",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "Interrupted",
+    "RunOutcome",
+    "SignalGuard",
+    "build_resource",
+    "check_output_writable",
+    "exit_code_for_error",
+    "exit_code_for_status",
+    "resolve_resource",
+    "run_task",
+    "wait_for_final",
+    "write_result",
+]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CANCELLED = 3
+EXIT_TIMEOUT = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
+
+#: Exit code -> meaning, for help texts and docs.
+EXIT_CODES: Mapping[int, str] = {
+    EXIT_OK: "the task completed (or the command succeeded)",
+    EXIT_FAILED: "the task failed, or a call to the resource failed",
+    EXIT_USAGE: "bad command line, configuration, input file, resource name or task id",
+    EXIT_CANCELLED: "the task was cancelled",
+    EXIT_TIMEOUT: "the task is not finished (--timeout reached, or its result was asked too "
+    "early); it keeps running",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C (SIGTERM gives 143); the task was cancelled",
+}
+
+# Consecutive transient failures tolerated while polling before giving up.
+_MAX_POLL_FAILURES = 10
+
+_USAGE_ERRORS = (
+    ConfigError,
+    InvalidInputError,
+    ResourceNotFoundError,
+    TaskNotFoundError,
+    UnsupportedPayloadError,
+    UnsupportedResourceTypeError,
+)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. A ``BaseException`` so that retry loops do not swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number: 130 for Ctrl-C, 143 for SIGTERM."""
+        return 128 + self.signum
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended.
+
+    ``status`` is the last status seen (``None`` if the task never reported one); ``result``
+    the result text of a completed task; ``reason`` the task logs of a failed task;
+    ``interrupted_by`` the signal number that stopped the wait.
+    """
+
+    task_id: str
+    status: TaskStatus | None
+    exit_code: int
+    result: str | None = None
+    reason: str | None = None
+    interrupted_by: int | None = None
+    timed_out: bool = False
+
+
+def exit_code_for_status(status: TaskStatus) -> int:
+    """0 for Completed, 1 for Failed, 3 for Cancelled, 4 for a task still queued or running."""
+    return {
+        TaskStatus.Completed: EXIT_OK,
+        TaskStatus.Failed: EXIT_FAILED,
+        TaskStatus.Cancelled: EXIT_CANCELLED,
+    }.get(status, EXIT_TIMEOUT)
+
+
+def exit_code_for_error(error: BaseException) -> int:
+    """The exit code for an error that ended a command."""
+    if isinstance(error, Interrupted):
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, TaskTimeoutError):
+        return EXIT_TIMEOUT
+    if isinstance(error, _USAGE_ERRORS):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+# ----- resources ---------------------------------------------------------------------------
+
+
+def resolve_resource(
+    name: str,
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+    job_only: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[ResourceDef, bool]:
+    """Find the definition of resource ``name`` and whether the current job holds it.
+
+    Order: an explicit config file; the job's resources (``QRMI_JOB_QPU_RESOURCES``, settings
+    from the job environment); the config found by :meth:`Config.find`, or the implicit
+    ``local`` emulator. With ``job_only`` (``task_runner``), a job may use only its own
+    resources.
+
+    Raises:
+        ConfigError: no such resource; the message lists the ones available.
+    """
+    from qrmi.job import get_job_qpu_resources_and_types
+
+    env = os.environ if environ is None else environ
+    if config_path is not None:
+        return Config.load(config_path).get(name), False
+    job = _job_resources(env, get_job_qpu_resources_and_types)
+    if job is not None and name in job:
+        return ResourceDef(name, job[name]), True
+    if job is not None and job_only:
+        held = ", ".join(job) or "(none)"
+        raise ConfigError(
+            f"resource {name!r} is not one of this job's resources ({held}); submit the job "
+            f"with --qpu={name}"
+        )
+    return (Config.find() or Config.default()).get(name), False
+
+
+def _job_resources(
+    env: Mapping[str, str], reader: Callable[[Mapping[str, str]], tuple[list[str], list[str]]]
+) -> dict[str, ResourceType | str] | None:
+    try:
+        names, types = reader(env)
+    except RuntimeError:  # not inside a QPU job
+        return None
+    from qrmi.registry import parse_type
+
+    return {n: parse_type(t) for n, t in zip(names, types, strict=True)}
+
+
+def build_resource(rdef: ResourceDef) -> QuantumResourceProtocol:
+    """The resource for a definition: its ``environment`` first, then ``{name}_{KEY}`` vars."""
+    from qrmi.resource import QuantumResource
+
+    return QuantumResource(rdef.name, rdef.resource_type, config=rdef.environment)
+
+
+# ----- signals -----------------------------------------------------------------------------
+
+
+class SignalGuard:
+    """Turns SIGINT and SIGTERM into :class:`Interrupted`, or holds them during critical calls.
+
+    Outside the main thread signal handlers cannot be installed; the guard then does nothing
+    and Ctrl-C arrives as :class:`KeyboardInterrupt`.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._pending: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        # A second signal while one is held means "really stop now".
+        if self._holding and self._pending is None:
+            self._pending = signum
+            return
+        raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold signals during the block; raise :class:`Interrupted` after it if one came."""
+        self._holding, self._pending = True, None
+        try:
+            yield
+        finally:
+            self._holding = False
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            raise Interrupted(pending)
+
+
+# ----- waiting -----------------------------------------------------------------------------
+
+StatusCallback = Callable[[TaskStatus], None]
+
+
+def wait_for_final(
+    resource: QuantumResourceProtocol,
+    task_id: str,
+    *,
+    timeout: float | None = None,
+    on_status: StatusCallback | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TaskStatus:
+    """Poll ``task_id`` with the base class's adaptive intervals until it is final.
+
+    ``on_status`` is called once per status change. A few transient service failures in a row
+    are logged and polled through.
+
+    Raises:
+        TaskTimeoutError: ``timeout`` seconds passed first; the task keeps running.
+    """
+    deadline = None if timeout is None else clock() + timeout
+    last: TaskStatus | None = None
+    failures = 0
+    for delay in poll_intervals():
+        status = _poll_once(resource, task_id, failures)
+        failures = 0 if status is not None else failures + 1
+        if status is not None and status != last:
+            last = status
+            if on_status is not None:
+                on_status(status)
+        if status is not None and status.is_final:
+            return status
+        if deadline is not None:
+            remaining = deadline - clock()
+            if remaining <= 0:
+                state = last.name if last is not None else "not reporting its status"
+                raise TaskTimeoutError(
+                    f"task {task_id} on {resource.resource_id()} is still {state} after "
+                    f"{timeout:g} s; it keeps running"
+                )
+            delay = min(delay, remaining)
+        sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _poll_once(resource: QuantumResourceProtocol, task_id: str, failures: int) -> TaskStatus | None:
+    """The task's status, or ``None`` after a transient failure (raised once too many)."""
+    try:
+        return resource.task_status(task_id)
+    except ServiceUnavailableError as exc:
+        if failures + 1 > _MAX_POLL_FAILURES:
+            raise
+        logger.warning("polling task %s failed (%s); retrying", task_id, exc)
+        return None
+
+
+def run_task(
+    resource: QuantumResourceProtocol,
+    payload: Payload,
+    *,
+    timeout: float | None = None,
+    on_started: Callable[[str], None] | None = None,
+    on_status: StatusCallback | None = None,
+) -> RunOutcome:
+    """Start ``payload`` on ``resource``, wait until the task ends and collect what it left.
+
+    On SIGINT/SIGTERM the task is stopped (unless already final) and the outcome says which
+    signal; on timeout the task is left running. Errors of the start call propagate.
+    """
+    seen: list[TaskStatus] = []
+
+    def record(status: TaskStatus) -> None:
+        seen.append(status)
+        if on_status is not None:
+            on_status(status)
+
+    started: list[str] = []
+    with SignalGuard() as guard:
+        try:
+            with guard.hold():  # a signal now would leave a task running that we cannot name
+                started.append(resource.task_start(payload))
+            if on_started is not None:
+                on_started(started[0])
+            status = wait_for_final(resource, started[0], timeout=timeout, on_status=record)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            if not started:
+                raise
+            return _stop_after_signal(resource, started[0], _signum(exc))
+        except TaskTimeoutError:
+            last = seen[-1] if seen else None
+            return RunOutcome(started[0], last, EXIT_TIMEOUT, timed_out=True)
+        try:
+            return _collect(resource, started[0], status)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            # The task completed: leave it (and its result) alone.
+            signum = _signum(exc)
+            return RunOutcome(started[0], status, 128 + signum, interrupted_by=signum)
+
+
+def _signum(exc: BaseException) -> int:
+    return exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+
+
+def _stop_after_signal(resource: QuantumResourceProtocol, task_id: str, signum: int) -> RunOutcome:
+    logger.info("%s received: stopping task %s", signal.Signals(signum).name, task_id)
+    status: TaskStatus | None = None
+    try:
+        resource.task_stop(task_id)  # a no-op for a final task: results are kept
+        status = resource.task_status(task_id)
+    except QrmiError as exc:
+        logger.error("could not stop task %s: %s", task_id, exc)
+    except (Interrupted, KeyboardInterrupt):
+        logger.error("interrupted again: stopped waiting for task %s to be cancelled", task_id)
+    return RunOutcome(task_id, status, 128 + signum, interrupted_by=signum)
+
+
+def _collect(resource: QuantumResourceProtocol, task_id: str, status: TaskStatus) -> RunOutcome:
+    if status == TaskStatus.Completed:
+        return RunOutcome(task_id, status, EXIT_OK, result=resource.task_result(task_id).value)
+    reason = None
+    if status == TaskStatus.Failed:
+        try:
+            reason = resource.task_logs(task_id)
+        except QrmiError as exc:
+            reason = f"(the task logs could not be read: {exc})"
+    return RunOutcome(task_id, status, exit_code_for_status(status), reason=reason)
+
+
+# ----- output ------------------------------------------------------------------------------
+
+
+def check_output_writable(output: str | os.PathLike[str] | None) -> None:
+    """Fail before any task starts when the result could not be written.
+
+    Raises:
+        InvalidInputError: the output's directory is missing or not writable, or the output
+            is a directory.
+    """
+    if output is None:
+        return
+    path = Path(output)
+    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InvalidInputError(f"output {path} is a directory; name a file to write")
+    if not directory.is_dir():
+        raise InvalidInputError(f"output directory {directory} does not exist; create it first")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"output directory {directory} is not writable")
+
+
+def write_result(text: str, output: str | os.PathLike[str] | None) -> None:
+    """Write ``text`` to ``output`` (atomically: no half-written file) or to stdout."""
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        return
+    path = Path(output)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,137 @@
+"""``task_runner NAME INPUT [OUTPUT]``: run one task file on a resource, the reference's way.
+
+The command line, the input formats and the ``Task ID: <id>`` line are the reference's, so job
+scripts written for it keep working. Fixed on purpose:
+
+* the exit code is non-zero when the task failed (1) or was cancelled (3), and 130/143 when
+  Ctrl-C or SIGTERM (``scancel``) stopped it; the reference always exits 0;
+* a completed task is never stopped, so its result stays readable (the reference stops, and on
+  IBM Quantum System deletes, every task at exit);
+* waiting uses adaptive polling (milliseconds at first) instead of a fixed one-second sleep;
+* ``pasqal-local`` works, IQM's optional keys are optional and a Felis QIR text is not
+  JSON-encoded twice;
+* log lines and ``Task ID`` go to stderr, so that stdout holds only the result.
+
+The resource's type comes from the job (``QRMI_JOB_QPU_RESOURCES`` / ``QRMI_JOB_QPU_TYPES``);
+outside a job, from the QRMI config file (``$QRMI_CONFIG_FILE``), or the implicit ``local``
+emulator. Log level from ``SRUN_DEBUG`` as in the reference: 2 -> ERROR, 4 or more -> DEBUG,
+anything else -> INFO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from qrmi.errors import QrmiError
+from qrmi.log import redact
+from qrmi.models import TaskStatus
+from qrmi.tools.runner import (
+    Interrupted,
+    RunOutcome,
+    build_resource,
+    check_output_writable,
+    exit_code_for_error,
+    resolve_resource,
+    run_task,
+    write_result,
+)
+
+__all__ = ["main"]
+
+logger = logging.getLogger("qrmi.task_runner")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``task_runner`` with ``argv`` (default: the process arguments); return the exit code.
+
+    As a console script the return value becomes the process exit status.
+    """
+    args = _parser().parse_args(argv)
+    _load_dotenv()
+    _configure_logging(os.environ.get("SRUN_DEBUG"))
+    try:
+        return _run(args.name, args.input, args.output)
+    except (QrmiError, Interrupted, KeyboardInterrupt) as exc:
+        logger.error("%s", redact(str(exc)) or type(exc).__name__)
+        return exit_code_for_error(exc)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="task_runner",
+        description="Run one task input file on a QPU resource and write its result.",
+        epilog="Exit codes: 0 completed, 1 failed, 2 bad input, 3 cancelled, 130/143 "
+        "interrupted (the task is cancelled).",
+    )
+    parser.add_argument("name", help="resource name, e.g. ibm_fez (one of the job's --qpu)")
+    parser.add_argument("input", help="task input file (JSON; see docs/cli.md)")
+    parser.add_argument("output", nargs="?", help="result file (default: stdout)")
+    return parser
+
+
+def _run(name: str, input_file: str, output: str | None) -> int:
+    from qrmi.tools.inputs import load_payload
+
+    check_output_writable(output)
+    rdef, _ = resolve_resource(name, job_only=True)
+    payload = load_payload(input_file, rdef.resource_type)
+    resource = build_resource(rdef)
+    outcome = run_task(
+        resource,
+        payload,
+        on_started=lambda task_id: print(f"Task ID: {task_id}", file=sys.stderr, flush=True),
+        on_status=lambda status: logger.info("task status: %s", status.name),
+    )
+    return _report(outcome, output)
+
+
+def _report(outcome: RunOutcome, output: str | None) -> int:
+    if outcome.interrupted_by is not None:
+        after = outcome.status.name if outcome.status else "unknown"
+        logger.error("interrupted; task %s is now %s", outcome.task_id, after)
+    elif outcome.status == TaskStatus.Completed and outcome.result is not None:
+        write_result(outcome.result, output)
+        if output is not None:
+            logger.info("wrote the result of task %s to %s", outcome.task_id, output)
+    elif outcome.status == TaskStatus.Failed:
+        logger.error("task %s failed: %s", outcome.task_id, outcome.reason)
+    elif outcome.status == TaskStatus.Cancelled:
+        logger.error("task %s was cancelled", outcome.task_id)
+    return outcome.exit_code
+
+
+def _configure_logging(srun_debug: str | None) -> None:
+    try:
+        verbosity = int(srun_debug) if srun_debug else None
+    except ValueError:
+        verbosity = None
+    if verbosity == 2:  # srun --quiet
+        level = logging.ERROR
+    elif verbosity is not None and verbosity >= 4:
+        level = logging.DEBUG
+    else:
+        level = logging.INFO
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _load_dotenv() -> None:
+    """Read ``.env`` (searched from the working directory up) when python-dotenv is installed.
+
+    Variables already set win. The reference calls ``load_dotenv()`` too, but from its module,
+    so it searches from the install directory; the working directory is what users expect.
+    """
+    try:
+        from dotenv import find_dotenv, load_dotenv
+    except ImportError:
+        return
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
