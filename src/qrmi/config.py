@@ -241,6 +241,11 @@ class Settings:
         self._config = dict(config or {})
         self._environ = os.environ if environ is None else environ
 
+    def renamed(self, resource_name: str) -> Settings:
+        """The same settings read as ``{resource_name}_{KEY}`` (IQM reads ``garnet_KEY`` for the
+        resource ``garnet,<calibration set>``)."""
+        return Settings(resource_name, self._config, self._environ)
+
     def env_name(self, key: str) -> str:
         """The environment variable that holds ``key`` for this resource."""
         return f"{self.resource_name}_{key}"

@@ -42,8 +42,12 @@ __all__ = [
 
 # Vendor fakes, kind -> "module:factory". Keep the keys sorted.
 _FAKE_SERVERS: dict[str, str] = {
+    "alice-bob-felis": "qrmi.testing.alice_bob_felis:felis_server",
     "ibm-quantum-compute-service": "qrmi.testing.ibm_compute_service:serve",
     "ibm-quantum-system": "qrmi.testing.ibm_quantum_system:serve",
+    "iqm-server": "qrmi.testing.iqm_server:iqm_server",
+    "pasqal-cloud": "qrmi.testing.pasqal_cloud:pasqal_cloud_server",
+    "pasqal-local": "qrmi.testing.pasqal_warden:pasqal_warden_server",
 }
 
 #: Read-only view of the registered vendor fakes (sorted by kind).

@@ -100,7 +100,8 @@ def run_primitive(
     """
     check_params(program_id, params)
     name = canonical_device_name(device or DEFAULT_DEVICE)
-    return _simulator().run(program_id, params, device=name, noise=noise, seed=seed)
+    result: str = _simulator().run(program_id, params, device=name, noise=noise, seed=seed)
+    return result
 
 
 _simulator_lock = threading.Lock()
