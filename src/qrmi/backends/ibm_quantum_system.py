@@ -149,11 +149,14 @@ class QuantumSystemBackend(Backend):
 
     # ----- resource ------------------------------------------------------------------------
 
+    def is_accessible(self) -> bool:
+        """True when the backend is online (one request, unlike :meth:`status`)."""
+        return self._status_code(self._backend()) == ResourceStatusCode.Online
+
     def fetch_status(self) -> ResourceStatus:
         """Backend status, free execution lanes and this backend's running jobs."""
-        backend = json_object(self._http.get(self._backend_path()), "backend status")
-        word = str(backend.get("status", "")).lower()
-        code = _BACKEND_STATUS.get(word, ResourceStatusCode.Offline)
+        backend = self._backend()
+        code = self._status_code(backend)
         pending = self._running_jobs()
         capacity = self._capacity(pending)
         return ResourceStatus(
@@ -162,6 +165,15 @@ class QuantumSystemBackend(Backend):
             busy=None if capacity is None else capacity.available_slots == 0,
             capacity=capacity,
             pending_job_count=pending,
+        )
+
+    def _backend(self) -> dict[str, Any]:
+        return json_object(self._http.get(self._backend_path()), "backend status")
+
+    @staticmethod
+    def _status_code(backend: Mapping[str, Any]) -> ResourceStatusCode:
+        return _BACKEND_STATUS.get(
+            str(backend.get("status", "")).lower(), ResourceStatusCode.Offline
         )
 
     def _capacity(self, running: int | None) -> ResourceCapacity | None:

@@ -107,6 +107,16 @@ def test_status_reports_lanes_and_running_jobs(qs: QuantumSystemFake) -> None:
     assert status.capacity.available_slots == 1
 
 
+def test_is_accessible_asks_the_backend_once(qs: QuantumSystemFake) -> None:
+    qpu = resource(qs)
+    qpu.is_accessible()
+    qs.clear()
+    assert qpu.is_accessible() is True
+    assert [(r.method, r.path) for r in qs.requests()] == [("GET", f"/v1/backends/{NAME}")]
+    qs.set_status(NAME, "paused", "calibrating")
+    assert qpu.is_accessible() is False
+
+
 def test_paused_backend_is_not_accessible(qs: QuantumSystemFake) -> None:
     qs.set_status(NAME, "paused", "calibrating")
 
