@@ -36,6 +36,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+shim:
+	$(MAKE) -C slurm
+
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 

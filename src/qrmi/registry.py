@@ -112,7 +112,8 @@ def backend_class(type_string: str) -> type[Backend]:
         UnsupportedResourceTypeError: no backend is known for the type, or its module cannot be
             imported (the message says what to install).
     """
-    _load_entry_points()
+    if type_string not in _BUILTIN:  # entry points cannot take a built-in type: skip the scan
+        _load_entry_points()
     target: str | type[Backend] | None = _registered.get(type_string)
     hint = ""
     if target is None and type_string in _BUILTIN:

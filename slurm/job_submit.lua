@@ -1,0 +1,119 @@
+--[[
+job_submit.lua: makes QPUs schedulable. A job submitted with --qpu=a,b gets the Slurm licenses
+a:1,b:1 (merged with the user's own --licenses), so it waits in Slurm's queue with Reason
+"Licenses" while another job holds the QPU, instead of holding nodes while it waits.
+
+An unknown QPU name is rejected at submit time with the list of valid QPUs. The list comes from
+qrmi_qpus.lua next to this file, generated from qrmi_config.json by
+    qrmi slurm licenses --lua-data /etc/slurm/qrmi_qpus.lua
+together with the slurm.conf "Licenses=" line. The data file is read on every --qpu
+submission, so regenerating it needs no reconfigure (a changed Licenses= line does).
+
+Setup: slurm.conf JobSubmitPlugins=lua; this file and qrmi_qpus.lua in slurm.conf's directory.
+Lua 5.1. job_desc.spank_job_env is indexed from 0: iterate with pairs, not ipairs.
+]]
+
+local PLUGIN_OPTION = "_SLURM_SPANK_OPTION_qrmi_qpu="
+local DATA_FILE = "qrmi_qpus.lua"
+
+local function script_dir()
+    local source = debug.getinfo(1, "S").source
+    return source:match("^@(.*/)") or "/etc/slurm/"
+end
+
+local function load_qpus()
+    local chunk, err = loadfile(script_dir() .. DATA_FILE)
+    if not chunk then
+        return nil, err
+    end
+    local ok, qpus = pcall(chunk)
+    if not ok or type(qpus) ~= "table" then
+        return nil, "it does not return a list of names"
+    end
+    local known = {}
+    for _, name in pairs(qpus) do
+        known[name] = true
+    end
+    return known, qpus
+end
+
+local function requested_qpus(job_desc)
+    local env = job_desc.spank_job_env
+    if env == nil then
+        return nil
+    end
+    for _, entry in pairs(env) do
+        if type(entry) == "string" and entry:sub(1, #PLUGIN_OPTION) == PLUGIN_OPTION then
+            return entry:sub(#PLUGIN_OPTION + 1)
+        end
+    end
+    return nil
+end
+
+local function split_names(text)
+    local names, seen = {}, {}
+    for name in text:gmatch("[^,]+") do
+        if not seen[name] then
+            seen[name] = true
+            names[#names + 1] = name
+        end
+    end
+    return names
+end
+
+-- "a:1,b" plus QPUs {a, c} -> "a:1,b,c:1": the user's own count for a license wins.
+local function merge_licenses(existing, names)
+    local parts, have = {}, {}
+    if existing ~= nil and existing ~= "" then
+        for item in existing:gmatch("[^,]+") do
+            parts[#parts + 1] = item
+            have[item:match("^([^:@]+)")] = true
+        end
+    end
+    for _, name in ipairs(names) do
+        if not have[name] then
+            parts[#parts + 1] = name .. ":1"
+        end
+    end
+    return table.concat(parts, ",")
+end
+
+local function sorted_names(list)
+    local copy = {}
+    for _, name in pairs(list) do
+        copy[#copy + 1] = name
+    end
+    table.sort(copy)
+    return table.concat(copy, ", ")
+end
+
+function slurm_job_submit(job_desc, part_list, submit_uid)
+    local value = requested_qpus(job_desc)
+    if value == nil then
+        return slurm.SUCCESS
+    end
+    local known, list = load_qpus()
+    if known == nil then
+        slurm.log_error("qrmi: cannot load %s%s: %s", script_dir(), DATA_FILE, tostring(list))
+        slurm.log_user("qrmi: --qpu is unavailable: the QPU list of this cluster is missing; "
+            .. "ask your administrator (qrmi slurm licenses --lua-data)")
+        return slurm.ERROR
+    end
+    local names = split_names(value)
+    for _, name in ipairs(names) do
+        if not known[name] then
+            slurm.log_user(string.format("qrmi: unknown QPU '%s' in --qpu=%s; valid QPUs are: %s",
+                name, value, sorted_names(list)))
+            return slurm.ERROR
+        end
+    end
+    job_desc.licenses = merge_licenses(job_desc.licenses, names)
+    slurm.log_debug("qrmi: --qpu=%s -> licenses %s", value, job_desc.licenses)
+    return slurm.SUCCESS
+end
+
+function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
+    return slurm.SUCCESS
+end
+
+return slurm.SUCCESS

@@ -1,0 +1,399 @@
+"""The QPU lifecycle of a batch job, independent of the workload manager.
+
+A workload-manager integration (the Slurm helper today; PBS or Flux hooks tomorrow) calls
+:meth:`JobLifecycle.start` when a job begins and :meth:`JobLifecycle.finish` when it ends::
+
+    names -> resolve in qrmi_config.json -> per-resource settings (admin values, the user's own
+    {name}_QRMI_* job values winning) -> status / is_accessible -> acquire -> persisted per-job
+    state -> the job's variables ... job runs ... -> release, exactly once
+
+Acquisition is all or nothing: when one QPU of the list cannot be acquired, those already
+acquired are released and the job fails with the reason. The per-job state (root-only JSON,
+one file per job, written after every acquisition and guarded by a lock) lets any later
+process (the step that ends the job, an epilog, an admin's cleanup) release what is left, and
+makes release idempotent. What the job receives per resource is decided in one place,
+:func:`resource_variables`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from qrmi.config import Config, ResourceDef
+from qrmi.errors import (
+    ConfigError,
+    InvalidInputError,
+    ResourceNotFoundError,
+    ServiceUnavailableError,
+)
+from qrmi.models import ResourceStatusCode, ResourceType
+
+__all__ = [
+    "INFINITE_TIMEOUT_SECONDS",
+    "JobContext",
+    "JobLifecycle",
+    "JobState",
+    "JobStateStore",
+    "Lease",
+    "ReleaseReport",
+    "job_variables",
+    "parse_qpu_list",
+    "resource_settings",
+    "resource_variables",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``{name}_QRMI_JOB_TIMEOUT_SECONDS`` of a job without a time limit (the reference's value).
+INFINITE_TIMEOUT_SECONDS = 4294967295
+
+_QPU_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class _Resource(Protocol):
+    def status(self) -> Any: ...
+    def acquire(self) -> str: ...
+    def release(self, acquisition_token: str) -> None: ...
+
+
+#: Builds a resource from ``(name, type string, unprefixed settings)``.
+ResourceFactory = Callable[[str, str, Mapping[str, str]], _Resource]
+
+
+def _default_factory(name: str, kind: str, settings: Mapping[str, str]) -> _Resource:
+    from qrmi.resource import QuantumResource
+
+    return QuantumResource(name, kind, config=settings, environ={})
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the workload manager knows about the job.
+
+    ``user_environ`` holds the job's own environment variables (only ``{name}_QRMI_*`` ones are
+    used); ``time_limit_seconds`` is ``None`` for an unlimited job.
+    """
+
+    job_id: str
+    uid: int
+    time_limit_seconds: int | None = None
+    user_environ: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Lease:
+    """One acquired resource: its name, type string, token and the settings it was built with."""
+
+    name: str
+    type: str
+    token: str
+    settings: dict[str, str]
+    released: bool = False
+
+
+@dataclass
+class JobState:
+    """The persisted record of a job's leases."""
+
+    job_id: str
+    uid: int
+    names: list[str]
+    time_limit_seconds: int | None = None
+    leases: list[Lease] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @staticmethod
+    def from_json(text: str) -> JobState:
+        data = json.loads(text)
+        leases = [Lease(**item) for item in data.pop("leases", [])]
+        return JobState(**data, leases=leases)
+
+
+@dataclass(frozen=True)
+class ReleaseReport:
+    """What :meth:`JobLifecycle.finish` did."""
+
+    released: list[str]
+    failed: dict[str, str]
+    had_state: bool
+
+
+def parse_qpu_list(text: str) -> list[str]:
+    """The names of a ``--qpu`` value, in order, without duplicates.
+
+    Raises:
+        InvalidInputError: empty, an empty item, or a character outside ``[A-Za-z0-9_.-]``.
+    """
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or any(not item for item in items):
+        raise InvalidInputError(
+            f"--qpu={text!r} must be a comma separated list of QPU names without empty items, "
+            "e.g. --qpu=ibm_fez,ibm_torino"
+        )
+    for item in items:
+        if not _QPU_NAME.match(item):
+            raise InvalidInputError(
+                f"QPU name {item!r} in --qpu contains a character other than letters, digits, "
+                "'_', '.' and '-'"
+            )
+    return list(dict.fromkeys(items))
+
+
+def resolve(config: Config, names: Sequence[str]) -> list[ResourceDef]:
+    """The definitions of ``names``.
+
+    Raises:
+        ResourceNotFoundError: a name is not configured (or is a dynamic provider entry); the
+            message lists the QPUs that are.
+    """
+    usable = {n: r for n, r in config.resource_map.items() if not r.is_dynamic}
+    unknown = [n for n in names if n not in usable]
+    if unknown:
+        known = ", ".join(sorted(usable)) or "(none)"
+        raise ResourceNotFoundError(
+            f"unknown QPU {', '.join(repr(n) for n in unknown)} in --qpu; the QPUs configured "
+            f"on this cluster are: {known}"
+        )
+    return [usable[n] for n in names]
+
+
+def type_string(kind: ResourceType | str) -> str:
+    """The type string of a resource type."""
+    return kind.type_string if isinstance(kind, ResourceType) else kind
+
+
+def resource_settings(rdef: ResourceDef, user_environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings a resource is built with: the admin's ``environment``, then the user's own
+    ``{name}_QRMI_*`` job variables, which win (e.g. a personal API key)."""
+    settings = dict(rdef.environment)
+    prefix = f"{rdef.name}_"
+    for key, value in user_environ.items():
+        if key.startswith(prefix) and key[len(prefix) :].startswith("QRMI_"):
+            unprefixed = key[len(prefix) :]
+            if not unprefixed.startswith("QRMI_JOB_"):
+                settings[unprefixed] = value
+    return settings
+
+
+def timeout_seconds(ctx: JobContext) -> int:
+    """``{name}_QRMI_JOB_TIMEOUT_SECONDS``: the job's time limit, or the reference's infinity."""
+    if ctx.time_limit_seconds is None or ctx.time_limit_seconds >= INFINITE_TIMEOUT_SECONDS:
+        return INFINITE_TIMEOUT_SECONDS
+    return ctx.time_limit_seconds
+
+
+def resource_variables(lease: Lease, ctx: JobContext) -> dict[str, str]:
+    """Everything the job receives for one resource (the one place that decides it).
+
+    Today that is the reference's contract: every setting as ``{name}_{KEY}``, the acquisition
+    token and the timeout. Taking credentials out of the job environment changes only this.
+    """
+    variables = {f"{lease.name}_{key}": value for key, value in lease.settings.items()}
+    variables[f"{lease.name}_QRMI_JOB_ACQUISITION_TOKEN"] = lease.token
+    variables[f"{lease.name}_QRMI_JOB_TIMEOUT_SECONDS"] = str(timeout_seconds(ctx))
+    return variables
+
+
+def job_variables(leases: Sequence[Lease], ctx: JobContext) -> dict[str, str]:
+    """The job's environment: the lists of resources and types, the job id and uid, and each
+    resource's :func:`resource_variables`."""
+    names = ",".join(lease.name for lease in leases)
+    types = ",".join(lease.type for lease in leases)
+    variables = {
+        "QRMI_JOB_ID": ctx.job_id,
+        "QRMI_JOB_UID": str(ctx.uid),
+        "QRMI_JOB_QPU_RESOURCES": names,
+        "QRMI_JOB_QPU_TYPES": types,
+        "SLURM_JOB_QPU_RESOURCES": names,
+        "SLURM_JOB_QPU_TYPES": types,
+    }
+    for lease in leases:
+        variables.update(resource_variables(lease, ctx))
+    return variables
+
+
+class JobStateStore:
+    """Per-job state files ``<dir>/jobs/<job>.json`` (root-only), one lock file per job."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.jobs = self.directory / "jobs"
+
+    def path(self, job_id: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", job_id):
+            raise InvalidInputError(f"job id {job_id!r} is not a plain identifier")
+        return self.jobs / f"{job_id}.json"
+
+    def _ensure(self) -> None:
+        for directory in (self.directory, self.jobs):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self, job_id: str) -> Iterator[None]:
+        """Hold the job's lock (across processes) for the duration of the block."""
+        self._ensure()
+        lock_path = self.path(job_id).with_suffix(".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                if not self.path(job_id).exists():
+                    lock_path.unlink()
+            os.close(fd)
+
+    def load(self, job_id: str) -> JobState | None:
+        """The job's state, or ``None`` when there is none.
+
+        Raises:
+            ConfigError: the state file is corrupt (its path is in the message).
+        """
+        path = self.path(job_id)
+        try:
+            return JobState.from_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"QRMI job state {path} is corrupt ({exc}); remove it") from None
+
+    def save(self, state: JobState) -> None:
+        """Write the state atomically, readable by root only."""
+        self._ensure()
+        path = self.path(state.job_id)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(state.to_json())
+        os.replace(tmp, path)
+
+    def delete(self, job_id: str) -> None:
+        """Forget the job."""
+        self.path(job_id).unlink(missing_ok=True)
+
+    def job_ids(self) -> list[str]:
+        """Jobs that still have state."""
+        if not self.jobs.is_dir():
+            return []
+        return sorted(p.stem for p in self.jobs.glob("*.json"))
+
+
+class JobLifecycle:
+    """Acquire a job's QPUs at its start and release them exactly once at its end."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: JobStateStore,
+        *,
+        factory: ResourceFactory = _default_factory,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.factory = factory
+
+    def start(self, ctx: JobContext, names: Sequence[str]) -> dict[str, str]:
+        """Acquire ``names`` for the job (or reuse the job's existing leases) and return the
+        job's variables (:func:`job_variables`).
+
+        Raises:
+            ResourceNotFoundError: a name is not configured.
+            InvalidInputError: the job already holds a different set of QPUs.
+            QrmiError: a QPU is not accessible or refused the acquisition; nothing is held.
+        """
+        return job_variables(self.acquire(ctx, names), ctx)
+
+    def acquire(self, ctx: JobContext, names: Sequence[str]) -> list[Lease]:
+        """The leases of :meth:`start`, without building the variables (an integration that
+        learns the time limit meanwhile builds them itself)."""
+        definitions = resolve(self.config, names)
+        with self.store.lock(ctx.job_id):
+            state = self.store.load(ctx.job_id)
+            if state is not None:
+                return self._reuse(state, ctx, names)
+            state = JobState(ctx.job_id, ctx.uid, list(names), ctx.time_limit_seconds)
+            try:
+                for rdef in definitions:
+                    state.leases.append(self._acquire(rdef, ctx))
+                    self.store.save(state)
+            except BaseException:
+                self._settle(state)
+                raise
+        return state.leases
+
+    def _reuse(self, state: JobState, ctx: JobContext, names: Sequence[str]) -> list[Lease]:
+        if list(names) != state.names:
+            raise InvalidInputError(
+                f"job {ctx.job_id} already holds QPUs {','.join(state.names)}; a later step "
+                f"cannot ask for --qpu={','.join(names)} (request every QPU for the whole job)"
+            )
+        logger.info("job %s reuses its leases on %s", ctx.job_id, ",".join(names))
+        return state.leases
+
+    def _acquire(self, rdef: ResourceDef, ctx: JobContext) -> Lease:
+        kind = type_string(rdef.resource_type)
+        settings = resource_settings(rdef, ctx.user_environ)
+        build = {**settings, "QRMI_JOB_ID": ctx.job_id, "QRMI_JOB_UID": str(ctx.uid)}
+        resource = self.factory(rdef.name, kind, build)
+        status = resource.status()
+        if status.status != ResourceStatusCode.Online:
+            reason = f": {status.status_reason}" if status.status_reason else ""
+            raise ServiceUnavailableError(
+                f"QPU {rdef.name!r} ({kind}) is not accessible (status "
+                f"{status.status.name.lower()}{reason}); the job cannot use it now"
+            )
+        token = resource.acquire()
+        logger.info("job %s acquired QPU %s (%s)", ctx.job_id, rdef.name, kind)
+        return Lease(rdef.name, kind, token, settings)
+
+    def finish(self, job_id: str) -> ReleaseReport:
+        """Release every lease of the job that is not released yet; forget the job when all
+        are. Safe to call any number of times, from any process."""
+        with self.store.lock(job_id):
+            state = self.store.load(job_id)
+            if state is None:
+                return ReleaseReport([], {}, had_state=False)
+            released, failed = self._settle(state)
+        return ReleaseReport(released, failed, had_state=True)
+
+    def _settle(self, state: JobState) -> tuple[list[str], dict[str, str]]:
+        """Release what is held; keep the state only while a release failed (to retry)."""
+        released, failed = self._release_leases(state)
+        if failed:
+            self.store.save(state)
+        else:
+            self.store.delete(state.job_id)
+        return released, failed
+
+    def _release_leases(self, state: JobState) -> tuple[list[str], dict[str, str]]:
+        released: list[str] = []
+        failed: dict[str, str] = {}
+        for lease in state.leases:
+            if lease.released:
+                continue
+            try:
+                build = {
+                    **lease.settings,
+                    "QRMI_JOB_ID": state.job_id,
+                    "QRMI_JOB_UID": str(state.uid),
+                }
+                self.factory(lease.name, lease.type, build).release(lease.token)
+            except Exception as exc:  # one failing backend must not stop the others
+                failed[lease.name] = str(exc)
+                logger.error("job %s: release of QPU %s failed: %s", state.job_id, lease.name, exc)
+                continue
+            lease.released = True
+            released.append(lease.name)
+            logger.info("job %s released QPU %s", state.job_id, lease.name)
+        return released, failed

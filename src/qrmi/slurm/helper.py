@@ -1,0 +1,299 @@
+"""The Slurm side of the QPU lifecycle, run as root by the SPANK shim and the Epilog.
+
+Usage (argv comes from ``spank_qrmi.so``; users never run this)::
+
+    python -I -m qrmi.slurm.helper acquire --config C --state-dir D --job J --step S --uid U
+        --job-nodes N --qpu NAMES [--inherited NAMES] [--own-allocation] [--timeout SECONDS]
+    python -I -m qrmi.slurm.helper release --config C --state-dir D --job J
+    python -I -m qrmi.slurm.helper epilog  --config C --state-dir D     # job id: $SLURM_JOB_ID
+
+``acquire`` reads the job's own ``*_QRMI_*`` variables from stdin (NUL separated
+``KEY=VALUE``). Output, one line each, is the shim's protocol: ``setenv KEY=VALUE``,
+``info MESSAGE``, ``error MESSAGE``, ``release-at-exit``. Exit status 0 means success.
+
+Which process acquires and which releases (the semantics documented in the user guide):
+
+* ``sbatch --qpu``: the batch step acquires; its end releases; every ``srun`` step inherits
+  the variables (any node). Steps may name a subset of the job's QPUs, nothing else.
+* bare ``srun --qpu`` (the srun creates its own allocation): that one step acquires and
+  releases. ``salloc --qpu``: the first ``srun`` step acquires, later steps reuse the same
+  leases, and the Epilog releases at the end of the allocation.
+* without a batch step, a job must fit on one node (the leases are kept on the node that
+  acquired them); a multi-node one is refused before anything is acquired.
+* ``epilog`` (slurm.conf ``Epilog=``) releases whatever a crashed step daemon left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from types import FrameType
+from typing import TYPE_CHECKING, BinaryIO
+
+from qrmi.errors import InvalidInputError, QrmiError
+
+if TYPE_CHECKING:
+    from qrmi.lifecycle import JobLifecycle
+
+INFINITE = "UNLIMITED"
+
+
+class HelperTimeout(Exception):
+    """The helper's own deadline passed (the shim's kill comes right after)."""
+
+
+_log_to_file = False
+
+
+def emit(kind: str, text: str) -> None:
+    """One protocol line; messages are redacted and kept on one line (with a timestamp when
+    the output is a log file rather than the shim)."""
+    if kind in ("info", "error"):
+        from qrmi.log import redact
+
+        text = redact(" ".join(text.split()))
+    line = f"{kind} {text}" if text else kind
+    if _log_to_file:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}"
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _forward_log(level: str, target: str, message: str) -> None:
+    emit(
+        "error" if level == "ERROR" else "info",
+        f"{target}: {message}" if level != "INFO" else message,
+    )
+
+
+def read_user_environ(stream: BinaryIO | None = None) -> dict[str, str]:
+    """The job's ``*_QRMI_*`` variables passed on stdin as NUL separated ``KEY=VALUE``."""
+    data = (stream or sys.stdin.buffer).read()
+    environ: dict[str, str] = {}
+    for entry in data.split(b"\0"):
+        key, sep, value = entry.decode("utf-8", "replace").partition("=")
+        if sep and key:
+            environ[key] = value
+    return environ
+
+
+def parse_time_limit(text: str) -> int | None:
+    """Seconds of a Slurm time limit (``squeue %l``: ``[days-]hours:minutes:seconds`` or
+    ``minutes``); ``None`` for UNLIMITED or INFINITE.
+
+    Raises:
+        InvalidInputError: the text is not a Slurm time limit.
+    """
+    text = text.strip()
+    if text.upper() in (INFINITE, "INFINITE", "NOT_SET", "NONE"):
+        return None
+    days, _, clock = text.rpartition("-")
+    try:
+        parts = [int(p) for p in clock.split(":")]
+        day_seconds = int(days) * 86400 if days else 0
+    except ValueError:
+        raise InvalidInputError(f"{text!r} is not a Slurm time limit") from None
+    if len(parts) == 1:
+        return day_seconds + parts[0] * 60
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    hours, minutes, seconds = parts[-3:]
+    return day_seconds + hours * 3600 + minutes * 60 + seconds
+
+
+class TimeLimitQuery:
+    """One ``squeue`` call for the job's time limit, started at once and read when needed, so
+    that it overlaps with loading the config and acquiring."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        try:
+            self.process: subprocess.Popen[str] | None = subprocess.Popen(
+                ["squeue", "-h", "-j", job_id, "-o", "%l"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            self.problem = ""
+        except OSError as exc:
+            self.process, self.problem = None, str(exc)
+
+    def seconds(self) -> int | None:
+        """The time limit in seconds (``None`` if unlimited).
+
+        Raises:
+            QrmiError: squeue failed or did not answer within 10 s.
+        """
+        if self.process is None:
+            raise self._error(self.problem)
+        try:
+            out, err = self.process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise self._error("no answer within 10 s") from None
+        if self.process.returncode != 0 or not out.strip():
+            raise self._error(err.strip() or "no answer")
+        return parse_time_limit(out.splitlines()[0])
+
+    def _error(self, why: str) -> QrmiError:
+        return QrmiError(f"cannot read the time limit of job {self.job_id} with squeue: {why}")
+
+
+def _lifecycle(args: argparse.Namespace) -> JobLifecycle:
+    from qrmi.config import Config
+    from qrmi.lifecycle import JobLifecycle, JobStateStore
+
+    return JobLifecycle(Config.load(args.config), JobStateStore(args.state_dir))
+
+
+def _step_plan(args: argparse.Namespace, names: list[str]) -> str:
+    """What this step does: ``inherit`` (nothing to do), ``acquire``, or ``acquire-own``.
+
+    Raises:
+        InvalidInputError: the request cannot be served correctly; nothing is acquired.
+    """
+    if args.step == "batch":
+        return "acquire-own"
+    if args.inherited is not None:
+        from qrmi.lifecycle import parse_qpu_list
+
+        held = parse_qpu_list(args.inherited) if args.inherited else []
+        extra = [n for n in names if n not in held]
+        if extra:
+            raise InvalidInputError(
+                f"this step asks for --qpu={args.qpu} but job {args.job} holds "
+                f"{args.inherited or 'no QPU'}; a step can use only the QPUs of its job (give "
+                "every QPU to sbatch --qpu)"
+            )
+        return "inherit"
+    if args.job_nodes > 1:
+        raise InvalidInputError(
+            f"--qpu on a job without a batch script (salloc, or srun creating its own "
+            f"allocation) is supported on one node only, and job {args.job} has "
+            f"{args.job_nodes} nodes; submit a batch job instead: sbatch -N{args.job_nodes} "
+            f"--qpu={args.qpu} script.sh, with srun inside the script"
+        )
+    return "acquire-own" if args.own_allocation else "acquire"
+
+
+def cmd_acquire(args: argparse.Namespace) -> int:
+    """Acquire (or reuse) the job's QPUs and print the variables for the shim to export."""
+    from qrmi.lifecycle import JobContext, job_variables, parse_qpu_list
+
+    user_environ = read_user_environ()
+    names = parse_qpu_list(args.qpu)
+    plan = _step_plan(args, names)
+    if plan == "inherit":
+        return 0
+    time_limit = TimeLimitQuery(args.job)
+    ctx = JobContext(args.job, args.uid, None, user_environ)
+    leases = _lifecycle(args).acquire(ctx, names)
+    try:
+        ctx = replace(ctx, time_limit_seconds=time_limit.seconds())
+    except QrmiError:
+        _lifecycle(args).finish(args.job)
+        raise
+    variables = job_variables(leases, ctx)
+    for key, value in variables.items():
+        if "\n" in value or "\0" in value:
+            raise InvalidInputError(f"the value of {key} contains a line break; fix the config")
+        emit("setenv", f"{key}={value}")
+    if plan == "acquire-own":
+        emit("release-at-exit", "")
+    emit("info", f"job {args.job} step {args.step}: QPUs {','.join(names)} ready")
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """Release what the job still holds; a second call finds nothing and succeeds."""
+    report = _lifecycle(args).finish(args.job)
+    if report.released:
+        emit("info", f"job {args.job}: released {','.join(report.released)} ({args.command})")
+    for name, reason in report.failed.items():
+        emit("error", f"job {args.job}: release of QPU {name} failed: {reason}")
+    return 1 if report.failed else 0
+
+
+def cmd_epilog(args: argparse.Namespace) -> int:
+    """The Epilog safety net: release leftovers of ``$SLURM_JOB_ID`` if state exists."""
+    args.job = args.job or os.environ.get("SLURM_JOB_ID", "")
+    if not args.job:
+        emit("error", "epilog: SLURM_JOB_ID is not set")
+        return 1
+    from qrmi.lifecycle import JobStateStore
+
+    if not JobStateStore(args.state_dir).path(args.job).exists():
+        return 0
+    return cmd_release(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m qrmi.slurm.helper",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("acquire", "release", "epilog"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("--config", default="/etc/slurm/qrmi_config.json")
+        cmd.add_argument("--state-dir", default="/var/lib/qrmi-slurm")
+        cmd.add_argument("--job", required=name != "epilog", default="")
+        cmd.add_argument("--timeout", type=int, default=0)
+        cmd.add_argument("--log", action="store_true", help="output goes to a log file")
+    acquire = sub.choices["acquire"]
+    acquire.add_argument("--step", required=True)
+    acquire.add_argument("--uid", type=int, required=True)
+    acquire.add_argument("--qpu", required=True)
+    acquire.add_argument("--job-nodes", type=int, default=1)
+    acquire.add_argument("--inherited", default=None)
+    acquire.add_argument("--own-allocation", action="store_true")
+    return parser
+
+
+COMMANDS = {"acquire": cmd_acquire, "release": cmd_release, "epilog": cmd_epilog}
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    raise HelperTimeout
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one helper command; every failure becomes an ``error`` line and exit status 1."""
+    global _log_to_file
+    args = build_parser().parse_args(argv)
+    _log_to_file = args.log
+    from qrmi.log import set_log_callback
+
+    set_log_callback(_forward_log)
+    if args.timeout > 2:
+        # finish (and release a partial acquisition) before the shim's SIGKILL
+        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.alarm(args.timeout - 1)
+    try:
+        return COMMANDS[args.command](args)
+    except HelperTimeout:
+        what = f"acquiring QPUs {args.qpu}" if args.command == "acquire" else "releasing QPUs"
+        emit(
+            "error",
+            f"{what} for job {args.job} did not finish within {args.timeout - 1} s "
+            "(the QPU backend may be hanging); nothing is held",
+        )
+    except QrmiError as exc:
+        emit("error", str(exc))
+    except Exception as exc:  # never a traceback instead of a reason
+        emit("error", f"unexpected {type(exc).__name__} in QPU {args.command}: {exc}")
+    finally:
+        signal.alarm(0)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

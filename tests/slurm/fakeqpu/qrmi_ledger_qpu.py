@@ -1,0 +1,64 @@
+"""A fake QPU backend for the Slurm tests: it counts acquisitions and releases in a ledger.
+
+Registered through the ``qrmi.backends`` entry point as type ``test-ledger`` (the cluster puts
+this directory on its Python path). Settings: ``QRMI_LEDGER_DIR`` (where ``<name>.log`` lines
+``acquire TOKEN`` / ``release TOKEN`` go) and ``QRMI_LEDGER_MODE``: ``online`` (default),
+``offline`` (status Offline), ``hang`` (acquire never returns), ``fail`` (acquire raises).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+from qrmi.backends.base import Backend
+from qrmi.errors import ServiceError, UnsupportedFunctionError
+from qrmi.models import Payload, ResourceStatus, ResourceStatusCode
+
+
+class LedgerBackend(Backend):
+    RESOURCE_TYPE = "test-ledger"
+
+    def _record(self, event: str, token: str) -> None:
+        ledger = Path(self.settings.require("QRMI_LEDGER_DIR")) / f"{self.resource_id}.log"
+        job = self.settings.get_global("QRMI_JOB_ID", "?")
+        fd = os.open(ledger, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, f"{event} {token} job={job}\n".encode())
+        finally:
+            os.close(fd)
+
+    def fetch_status(self) -> ResourceStatus:
+        if self.settings.get("QRMI_LEDGER_MODE") == "offline":
+            return ResourceStatus(ResourceStatusCode.Offline, "in maintenance until noon")
+        return ResourceStatus(ResourceStatusCode.Online)
+
+    def acquire(self) -> str:
+        mode = self.settings.get("QRMI_LEDGER_MODE", "online")
+        if mode == "hang":
+            time.sleep(3600)
+        if mode == "fail":
+            raise ServiceError(f"{self.resource_id} refused the lease: quota exhausted")
+        token = str(uuid.uuid4())
+        self._record("acquire", token)
+        return token
+
+    def release(self, token: str) -> None:
+        self._record("release", token)
+
+    def submit(self, payload: Payload) -> str:
+        raise UnsupportedFunctionError("the ledger QPU runs no tasks")
+
+    def cancel(self, task_id: str) -> None:
+        raise UnsupportedFunctionError("the ledger QPU runs no tasks")
+
+    def fetch_state(self, task_id: str) -> str:
+        raise UnsupportedFunctionError("the ledger QPU runs no tasks")
+
+    def fetch_result(self, task_id: str) -> str:
+        raise UnsupportedFunctionError("the ledger QPU runs no tasks")
+
+    def fetch_target(self) -> str:
+        return "{}"

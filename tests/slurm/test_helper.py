@@ -1,0 +1,228 @@
+"""The Slurm helper as the shim runs it: a subprocess with argv, stdin and a fake ``squeue``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qrmi.errors import InvalidInputError
+from qrmi.slurm.helper import emit, parse_time_limit
+
+from .conftest import FAKEQPU
+
+HEAVY = ("qiskit", "qiskit_aer", "qiskit_ibm_runtime", "httpx", "pydantic", "typer", "rich")
+
+
+class Helper:
+    """Runs ``python -m qrmi.slurm.helper`` against a config, a state dir and a fake squeue."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.ledger = tmp_path / "ledger"
+        self.ledger.mkdir()
+        self.state = tmp_path / "state"
+        self.config = tmp_path / "qrmi_config.json"
+        env = {"QRMI_LEDGER_DIR": str(self.ledger), "QRMI_LEDGER_NOTE": "admin"}
+        self.config.write_text(
+            json.dumps(
+                {
+                    "resources": [
+                        {"name": "a", "type": "test-ledger", "environment": env},
+                        {"name": "b", "type": "test-ledger", "environment": env},
+                    ]
+                }
+            )
+        )
+        self.bin = tmp_path / "bin"
+        self.bin.mkdir()
+        self.squeue_calls = tmp_path / "squeue.calls"
+        self.set_squeue("echo 1:30:00")
+
+    def set_squeue(self, body: str) -> None:
+        script = self.bin / "squeue"
+        script.write_text(f'#!/bin/sh\necho "$@" >> {self.squeue_calls}\n{body}\n')
+        script.chmod(0o755)
+
+    def run(
+        self, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "qrmi.slurm.helper", args[0]]
+        command += ["--config", str(self.config), "--state-dir", str(self.state), *args[1:]]
+        environ = {"PATH": f"{self.bin}:/usr/bin:/bin", "PYTHONPATH": str(FAKEQPU), **(env or {})}
+        return subprocess.run(
+            command,
+            input=stdin.decode(),
+            capture_output=True,
+            text=True,
+            env=environ,
+            timeout=60,
+            check=False,
+        )
+
+    def acquire(self, *extra: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+        return self.run("acquire", "--job", "42", "--uid", "1001", *extra, stdin=stdin)
+
+    def events(self, name: str) -> list[str]:
+        path = self.ledger / f"{name}.log"
+        return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def helper(tmp_path: Path) -> Helper:
+    return Helper(tmp_path)
+
+
+def setenv_lines(stdout: str) -> dict[str, str]:
+    lines = [line[7:] for line in stdout.splitlines() if line.startswith("setenv ")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_batch_step_acquires_and_asks_for_release_at_exit(helper: Helper) -> None:
+    result = helper.acquire("--step", "batch", "--qpu", "a,b", stdin=b"a_QRMI_LEDGER_NOTE=mine\0")
+    assert result.returncode == 0, result.stdout
+    variables = setenv_lines(result.stdout)
+    assert variables["QRMI_JOB_QPU_RESOURCES"] == "a,b"
+    assert variables["a_QRMI_LEDGER_NOTE"] == "mine"
+    assert variables["b_QRMI_LEDGER_NOTE"] == "admin"
+    assert variables["a_QRMI_JOB_TIMEOUT_SECONDS"] == "5400"
+    assert "release-at-exit" in result.stdout.splitlines()
+    assert "info job 42 step batch: QPUs a,b ready" in result.stdout
+    assert helper.squeue_calls.read_text().split() == ["-h", "-j", "42", "-o", "%l"]
+    assert helper.events("a") == ["acquire"]
+
+
+def test_release_happens_once(helper: Helper) -> None:
+    helper.acquire("--step", "batch", "--qpu", "a")
+    first = helper.run("release", "--job", "42")
+    second = helper.run("release", "--job", "42")
+    assert (first.returncode, second.returncode) == (0, 0)
+    assert "info job 42: released a (release)" in first.stdout
+    assert second.stdout == ""
+    assert helper.events("a") == ["acquire", "release"]
+
+
+def test_a_step_of_the_job_inherits_without_acquiring(helper: Helper) -> None:
+    result = helper.acquire("--step", "0", "--qpu", "a", "--inherited", "a,b")
+    assert (result.returncode, result.stdout) == (0, "")
+    assert helper.events("a") == []
+
+
+def test_a_step_cannot_ask_for_a_qpu_the_job_does_not_hold(helper: Helper) -> None:
+    result = helper.acquire("--step", "0", "--qpu", "b", "--inherited", "a")
+    assert result.returncode == 1
+    assert "error this step asks for --qpu=b but job 42 holds a" in result.stdout
+
+
+def test_multi_node_job_without_batch_step_is_refused(helper: Helper) -> None:
+    result = helper.acquire("--step", "0", "--qpu", "a", "--job-nodes", "2", "--own-allocation")
+    assert result.returncode == 1
+    assert "supported on one node only" in result.stdout and "sbatch -N2 --qpu=a" in result.stdout
+    assert helper.events("a") == []
+
+
+def test_srun_allocation_releases_at_step_end_but_salloc_steps_do_not(helper: Helper) -> None:
+    own = helper.acquire("--step", "0", "--qpu", "a", "--own-allocation")
+    assert "release-at-exit" in own.stdout.splitlines()
+    helper.run("release", "--job", "42")
+    salloc_step = helper.acquire("--step", "0", "--qpu", "a")
+    later_step = helper.acquire("--step", "1", "--qpu", "a")
+    assert "release-at-exit" not in salloc_step.stdout + later_step.stdout
+    token = "a_QRMI_JOB_ACQUISITION_TOKEN"
+    assert setenv_lines(salloc_step.stdout)[token] == setenv_lines(later_step.stdout)[token]
+    assert helper.events("a") == ["acquire", "release", "acquire"]
+
+
+def test_epilog_releases_leftovers_and_is_quiet_otherwise(helper: Helper) -> None:
+    nothing = helper.run("epilog", env={"SLURM_JOB_ID": "42"})
+    assert (nothing.returncode, nothing.stdout) == (0, "")
+    helper.acquire("--step", "batch", "--qpu", "a")
+    result = helper.run("epilog", env={"SLURM_JOB_ID": "42"})
+    assert "released a (epilog)" in result.stdout
+    assert helper.events("a") == ["acquire", "release"]
+
+
+def test_unreadable_config_is_a_clear_error(helper: Helper) -> None:
+    helper.config.unlink()
+    result = helper.acquire("--step", "batch", "--qpu", "a")
+    assert result.returncode == 1
+    assert f"error cannot read QRMI config file {helper.config}" in result.stdout
+
+
+def test_unknown_qpu_names_the_configured_ones(helper: Helper) -> None:
+    result = helper.acquire("--step", "batch", "--qpu", "zz")
+    assert result.returncode == 1
+    assert "unknown QPU 'zz' in --qpu; the QPUs configured on this cluster are: a, b" in (
+        result.stdout
+    )
+
+
+def test_squeue_failure_fails_the_acquisition(helper: Helper) -> None:
+    helper.set_squeue("echo 'slurm_load_jobs error: Invalid job id' >&2; exit 1")
+    result = helper.acquire("--step", "batch", "--qpu", "a")
+    assert result.returncode == 1
+    assert "cannot read the time limit of job 42 with squeue: slurm_load_jobs error" in (
+        result.stdout
+    )
+    assert helper.events("a") == ["acquire", "release"]  # nothing stays held
+
+
+def test_a_hung_backend_is_cut_by_the_helper_deadline(helper: Helper) -> None:
+    config = json.loads(helper.config.read_text())
+    config["resources"][0]["environment"]["QRMI_LEDGER_MODE"] = "hang"
+    helper.config.write_text(json.dumps(config))
+    result = helper.acquire("--step", "batch", "--qpu", "b,a", "--timeout", "3")
+    assert result.returncode == 1
+    assert "acquiring QPUs b,a for job 42 did not finish within 2 s" in result.stdout
+    assert helper.events("b") == ["acquire", "release"]
+
+
+def test_the_helper_starts_without_heavy_imports(helper: Helper) -> None:
+    result = helper.run("acquire", "--job", "42", "--uid", "1", "--step", "batch", "--qpu", "a")
+    assert result.returncode == 0
+    command = [sys.executable, "-X", "importtime", "-m", "qrmi.slurm.helper", "epilog"]
+    command += ["--config", str(helper.config), "--state-dir", str(helper.state), "--job", "1"]
+    trace = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(FAKEQPU)},
+        timeout=60,
+        check=False,
+    ).stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in trace.splitlines()}
+    assert not imported & set(HEAVY)
+
+
+def test_emitted_messages_are_single_redacted_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    emit("error", "login failed\nwith apikey=abc123 for user")
+    assert capsys.readouterr().out == "error login failed with apikey=*** for user\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("5", 300),
+        ("1:30:00", 5400),
+        ("10:00", 600),
+        ("2-03:00:00", 2 * 86400 + 3 * 3600),
+        ("365-00:00:00", 365 * 86400),
+        ("UNLIMITED", None),
+        ("INFINITE", None),
+    ],
+)
+def test_parse_time_limit(text: str, seconds: int | None) -> None:
+    assert parse_time_limit(text) == seconds
+
+
+def test_parse_time_limit_refuses_garbage() -> None:
+    with pytest.raises(InvalidInputError, match="not a Slurm time limit"):
+        parse_time_limit("soon")
+
+
+def test_state_survives_for_the_epilog_when_nothing_released_it(helper: Helper) -> None:
+    helper.acquire("--step", "batch", "--qpu", "a")
+    assert "42.json" in os.listdir(helper.state / "jobs")

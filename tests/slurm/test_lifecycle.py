@@ -1,0 +1,160 @@
+"""The scheduler-neutral QPU lifecycle (qrmi.lifecycle), against the ledger QPU backend."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from qrmi.config import Config
+from qrmi.errors import ConfigError, InvalidInputError, ResourceNotFoundError, ServiceError
+from qrmi.lifecycle import (
+    INFINITE_TIMEOUT_SECONDS,
+    JobContext,
+    JobLifecycle,
+    JobStateStore,
+    parse_qpu_list,
+)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    path = tmp_path / "ledger"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def lifecycle(ledger_backend: str, ledger: Path, tmp_path: Path) -> JobLifecycle:
+    def qpu(name: str, **extra: str) -> dict[str, object]:
+        env = {"QRMI_LEDGER_DIR": str(ledger), "QRMI_LEDGER_NOTE": "admin", **extra}
+        return {"name": name, "type": ledger_backend, "environment": env}
+
+    config = Config.from_dict(
+        {
+            "resources": [
+                qpu("a"),
+                qpu("b"),
+                qpu("down", QRMI_LEDGER_MODE="offline"),
+                qpu("broken", QRMI_LEDGER_MODE="fail"),
+            ]
+        }
+    )
+    return JobLifecycle(config, JobStateStore(tmp_path / "state"))
+
+
+def events(ledger: Path, name: str) -> list[str]:
+    path = ledger / f"{name}.log"
+    return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def ctx(job: str = "42", **kwargs: object) -> JobContext:
+    return JobContext(job, 1001, **kwargs)  # type: ignore[arg-type]
+
+
+def test_start_gives_the_reference_job_variables(lifecycle: JobLifecycle) -> None:
+    variables = lifecycle.start(ctx(time_limit_seconds=600), ["a", "b"])
+    assert variables["QRMI_JOB_QPU_RESOURCES"] == variables["SLURM_JOB_QPU_RESOURCES"] == "a,b"
+    assert variables["QRMI_JOB_QPU_TYPES"] == "test-ledger,test-ledger"
+    assert variables["SLURM_JOB_QPU_TYPES"] == "test-ledger,test-ledger"
+    assert (variables["QRMI_JOB_ID"], variables["QRMI_JOB_UID"]) == ("42", "1001")
+    assert variables["a_QRMI_JOB_TIMEOUT_SECONDS"] == "600"
+    assert variables["a_QRMI_LEDGER_NOTE"] == "admin"
+    assert variables["a_QRMI_JOB_ACQUISITION_TOKEN"] != variables["b_QRMI_JOB_ACQUISITION_TOKEN"]
+
+
+def test_user_values_win_over_the_admin_config(lifecycle: JobLifecycle) -> None:
+    user = {"a_QRMI_LEDGER_NOTE": "mine", "b_QRMI_LEDGER_NOTE": "other", "a_OTHER": "x"}
+    variables = lifecycle.start(ctx(user_environ=user), ["a"])
+    assert variables["a_QRMI_LEDGER_NOTE"] == "mine"
+    assert "a_OTHER" not in variables  # only {name}_QRMI_* values are the user's settings
+
+
+def test_unlimited_job_gets_the_reference_infinity(lifecycle: JobLifecycle) -> None:
+    variables = lifecycle.start(ctx(), ["a"])
+    assert variables["a_QRMI_JOB_TIMEOUT_SECONDS"] == str(INFINITE_TIMEOUT_SECONDS)
+
+
+def test_unknown_name_lists_the_configured_qpus(lifecycle: JobLifecycle) -> None:
+    with pytest.raises(ResourceNotFoundError, match=r"'nope'.*a, b, broken, down"):
+        lifecycle.start(ctx(), ["a", "nope"])
+
+
+def test_inaccessible_qpu_releases_what_was_acquired(lifecycle: JobLifecycle, ledger: Path) -> None:
+    with pytest.raises(ServiceError, match=r"'down' \(test-ledger\) is not accessible"):
+        lifecycle.start(ctx(), ["a", "down"])
+    assert events(ledger, "a") == ["acquire", "release"]
+    assert lifecycle.store.job_ids() == []
+
+
+def test_refused_acquisition_fails_with_the_backend_reason(lifecycle: JobLifecycle) -> None:
+    with pytest.raises(ServiceError, match="quota exhausted"):
+        lifecycle.start(ctx(), ["broken"])
+
+
+def test_finish_releases_exactly_once(lifecycle: JobLifecycle, ledger: Path) -> None:
+    lifecycle.start(ctx(), ["a", "b"])
+    first = lifecycle.finish("42")
+    second = lifecycle.finish("42")
+    assert (first.released, first.had_state) == (["a", "b"], True)
+    assert (second.released, second.had_state) == ([], False)
+    assert events(ledger, "a") == events(ledger, "b") == ["acquire", "release"]
+    assert lifecycle.store.job_ids() == []
+
+
+def test_a_later_step_reuses_the_leases(lifecycle: JobLifecycle, ledger: Path) -> None:
+    first = lifecycle.start(ctx(), ["a"])
+    again = lifecycle.start(ctx(), ["a"])
+    assert first["a_QRMI_JOB_ACQUISITION_TOKEN"] == again["a_QRMI_JOB_ACQUISITION_TOKEN"]
+    assert events(ledger, "a") == ["acquire"]
+    with pytest.raises(InvalidInputError, match="already holds QPUs a"):
+        lifecycle.start(ctx(), ["b"])
+
+
+def test_state_is_root_only_and_holds_what_release_needs(lifecycle: JobLifecycle) -> None:
+    lifecycle.start(ctx(), ["a"])
+    path = lifecycle.store.path("42")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    state = lifecycle.store.load("42")
+    assert state is not None and [lease.name for lease in state.leases] == ["a"]
+
+
+def test_a_failed_release_keeps_the_state_for_a_retry(
+    lifecycle: JobLifecycle, ledger: Path, tmp_path: Path
+) -> None:
+    lifecycle.start(ctx(), ["a"])
+    ledger.rename(tmp_path / "away")  # the backend cannot record the release now
+    report = lifecycle.finish("42")
+    assert report.failed and "a" in report.failed
+    assert lifecycle.store.job_ids() == ["42"]
+    (tmp_path / "away").rename(ledger)
+    assert lifecycle.finish("42").released == ["a"]
+    assert events(ledger, "a") == ["acquire", "release"]
+
+
+def test_a_corrupt_state_file_is_reported(lifecycle: JobLifecycle) -> None:
+    lifecycle.store.jobs.mkdir(parents=True)
+    lifecycle.store.path("7").write_text("{not json")
+    with pytest.raises(ConfigError, match="corrupt"):
+        lifecycle.finish("7")
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [("a", ["a"]), ("a,b", ["a", "b"]), ("b,a,b", ["b", "a"]), ("ibm_fez.2-x", ["ibm_fez.2-x"])],
+)
+def test_parse_qpu_list(text: str, names: list[str]) -> None:
+    assert parse_qpu_list(text) == names
+
+
+@pytest.mark.parametrize("text", ["", "a,,b", ",a", "a;b", "a b"])
+def test_parse_qpu_list_refuses_malformed_lists(text: str) -> None:
+    with pytest.raises(InvalidInputError, match="--qpu"):
+        parse_qpu_list(text)
+
+
+def test_job_ids_must_be_plain(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError):
+        JobStateStore(tmp_path).path("../etc/passwd")
