@@ -91,6 +91,22 @@ def test_unknown_type_lists_the_known_ones(tmp_path: Path) -> None:
         assert known in str(info.value)
 
 
+def test_misspelt_names_get_a_suggestion(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        {"resources": [{"name": "ibm_fez", "type": "ibm-quantum-sytem", "environment": {}}]},
+    )
+    with pytest.raises(
+        ConfigError, match="'ibm-quantum-sytem' \\(did you mean 'ibm-quantum-system'"
+    ):
+        Config.load(path)
+    config = Config.from_dict(
+        {"resources": [{"name": "ibm_fez", "type": "local-emulator", "environment": {}}]}
+    )
+    with pytest.raises(ConfigError, match="'ibm_fex' \\(did you mean 'ibm_fez'\\?\\)"):
+        config.get("ibm_fex")
+
+
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     path = write(
         tmp_path,

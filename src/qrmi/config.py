@@ -22,7 +22,7 @@ from typing import Any
 
 from qrmi.errors import ConfigError, EnvVarNotSetError, UnsupportedResourceTypeError
 from qrmi.models import ResourceType
-from qrmi.registry import parse_type
+from qrmi.registry import did_you_mean, parse_type
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -134,10 +134,11 @@ class Config:
         try:
             return self.resource_map[name]
         except KeyError:
-            known = ", ".join(sorted(self.resource_map)) or "(none)"
+            known = sorted(self.resource_map)
             where = f"in {self.path}" if self.path else "in the configuration"
             raise ConfigError(
-                f"unknown resource {name!r} {where}; configured resources are: {known}"
+                f"unknown resource {name!r}{did_you_mean(name, known)} {where}; "
+                f"configured resources are: {', '.join(known) or '(none)'}"
             ) from None
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "available_types",
     "backend_class",
+    "did_you_mean",
     "parse_type",
     "register",
 ]
@@ -99,10 +100,18 @@ def parse_type(text: str | ResourceType) -> ResourceType | str:
     except UnsupportedResourceTypeError:
         if text in available_types():
             return text
-    known = ", ".join(available_types())
     raise UnsupportedResourceTypeError(
-        f"unknown resource type {text!r}; valid type strings are: {known}"
+        f"unknown resource type {text!r}{did_you_mean(text, available_types())}; "
+        f"valid type strings are: {', '.join(available_types())}"
     )
+
+
+def did_you_mean(text: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for a close match of ``text`` among ``choices``, else ``""``."""
+    import difflib  # only on this error path
+
+    close = difflib.get_close_matches(text, choices, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def backend_class(type_string: str) -> type[Backend]:
