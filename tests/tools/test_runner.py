@@ -119,6 +119,16 @@ def test_signal_guard_holds_a_signal_until_the_critical_call_ends() -> None:
     assert info.value.exit_code == 143
 
 
+def test_repeated_sigterm_during_the_critical_call_is_held() -> None:
+    done = []
+    with SignalGuard() as guard, pytest.raises(Interrupted) as info, guard.hold():
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # Slurm: once through srun, once from slurmstepd
+        done.append("the call finished")
+    assert done == ["the call finished"]
+    assert info.value.exit_code == 143
+
+
 def test_signal_guard_restores_previous_handlers() -> None:
     before = signal.getsignal(signal.SIGTERM)
     with SignalGuard():
@@ -197,3 +207,29 @@ def test_a_second_signal_during_the_cancel_request_stops_waiting(vendor_dir: Pat
     assert outcome.interrupted_by == signal.SIGINT
     assert outcome.status is None
     assert qpu.task_status(outcome.task_id) == TaskStatus.Running
+
+
+class SecondSigtermDuringCancelBackend(filevendor.FileVendorBackend):
+    """Slurm's second SIGTERM arrives while the cancel request is on its way."""
+
+    def cancel(self, task_id: str) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        super().cancel(task_id)
+
+
+def test_a_repeated_sigterm_does_not_abort_the_cancel_request(vendor_dir: Path) -> None:
+    from qrmi import registry
+
+    registry.register("test-second-sigterm", SecondSigtermDuringCancelBackend, replace=True)
+    qpu = QuantumResource(
+        "fv", "test-second-sigterm", config={"QRMI_TEST_STATE_DIR": str(vendor_dir)}
+    )
+
+    def interrupt(status: TaskStatus) -> None:
+        if status == TaskStatus.Running:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    outcome = run_task(qpu, script("hang"), on_status=interrupt)
+    assert outcome.interrupted_by == signal.SIGTERM
+    assert outcome.status == TaskStatus.Cancelled
+    assert qpu.task_status(outcome.task_id) == TaskStatus.Cancelled

@@ -236,22 +236,28 @@ class SignalGuard:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        # A second signal while one is held means "really stop now".
-        if self._holding and self._pending is None:
-            self._pending = signum
+        # While holding, a second Ctrl-C means "really stop now". Repeated SIGTERMs do not:
+        # Slurm delivers one through srun and one from the step daemon, and its SIGKILL after
+        # KillWait is the real deadline.
+        if self._holding and (self._pending is None or signum == signal.SIGTERM):
+            self._pending = self._pending or signum
             return
         raise Interrupted(signum)
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Hold signals during the block; raise :class:`Interrupted` after it if one came."""
-        self._holding, self._pending = True, None
+    def hold(self, *, answering: int | None = None) -> Iterator[None]:
+        """Hold signals during the block and raise :class:`Interrupted` after it if one came.
+
+        ``answering`` names the signal the block is already the answer to: nothing is raised
+        after it, and a Ctrl-C during it counts as the second one.
+        """
+        self._holding, self._pending = True, answering
         try:
             yield
         finally:
             self._holding = False
         pending, self._pending = self._pending, None
-        if pending is not None:
+        if pending is not None and answering is None:
             raise Interrupted(pending)
 
 
@@ -344,7 +350,7 @@ def run_task(
         except (Interrupted, KeyboardInterrupt) as exc:
             if not started:
                 raise
-            return _stop_after_signal(resource, started[0], _signum(exc))
+            return _stop_after_signal(resource, started[0], _signum(exc), guard)
         except TaskTimeoutError:
             last = seen[-1] if seen else None
             return RunOutcome(started[0], last, EXIT_TIMEOUT, timed_out=True)
@@ -360,12 +366,15 @@ def _signum(exc: BaseException) -> int:
     return exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
 
 
-def _stop_after_signal(resource: QuantumResourceProtocol, task_id: str, signum: int) -> RunOutcome:
+def _stop_after_signal(
+    resource: QuantumResourceProtocol, task_id: str, signum: int, guard: SignalGuard
+) -> RunOutcome:
     logger.info("%s received: stopping task %s", signal.Signals(signum).name, task_id)
     status: TaskStatus | None = None
     try:
-        resource.task_stop(task_id)  # a no-op for a final task: results are kept
-        status = resource.task_status(task_id)
+        with guard.hold(answering=signum):
+            resource.task_stop(task_id)  # a no-op for a final task: results are kept
+            status = resource.task_status(task_id)
     except QrmiError as exc:
         logger.error("could not stop task %s: %s", task_id, exc)
     except (Interrupted, KeyboardInterrupt):
