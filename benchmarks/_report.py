@@ -35,8 +35,22 @@ def render(results: dict[str, Any], docs_dir: Path, *, results_path: str = "") -
     plot = docs_dir / "benchmarks.png"
     has_plot = write_plot(results, plot)
     markdown = docs_dir / "benchmarks.md"
-    markdown.write_text(write_report(results, plot.name if has_plot else "", results_path))
+    report = write_report(results, plot.name if has_plot else "", results_path)
+    markdown.write_text(report.rstrip("\n") + "\n" + _kept_sections(markdown))
     return markdown
+
+
+#: Sections written by other scripts (``soak.py``): kept when the report is regenerated.
+KEPT_SECTIONS = ("## Soak",)
+
+
+def _kept_sections(markdown: Path) -> str:
+    if not markdown.exists():
+        return ""
+    text = markdown.read_text()
+    starts = [text.find("\n" + title + "\n") for title in KEPT_SECTIONS]
+    found = [i for i in starts if i >= 0]
+    return text[min(found) :] if found else ""
 
 
 # ----- Markdown -----------------------------------------------------------------------------

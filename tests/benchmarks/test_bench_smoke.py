@@ -86,3 +86,23 @@ def test_report_has_sections_tables_and_plot(
     assert "reference qrmi (not run)" in report
     assert "![ratios pyqrmi / other, per benchmark](benchmarks.png)" in report
     assert (out / "docs" / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_regenerating_the_report_keeps_the_soak_section(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path
+) -> None:
+    _, out = quick_run
+    [results_path] = list((out / "results").glob("*.json"))
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from _report import render
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "benchmarks.md").write_text("# old report\n\n## Soak\n\n250 jobs, all checks passed\n")
+    text = render(json.loads(results_path.read_text()), docs).read_text()
+    assert "# old report" not in text
+    assert "## Machine and versions" in text
+    assert text.endswith("\n## Soak\n\n250 jobs, all checks passed\n")
