@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conformance.harness import BackendHarness, Tasks
-from qrmi.protocol import QuantumResourceProtocol
+from conformance.fixtures import in_use, resource, tasks
+from conformance.harness import BackendHarness
+
+__all__ = ["harness", "resource", "tasks"]
 
 HARNESS_NAMES = sorted(
     path.stem.removeprefix("harness_") for path in Path(__file__).parent.glob("harness_*.py")
@@ -22,21 +24,4 @@ def harness(
 ) -> Iterator[BackendHarness]:
     module = importlib.import_module(f"conformance.harness_{request.param}")
     built: BackendHarness = module.make_harness(tmp_path_factory.mktemp(request.param))
-    try:
-        yield built
-    finally:
-        built.teardown()
-
-
-@pytest.fixture
-def resource(harness: BackendHarness) -> QuantumResourceProtocol:
-    return harness.make_resource()
-
-
-@pytest.fixture
-def tasks(resource: QuantumResourceProtocol) -> Iterator[Tasks]:
-    tracker = Tasks(resource)
-    try:
-        yield tracker
-    finally:
-        tracker.stop_all()
+    yield from in_use(built)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
 from conformance.harness import BackendHarness
 from qrmi.models import Payload, ResourceType
+from qrmi.protocol import QuantumResourceProtocol
 from qrmi.resource import QuantumResource
 from qrmi.testing.pasqal_cloud import PasqalCloudFake
 
@@ -35,18 +37,27 @@ def check_counter(text: str) -> None:
     assert counter and all(len(bits) == 2 for bits in counter)
 
 
-def make_harness(workdir: Path) -> BackendHarness:
-    fake = PasqalCloudFake(seconds_per_run=SECONDS_PER_RUN, seed=7).start()
-    settings = fake.settings(HOME=str(workdir))
+def pulser_harness(
+    make_resource: Callable[[], QuantumResourceProtocol], teardown: Callable[[], None]
+) -> BackendHarness:
+    """The harness of a Pasqal backend (cloud or local) whose fake runs one Pulser job at a
+    time at :data:`SECONDS_PER_RUN`."""
     return BackendHarness(
-        make_resource=lambda: QuantumResource.from_config(
-            "EMU_FREE", ResourceType.PasqalCloud, settings
-        ),
+        make_resource=make_resource,
         quick_payload=lambda: Payload.PasqalCloud(sequence=pulser_sequence(), job_runs=20),
         slow_payload=lambda: Payload.PasqalCloud(sequence=pulser_sequence(), job_runs=6000),
         unsupported_payload=lambda: Payload.QiskitPrimitive(input="{}", program_id="sampler"),
         concurrency=1,
         timeout=60.0,
         check_result=check_counter,
+        teardown=teardown,
+    )
+
+
+def make_harness(workdir: Path) -> BackendHarness:
+    fake = PasqalCloudFake(seconds_per_run=SECONDS_PER_RUN, seed=7).start()
+    settings = fake.settings(HOME=str(workdir))
+    return pulser_harness(
+        lambda: QuantumResource.from_config("EMU_FREE", ResourceType.PasqalCloud, settings),
         teardown=fake.stop,
     )

@@ -7,13 +7,11 @@ from pathlib import Path
 import pytest
 
 from conformance.harness import BackendHarness
-from conformance.harness_pasqal_cloud import check_counter, pulser_sequence
-from qrmi.models import Payload, ResourceType
+from conformance.harness_pasqal_cloud import SECONDS_PER_RUN, pulser_harness
+from qrmi.models import ResourceType
 from qrmi.resource import QuantumResource
 from qrmi.testing.munge import munge_available
 from qrmi.testing.pasqal_warden import PasqalWardenFake
-
-SECONDS_PER_RUN = 0.005
 
 
 def make_harness(workdir: Path) -> BackendHarness:
@@ -29,15 +27,7 @@ def make_harness(workdir: Path) -> BackendHarness:
         session.release(token)
         fake.stop()
 
-    return BackendHarness(
-        make_resource=lambda: QuantumResource.from_config(
-            "fresnel_onprem", ResourceType.PasqalLocal, settings
-        ),
-        quick_payload=lambda: Payload.PasqalCloud(sequence=pulser_sequence(), job_runs=20),
-        slow_payload=lambda: Payload.PasqalCloud(sequence=pulser_sequence(), job_runs=6000),
-        unsupported_payload=lambda: Payload.QiskitPrimitive(input="{}", program_id="sampler"),
-        concurrency=1,
-        timeout=60.0,
-        check_result=check_counter,
+    return pulser_harness(
+        lambda: QuantumResource.from_config("fresnel_onprem", ResourceType.PasqalLocal, settings),
         teardown=teardown,
     )

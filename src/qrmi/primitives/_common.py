@@ -7,7 +7,7 @@ import json
 import keyword
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from qrmi.errors import InvalidInputError
 from qrmi.models import Payload
@@ -15,6 +15,7 @@ from qrmi.primitives.runtime_job_v2 import RuntimeJobV2
 from qrmi.protocol import QuantumResourceProtocol
 
 __all__ = [
+    "QrmiPrimitive",
     "as_resource",
     "circuit_to_qasm3",
     "parse_options",
@@ -23,6 +24,13 @@ __all__ = [
 ]
 
 OptionsT = TypeVar("OptionsT")
+
+
+class _PrimitiveOptions(Protocol):
+    run_options: dict[str, Any]
+
+
+PrimitiveOptionsT = TypeVar("PrimitiveOptionsT", bound=_PrimitiveOptions)
 
 #: The calls the primitives make on a resource; anything offering them is accepted.
 _TASK_CALLS = ("task_start", "task_status", "task_result", "task_stop", "task_logs")
@@ -163,3 +171,33 @@ def submit(
     """Send the primitive input to the resource and return the job handle at once."""
     payload = Payload.QiskitPrimitive(input=json.dumps(params), program_id=program_id)
     return RuntimeJobV2(qrmi, qrmi.task_start(payload))
+
+
+class QrmiPrimitive(Generic[PrimitiveOptionsT]):
+    """What the sampler and the estimator share: the resource their tasks go to and their
+    options, checked when the primitive is built.
+
+    Raises:
+        InvalidInputError: ``qrmi`` is not a resource, or the options are invalid.
+    """
+
+    def __init__(self, qrmi: Any, options_class: type[PrimitiveOptionsT], options: Any) -> None:
+        owner = type(self).__name__
+        self._qrmi = as_resource(qrmi, owner)
+        self._options = parse_options(options_class, options, owner)
+        self._check_default(self._options, owner)
+        check_run_options(self._options.run_options, owner)
+
+    def _check_default(self, options: PrimitiveOptionsT, owner: str) -> None:
+        """Check the primitive's own default (shots, precision); raise InvalidInputError."""
+        raise NotImplementedError
+
+    @property
+    def options(self) -> PrimitiveOptionsT:
+        """The primitive's options."""
+        return self._options
+
+    @property
+    def qrmi(self) -> Any:
+        """The resource tasks are sent to."""
+        return self._qrmi

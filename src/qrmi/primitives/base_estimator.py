@@ -35,7 +35,7 @@ class Options:
     """Sent unchanged as the input's ``options`` (IBM Estimator V2 options)."""
 
 
-class QRMIBaseEstimatorV2(BaseEstimatorV2):  # type: ignore[misc]
+class QRMIBaseEstimatorV2(_common.QrmiPrimitive[Options], BaseEstimatorV2):  # type: ignore[misc]
     """Estimator V2 running on a QRMI resource that takes IBM primitive input.
 
     Args:
@@ -47,21 +47,10 @@ class QRMIBaseEstimatorV2(BaseEstimatorV2):  # type: ignore[misc]
     """
 
     def __init__(self, qrmi: Any, *, options: dict[str, Any] | Options | None = None) -> None:
-        owner = type(self).__name__
-        self._qrmi = _common.as_resource(qrmi, owner)
-        self._options = _common.parse_options(Options, options, owner)
-        _check_precision(self._options.default_precision, f"{owner}: option 'default_precision'")
-        _common.check_run_options(self._options.run_options, owner)
+        super().__init__(qrmi, Options, options)
 
-    @property
-    def options(self) -> Options:
-        """The estimator's options."""
-        return self._options
-
-    @property
-    def qrmi(self) -> Any:
-        """The resource tasks are sent to."""
-        return self._qrmi
+    def _check_default(self, options: Options, owner: str) -> None:
+        _check_precision(options.default_precision, f"{owner}: option 'default_precision'")
 
     def run(self, pubs: Iterable[Any], *, precision: float | None = None) -> RuntimeJobV2:
         """Submit the pubs as one task and return its job at once.

@@ -33,7 +33,7 @@ class Options:
     """Sent unchanged as the input's ``options`` (IBM Sampler V2 options)."""
 
 
-class QRMIBaseSamplerV2(BaseSamplerV2):  # type: ignore[misc]
+class QRMIBaseSamplerV2(_common.QrmiPrimitive[Options], BaseSamplerV2):  # type: ignore[misc]
     """Sampler V2 running on a QRMI resource that takes IBM primitive input.
 
     Args:
@@ -45,21 +45,10 @@ class QRMIBaseSamplerV2(BaseSamplerV2):  # type: ignore[misc]
     """
 
     def __init__(self, qrmi: Any, *, options: dict[str, Any] | Options | None = None) -> None:
-        owner = type(self).__name__
-        self._qrmi = _common.as_resource(qrmi, owner)
-        self._options = _common.parse_options(Options, options, owner)
-        _check_shots(self._options.default_shots, f"{owner}: option 'default_shots'")
-        _common.check_run_options(self._options.run_options, owner)
+        super().__init__(qrmi, Options, options)
 
-    @property
-    def options(self) -> Options:
-        """The sampler's options."""
-        return self._options
-
-    @property
-    def qrmi(self) -> Any:
-        """The resource tasks are sent to."""
-        return self._qrmi
+    def _check_default(self, options: Options, owner: str) -> None:
+        _check_shots(options.default_shots, f"{owner}: option 'default_shots'")
 
     def run(self, pubs: Iterable[Any], *, shots: int | None = None) -> RuntimeJobV2:
         """Submit the pubs as one task and return its job at once.

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -38,20 +39,21 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from qrmi.testing._jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, FakeJob, JobQueue
 from qrmi.testing.auth import TokenIssuer
-from qrmi.testing.ibm_iam import IamFake
 from qrmi.testing.ibm_shared import (
     DEFAULT_APIKEY,
     DEFAULT_CRN,
     FakeDevice,
+    IbmFakeServer,
     check_request,
     devices_from,
+    devices_named,
     execute_primitive,
     ibm_error,
     json_body,
     requested_seconds,
+    unknown_backend,
     utc_now,
 )
-from qrmi.testing.server import FakeServer
 
 __all__ = ["API_VERSIONS", "ComputeServiceFake", "FakeSession", "serve"]
 
@@ -209,7 +211,16 @@ def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
             )
         return None
 
-    def job_or_404(job_id: str) -> FakeJob | Any:
+    async def guarded_body(request: Request) -> tuple[dict[str, Any] | None, Any | None]:
+        """``(JSON body, None)`` for an allowed request, ``(None, error response)`` otherwise."""
+        if (error := guard(request)) is not None:
+            return None, error
+        return await json_body(request)
+
+    def guarded_job(request: Request, job_id: str) -> FakeJob | Any:
+        """The job of an allowed request, or the error response (refused, unknown, deleted)."""
+        if (error := guard(request)) is not None:
+            return error
         job = state.queue.get(job_id)
         if job is None or job_id in state.deleted:
             return ibm_error(404, "1291", f"Job {job_id} not found.")
@@ -246,7 +257,7 @@ def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
             return error
         device = state.devices.get(name)
         if device is None or part not in ("status", "configuration", "properties"):
-            return ibm_error(404, "1216", f"Backend {name} not found.")
+            return unknown_backend(name)
         if part == "status":
             return {
                 "state": device.status == "online",
@@ -260,9 +271,7 @@ def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
 
     @app.post(PREFIX + "/sessions")
     async def create_session(request: Request) -> Any:
-        if (error := guard(request)) is not None:
-            return error
-        body, error = await json_body(request)
+        body, error = await guarded_body(request)
         if error is not None:
             return error
         assert body is not None
@@ -294,9 +303,7 @@ def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
 
     @app.patch(PREFIX + "/sessions/{session_id}")
     async def update_session(session_id: str, request: Request) -> Any:
-        if (error := guard(request)) is not None:
-            return error
-        body, error = await json_body(request)
+        body, error = await guarded_body(request)
         if error is not None:
             return error
         assert body is not None
@@ -325,9 +332,7 @@ def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
 
     @app.post(PREFIX + "/jobs")
     async def create_job(request: Request) -> Any:
-        if (error := guard(request)) is not None:
-            return error
-        body, error = await json_body(request)
+        body, error = await guarded_body(request)
         if error is not None:
             return error
         assert body is not None
@@ -370,9 +375,7 @@ def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
 
     @app.get(PREFIX + "/jobs/{job_id}")
     async def get_job(job_id: str, request: Request) -> Any:
-        if (error := guard(request)) is not None:
-            return error
-        job = job_or_404(job_id)
+        job = guarded_job(request, job_id)
         if not isinstance(job, FakeJob):
             return job
         exclude = request.query_params.get("exclude_params", "false").lower() == "true"
@@ -380,9 +383,7 @@ def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
 
     @app.delete(PREFIX + "/jobs/{job_id}")
     async def delete_job(job_id: str, request: Request) -> Any:
-        if (error := guard(request)) is not None:
-            return error
-        job = job_or_404(job_id)
+        job = guarded_job(request, job_id)
         if not isinstance(job, FakeJob):
             return job
         if not job.final:
@@ -392,9 +393,7 @@ def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
 
     @app.post(PREFIX + "/jobs/{job_id}/cancel")
     async def cancel_job(job_id: str, request: Request) -> Any:
-        if (error := guard(request)) is not None:
-            return error
-        job = job_or_404(job_id)
+        job = guarded_job(request, job_id)
         if not isinstance(job, FakeJob):
             return job
         if job.final:
@@ -406,9 +405,7 @@ def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
 
     @app.get(PREFIX + "/jobs/{job_id}/results")
     async def results(job_id: str, request: Request) -> Any:
-        if (error := guard(request)) is not None:
-            return error
-        job = job_or_404(job_id)
+        job = guarded_job(request, job_id)
         if not isinstance(job, FakeJob):
             return job
         if job.state != DONE:
@@ -421,9 +418,7 @@ def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
 
     @app.get(PREFIX + "/jobs/{job_id}/logs")
     async def logs(job_id: str, request: Request) -> Any:
-        if (error := guard(request)) is not None:
-            return error
-        job = job_or_404(job_id)
+        job = guarded_job(request, job_id)
         if not isinstance(job, FakeJob):
             return job
         lines = [f"job {job.id} created for {job.data['backend']}", f"status: {state.status(job)}"]
@@ -445,7 +440,7 @@ def _validate_job(body: Mapping[str, Any], state: _State) -> dict[str, Any] | An
     if not isinstance(backend, str) or not backend:
         return bad("'backend' is required.")
     if backend not in state.devices:
-        return ibm_error(404, "1216", f"Backend {backend} not found.")
+        return unknown_backend(backend)
     if not isinstance(body.get("params"), dict):
         return bad("'params' must be an object with the primitive input.")
     cost = body.get("cost")
@@ -473,12 +468,14 @@ def _validate_job(body: Mapping[str, Any], state: _State) -> dict[str, Any] | An
     }
 
 
-class ComputeServiceFake(FakeServer):
+class ComputeServiceFake(IbmFakeServer):
     """The Quantum Compute Service fake with its own IAM; see the module docstring.
 
     ``devices`` maps backend names to emulator snapshots; ``execution_seconds`` delays every
     job (to observe ``Queued``/``Running`` or exceed a job's ``cost``).
     """
+
+    RESOURCE_TYPE = "ibm-quantum-compute-service"
 
     def __init__(
         self,
@@ -491,24 +488,17 @@ class ComputeServiceFake(FakeServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.apikey = apikey
-        self.crn = crn
-        self.iam = IamFake([apikey], token_lifetime=token_lifetime, host=host)
         self.state = _State(devices_from(devices, DEFAULT_DEVICES), execution_seconds)
         super().__init__(
-            create_app(self.state, self.iam.issuer, crn), host=host, port=port, name="ibm-qcs"
+            partial(create_app, self.state),
+            self.state.devices,
+            apikey=apikey,
+            crn=crn,
+            token_lifetime=token_lifetime,
+            host=host,
+            port=port,
+            name="ibm-qcs",
         )
-
-    def start(self) -> ComputeServiceFake:
-        """Start IAM and the API."""
-        self.iam.start()
-        super().start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the API and IAM."""
-        super().stop()
-        self.iam.stop()
 
     def close(self) -> None:
         """Stop the servers and the job worker."""
@@ -535,36 +525,9 @@ class ComputeServiceFake(FakeServer):
         return self.settings_for()
 
     @property
-    def resource_names(self) -> list[str]:
-        """The backends served, each a resource of type ``ibm-quantum-compute-service``."""
-        return list(self.state.devices)
-
-    @property
-    def resource_type(self) -> str:
-        """The type string of the resources this fake serves."""
-        return "ibm-quantum-compute-service"
-
-    @property
     def queue(self) -> JobQueue:
         """The job queue (``hold()``/``resume()`` keep jobs queued)."""
         return self.state.queue
-
-    def resource_config(self, name: str | None = None) -> dict[str, Any]:
-        """A ``qrmi_config.json`` resource entry for backend ``name`` (default: the first)."""
-        return {
-            "name": name or self.resource_names[0],
-            "type": self.resource_type,
-            "environment": self.settings,
-        }
-
-    def expire_tokens(self) -> None:
-        """Invalidate every IAM token (clients must refresh)."""
-        self.iam.expire_all()
-
-    def set_status(self, backend: str, status: str, message: str = "") -> None:
-        """Set a backend's status word (``online``, ``paused``, ``offline``)."""
-        device = self.state.devices[backend]
-        device.status, device.message = status, message or status
 
     def session(self, session_id: str) -> FakeSession | None:
         """A session by id."""
@@ -591,5 +554,4 @@ class ComputeServiceFake(FakeServer):
 
 def serve(*, devices: Iterable[str] | None = None, **options: Any) -> ComputeServiceFake:
     """Factory for ``qrmi fake serve ibm-quantum-compute-service`` (``devices``: snapshots)."""
-    mapping = {name.replace("fake_", "ibm_"): name for name in devices} if devices else None
-    return ComputeServiceFake(devices=mapping, **options)
+    return ComputeServiceFake(devices=devices_named(devices), **options)

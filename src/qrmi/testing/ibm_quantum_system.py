@@ -32,27 +32,29 @@ import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Self
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from qrmi.errors import QrmiError
-from qrmi.testing.ibm_iam import IamFake
 from qrmi.testing.ibm_shared import (
     DEFAULT_APIKEY,
     DEFAULT_CRN,
     FakeDevice,
+    IbmFakeServer,
     check_request,
     devices_from,
+    devices_named,
     execute_primitive,
     ibm_error,
     json_body,
     requested_seconds,
+    unknown_backend,
     utc_now,
 )
 from qrmi.testing.s3 import S3Fake
-from qrmi.testing.server import FakeServer
 
 __all__ = ["QsJob", "QuantumSystemFake", "serve"]
 
@@ -163,7 +165,7 @@ def create_app(state: _State, issuer: Any, crn: str) -> Any:
     def device_or_404(name: str) -> FakeDevice | Any:
         device = state.devices.get(name)
         if device is None:
-            return ibm_error(404, "1216", f"Backend {name} not found.")
+            return unknown_backend(name)
         return device
 
     @app.get("/version")
@@ -298,7 +300,7 @@ def _validate_job(body: Mapping[str, Any], state: _State) -> tuple[QsJob | None,
     if not isinstance(backend, str) or not backend:
         return bad("'backend' is required.")
     if backend not in state.devices:
-        return None, ibm_error(404, "1216", f"Backend {backend} not found.")
+        return None, unknown_backend(backend)
     program_id = body.get("program_id")
     if program_id not in PROGRAM_IDS:
         return bad(f"'program_id' must be one of {', '.join(PROGRAM_IDS)}.")
@@ -420,13 +422,15 @@ def _transfer(method: str, url: str, body: bytes | None = None) -> bytes | None:
         return None
 
 
-class QuantumSystemFake(FakeServer):
+class QuantumSystemFake(IbmFakeServer):
     """The Quantum System API fake with its own IAM and S3; see the module docstring.
 
     ``devices`` maps backend names to emulator snapshots (``{"ibm_perth": "fake_perth"}``);
     ``lanes`` is the number of execution lanes per backend; ``execution_seconds`` delays every
     job (to observe ``Running``).
     """
+
+    RESOURCE_TYPE = "ibm-quantum-system"
 
     def __init__(
         self,
@@ -440,27 +444,28 @@ class QuantumSystemFake(FakeServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.apikey = apikey
-        self.crn = crn
-        self.iam = IamFake([apikey], token_lifetime=token_lifetime, host=host)
         self.s3 = S3Fake(host=host)
         self.state = _State(devices_from(devices, DEFAULT_DEVICES), lanes, execution_seconds)
         super().__init__(
-            create_app(self.state, self.iam.issuer, crn), host=host, port=port, name="ibm-qs"
+            partial(create_app, self.state),
+            self.state.devices,
+            apikey=apikey,
+            crn=crn,
+            token_lifetime=token_lifetime,
+            host=host,
+            port=port,
+            name="ibm-qs",
         )
 
-    def start(self) -> QuantumSystemFake:
-        """Start IAM, S3 and the API."""
-        self.iam.start()
+    def start(self) -> Self:
+        """Start S3, IAM and the API."""
         self.s3.start()
-        super().start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
         """Stop the API, IAM and S3, and let running jobs end."""
         self.state.stopping.set()
         super().stop()
-        self.iam.stop()
         self.s3.stop()
         self.state.stopping.clear()
 
@@ -480,39 +485,12 @@ class QuantumSystemFake(FakeServer):
             "QRMI_JOB_TIMEOUT_SECONDS": "600",
         }
 
-    @property
-    def resource_names(self) -> list[str]:
-        """The backends served, each a resource of type ``ibm-quantum-system``."""
-        return list(self.state.devices)
-
-    @property
-    def resource_type(self) -> str:
-        """The type string of the resources this fake serves."""
-        return "ibm-quantum-system"
-
-    def resource_config(self, name: str | None = None) -> dict[str, Any]:
-        """A ``qrmi_config.json`` resource entry for backend ``name`` (default: the first)."""
-        return {
-            "name": name or self.resource_names[0],
-            "type": self.resource_type,
-            "environment": self.settings,
-        }
-
-    def expire_tokens(self) -> None:
-        """Invalidate every IAM token (clients must refresh)."""
-        self.iam.expire_all()
-
     def reserve(self, backend: str, reserved: bool = True) -> None:
         """While reserved, ``POST /v1/jobs`` for ``backend`` answers 423."""
         if reserved:
             self.state.reserved.add(backend)
         else:
             self.state.reserved.discard(backend)
-
-    def set_status(self, backend: str, status: str, message: str = "") -> None:
-        """Set a backend's ``status`` (``online``, ``paused``, ``offline``)."""
-        device = self.state.devices[backend]
-        device.status, device.message = status, message or status
 
     def job(self, job_id: str) -> QsJob | None:
         """The stored job, or ``None`` (unknown or deleted)."""
@@ -538,5 +516,4 @@ class QuantumSystemFake(FakeServer):
 
 def serve(*, devices: Iterable[str] | None = None, **options: Any) -> QuantumSystemFake:
     """Factory for ``qrmi fake serve ibm-quantum-system`` (``devices``: snapshot names)."""
-    mapping = {name.replace("fake_", "ibm_"): name for name in devices} if devices else None
-    return QuantumSystemFake(devices=mapping, **options)
+    return QuantumSystemFake(devices=devices_named(devices), **options)

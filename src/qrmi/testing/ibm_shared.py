@@ -13,23 +13,29 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from qrmi.testing.auth import TokenIssuer
+from qrmi.testing.ibm_iam import IamFake
+from qrmi.testing.server import FakeServer
 
 __all__ = [
     "DEFAULT_APIKEY",
     "DEFAULT_CRN",
     "FakeDevice",
+    "IbmFakeServer",
     "check_request",
+    "devices_from",
+    "devices_named",
     "execute_primitive",
     "ibm_error",
     "json_body",
     "requested_seconds",
+    "unknown_backend",
     "utc_now",
 ]
 
@@ -52,6 +58,11 @@ def ibm_error(
         "errors": [{"code": code, "message": message, "more_info": MORE_INFO, "location": None}],
     }
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def unknown_backend(name: object) -> Any:
+    """The 404 for a backend the fake does not serve."""
+    return ibm_error(404, "1216", f"Backend {name} not found.")
 
 
 def check_request(request: Any, issuer: TokenIssuer, crn: str) -> Any | None:
@@ -154,3 +165,80 @@ def devices_from(
 ) -> dict[str, FakeDevice]:
     """``{name: FakeDevice}`` from ``{name: snapshot}`` (``default`` when ``spec`` is None)."""
     return {name: FakeDevice(name, snapshot) for name, snapshot in (spec or default).items()}
+
+
+def devices_named(snapshots: Iterable[str] | None) -> dict[str, str] | None:
+    """``{"ibm_perth": "fake_perth", ...}`` for ``qrmi fake serve``'s snapshot names (None: the
+    fake's default devices)."""
+    return {name.replace("fake_", "ibm_"): name for name in snapshots} if snapshots else None
+
+
+class IbmFakeServer(FakeServer):
+    """What both IBM fakes are: an API with its own IAM beside it, serving backends
+    (``devices``), each a resource of type :attr:`RESOURCE_TYPE`.
+
+    ``app_for(issuer, crn)`` builds the API app that trusts the IAM fake's tokens.
+    """
+
+    RESOURCE_TYPE: ClassVar[str]
+
+    def __init__(
+        self,
+        app_for: Callable[[TokenIssuer, str], Any],
+        devices: dict[str, FakeDevice],
+        *,
+        apikey: str,
+        crn: str,
+        token_lifetime: float,
+        host: str,
+        port: int,
+        name: str,
+    ) -> None:
+        self.apikey = apikey
+        self.crn = crn
+        self.devices = devices
+        self.iam = IamFake([apikey], token_lifetime=token_lifetime, host=host)
+        super().__init__(app_for(self.iam.issuer, crn), host=host, port=port, name=name)
+
+    def start(self) -> Self:
+        """Start IAM and the API."""
+        self.iam.start()
+        super().start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the API and IAM."""
+        super().stop()
+        self.iam.stop()
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The resource ``environment`` for ``qrmi_config.json``."""
+        raise NotImplementedError
+
+    @property
+    def resource_names(self) -> list[str]:
+        """The backends served, each a resource of type :attr:`resource_type`."""
+        return list(self.devices)
+
+    @property
+    def resource_type(self) -> str:
+        """The type string of the resources this fake serves."""
+        return self.RESOURCE_TYPE
+
+    def resource_config(self, name: str | None = None) -> dict[str, Any]:
+        """A ``qrmi_config.json`` resource entry for backend ``name`` (default: the first)."""
+        return {
+            "name": name or self.resource_names[0],
+            "type": self.resource_type,
+            "environment": self.settings,
+        }
+
+    def expire_tokens(self) -> None:
+        """Invalidate every IAM token (clients must refresh)."""
+        self.iam.expire_all()
+
+    def set_status(self, backend: str, status: str, message: str = "") -> None:
+        """Set a backend's status word (``online``, ``paused``, ``offline``)."""
+        device = self.devices[backend]
+        device.status, device.message = status, message or status

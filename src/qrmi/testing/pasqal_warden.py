@@ -155,10 +155,15 @@ class PasqalWardenFake(FakeServer):
             "results": job.result if job.state == DONE else None,
         }
 
-    def _owned_job(self, job_id: str, identity: MungeIdentity) -> FakeJob | None:
+    def _callers_job(self, request: Request, job_id: str) -> FakeJob | JSONResponse:
+        """The caller's job ``job_id``, or the error response (not authenticated, unknown job,
+        or another user's: a 404 alike, so job ids of others stay hidden)."""
+        identity, denied = self._identify(request)
+        if identity is None:
+            return denied or _error(401, "unauthenticated")
         job = self.jobs.get(job_id)
         if job is None or job.data["user_id"] != str(identity.uid):
-            return None
+            return _error(404, f"job {job_id} not found")
         return job
 
     # -- the ASGI app ------------------------------------------------------------------------
@@ -235,33 +240,24 @@ class PasqalWardenFake(FakeServer):
 
         @app.get("/jobs/{job_id}")
         async def get_job(job_id: str, request: Request) -> JSONResponse:
-            identity, denied = self._identify(request)
-            if identity is None:
-                return denied or _error(401, "unauthenticated")
-            job = self._owned_job(job_id, identity)
-            if job is None:
-                return _error(404, f"job {job_id} not found")
+            job = self._callers_job(request, job_id)
+            if isinstance(job, JSONResponse):
+                return job
             return JSONResponse(self.job_view(job))
 
         @app.post("/jobs/{job_id}/cancel")
         async def cancel_job(job_id: str, request: Request) -> JSONResponse:
-            identity, denied = self._identify(request)
-            if identity is None:
-                return denied or _error(401, "unauthenticated")
-            job = self._owned_job(job_id, identity)
-            if job is None:
-                return _error(404, f"job {job_id} not found")
+            job = self._callers_job(request, job_id)
+            if isinstance(job, JSONResponse):
+                return job
             self.jobs.cancel(job_id)
             return JSONResponse(self.job_view(job))
 
         @app.get("/jobs/{job_id}/logs")
         async def job_logs(job_id: str, request: Request) -> JSONResponse:
-            identity, denied = self._identify(request)
-            if identity is None:
-                return denied or _error(401, "unauthenticated")
-            job = self._owned_job(job_id, identity)
-            if job is None:
-                return _error(404, f"job {job_id} not found")
+            job = self._callers_job(request, job_id)
+            if isinstance(job, JSONResponse):
+                return job
             lines = [f"job {job.id}: {_STATUS[job.state]}"]
             if job.error:
                 lines.append(f"error: {job.error}")

@@ -7,7 +7,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from qrmi.models import Payload
+from qrmi.models import Payload, TaskStatus
+from qrmi.resource import QuantumResource
 
 BELL = (
     'OPENQASM 3.0; include "stdgates.inc"; bit[2] meas; qubit[2] q; h q[0]; cx q[0], q[1]; '
@@ -34,6 +35,13 @@ def broken_sampler() -> Payload:
     """Valid JSON whose circuit is not OpenQASM: the job fails on the service."""
     params = {"pubs": [["this is not a circuit", None, 10]], "version": 2}
     return Payload.QiskitPrimitive(input=json.dumps(params), program_id="sampler")
+
+
+def run_to_completion(qpu: QuantumResource, payload: Payload) -> str:
+    """Start ``payload`` on ``qpu``, assert it completes within 60 s; its task id."""
+    task = qpu.task_start(payload)
+    assert qpu.task_wait(task, 60) == TaskStatus.Completed, qpu.task_logs(task)
+    return task
 
 
 def decode(text: str) -> Any:

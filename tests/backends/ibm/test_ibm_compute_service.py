@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 
 import pytest
-from ibm_helpers import assert_no_secret, broken_sampler, decode, estimator, log_texts, sampler
+from ibm_helpers import (
+    assert_no_secret,
+    broken_sampler,
+    decode,
+    estimator,
+    log_texts,
+    run_to_completion,
+    sampler,
+)
 
 from qrmi.errors import ConfigError, QrmiError, TaskNotReadyError
 from qrmi.models import Payload, ResourceStatusCode, TaskStatus
@@ -21,18 +29,14 @@ def resource(fake: ComputeServiceFake, **overrides: str) -> QuantumResource:
     return QuantumResource.from_config(NAME, TYPE, {k: v for k, v in settings.items() if v})
 
 
-def run(qpu: QuantumResource, payload: Payload) -> str:
-    task = qpu.task_start(payload)
-    assert qpu.task_wait(task, 60) == TaskStatus.Completed, qpu.task_logs(task)
-    return task
-
-
 def test_sampler_and_estimator_in_a_session(qcs: ComputeServiceFake) -> None:
     qpu = resource(qcs)
     session = qpu.acquire()
     try:
-        counts = decode(qpu.task_result(run(qpu, sampler(shots=50))).value)[0].data.meas
-        evs = decode(qpu.task_result(run(qpu, estimator())).value)[0].data.evs
+        sampled = run_to_completion(qpu, sampler(shots=50))
+        counts = decode(qpu.task_result(sampled).value)[0].data.meas
+        estimated = run_to_completion(qpu, estimator())
+        evs = decode(qpu.task_result(estimated).value)[0].data.evs
     finally:
         qpu.release(session)
 
@@ -76,7 +80,7 @@ def test_a_healthy_configured_session_is_reused(qcs: ComputeServiceFake) -> None
     qpu = resource(qcs, QRMI_JOB_ACQUISITION_TOKEN=opened)
 
     assert qpu.acquire() == opened
-    task = run(qpu, sampler())
+    task = run_to_completion(qpu, sampler())
     assert qcs.requests("/api/v1/jobs", "POST")[-1].json()["session_id"] == opened
     qpu.release(opened)
     closed = resource(qcs, QRMI_IBM_QCS_SESSION_ID=opened)
@@ -92,7 +96,7 @@ def test_invalid_session_mode_names_the_valid_ones(qcs: ComputeServiceFake) -> N
 def test_input_is_passed_through_untouched(qcs: ComputeServiceFake) -> None:
     payload = sampler(supports_qiskit=True, options={"experimental": {"x": 1.50}})
     qpu = resource(qcs, QRMI_JOB_TIMEOUT_SECONDS="300")
-    task = run(qpu, payload)
+    task = run_to_completion(qpu, payload)
 
     assert isinstance(payload, Payload.QiskitPrimitive)
     post = qcs.requests("/api/v1/jobs", "POST")[-1]
@@ -146,7 +150,7 @@ def test_failed_job_reports_the_reason(qcs: ComputeServiceFake) -> None:
 
 def test_stop_never_deletes_a_completed_job(qcs: ComputeServiceFake) -> None:
     qpu = resource(qcs)
-    task = run(qpu, sampler())
+    task = run_to_completion(qpu, sampler())
     before = qpu.task_result(task).value
 
     qpu.task_stop(task)
@@ -187,7 +191,7 @@ def test_no_credential_in_messages_or_logs(
     caplog.set_level(logging.DEBUG)
     qpu = resource(qcs)
     session = qpu.acquire()
-    run(qpu, sampler())
+    run_to_completion(qpu, sampler())
     qcs.expire_tokens()
     qpu.release(session)
     errors = []

@@ -7,7 +7,15 @@ import logging
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from ibm_helpers import assert_no_secret, broken_sampler, decode, estimator, log_texts, sampler
+from ibm_helpers import (
+    assert_no_secret,
+    broken_sampler,
+    decode,
+    estimator,
+    log_texts,
+    run_to_completion,
+    sampler,
+)
 
 from qrmi.errors import (
     AuthenticationFailedError,
@@ -32,15 +40,9 @@ def resource(fake: QuantumSystemFake, name: str = NAME, **overrides: str) -> Qua
     return QuantumResource.from_config(name, TYPE, {k: v for k, v in settings.items() if v})
 
 
-def run(qpu: QuantumResource, payload: Payload) -> str:
-    task = qpu.task_start(payload)
-    assert qpu.task_wait(task, 60) == TaskStatus.Completed, qpu.task_logs(task)
-    return task
-
-
 def test_sampler_job_completes_and_decodes(qs: QuantumSystemFake) -> None:
     qpu = resource(qs)
-    task = run(qpu, sampler(shots=100))
+    task = run_to_completion(qpu, sampler(shots=100))
 
     counts = decode(qpu.task_result(task).value)[0].data.meas.get_counts()
     assert sum(counts.values()) == 100
@@ -50,7 +52,7 @@ def test_sampler_job_completes_and_decodes(qs: QuantumSystemFake) -> None:
 
 def test_estimator_job_completes_and_decodes(qs: QuantumSystemFake) -> None:
     qpu = resource(qs)
-    task = run(qpu, estimator())
+    task = run_to_completion(qpu, estimator())
 
     evs = decode(qpu.task_result(task).value)[0].data.evs
     assert list(evs) == pytest.approx([1.0, 1.0], abs=0.1)
@@ -58,7 +60,7 @@ def test_estimator_job_completes_and_decodes(qs: QuantumSystemFake) -> None:
 
 def test_job_is_created_with_presigned_storage(qs: QuantumSystemFake) -> None:
     qpu = resource(qs)
-    task = run(qpu, sampler())
+    task = run_to_completion(qpu, sampler())
 
     (post,) = [r for r in qs.requests("/v1/jobs", "POST") if r.json()["id"] == task]
     body = post.json()
@@ -77,7 +79,7 @@ def test_job_is_created_with_presigned_storage(qs: QuantumSystemFake) -> None:
 def test_input_is_stored_unchanged(qs: QuantumSystemFake) -> None:
     payload = sampler(unknown_option={"kept": 1.50})
     qpu = resource(qs)
-    task = run(qpu, payload)
+    task = run_to_completion(qpu, payload)
 
     assert isinstance(payload, Payload.QiskitPrimitive)
     assert qs.s3.read(f"input_{task}.json").decode() == payload.input
@@ -86,7 +88,7 @@ def test_input_is_stored_unchanged(qs: QuantumSystemFake) -> None:
 def test_presigned_urls_use_the_qsapi_endpoint(qs: QuantumSystemFake) -> None:
     qsapi = qs.s3.url.replace("127.0.0.1", "localhost")
     qpu = resource(qs, QRMI_IBM_QS_S3_ENDPOINT_FOR_QSAPI=qsapi)
-    task = run(qpu, sampler())
+    task = run_to_completion(qpu, sampler())
 
     (post,) = [r for r in qs.requests("/v1/jobs", "POST") if r.json()["id"] == task]
     for part in ("input", "results", "logs"):
@@ -148,7 +150,7 @@ def test_stop_cancels_a_running_job_and_never_deletes(qs: QuantumSystemFake) -> 
 
 def test_stop_never_deletes_a_completed_job_or_its_result(qs: QuantumSystemFake) -> None:
     qpu = resource(qs)
-    task = run(qpu, sampler())
+    task = run_to_completion(qpu, sampler())
     before = qpu.task_result(task).value
 
     qpu.task_stop(task)
@@ -208,7 +210,7 @@ def test_a_burst_of_503_is_survived(qs: QuantumSystemFake) -> None:
     qpu = resource(qs)
     qs.faults.fail(503, times=3, path="/v1/jobs", method="POST")
 
-    task = run(qpu, sampler())
+    task = run_to_completion(qpu, sampler())
 
     assert [r.status for r in qs.requests("/v1/jobs", "POST")][-4:] == [503, 503, 503, 204]
     assert qpu.task_result(task).value
@@ -216,7 +218,7 @@ def test_a_burst_of_503_is_survived(qs: QuantumSystemFake) -> None:
 
 def test_dropped_connections_are_survived(qs: QuantumSystemFake) -> None:
     qpu = resource(qs)
-    task = run(qpu, sampler())
+    task = run_to_completion(qpu, sampler())
     qs.faults.drop_connections(times=2, path=f"/v1/jobs/{task}")
 
     assert qpu.task_status(task) == TaskStatus.Completed
@@ -248,7 +250,7 @@ def test_permanent_423_fails_within_the_job_deadline(qs: QuantumSystemFake) -> N
 def test_429_then_success_is_retried(qs: QuantumSystemFake) -> None:
     qs.faults.throttle(429, times=2, path="/v1/jobs", method="POST", retry_after=0)
 
-    run(resource(qs), sampler())
+    run_to_completion(resource(qs), sampler())
 
 
 def test_a_refused_api_key_is_an_authentication_error(qs: QuantumSystemFake) -> None:
@@ -266,7 +268,7 @@ def test_no_credential_in_messages_or_logs(
     qpu = resource(qs)
     errors: list[str] = []
     qs.faults.fail(503, times=2, path="/v1/jobs*")
-    task = run(qpu, sampler())
+    task = run_to_completion(qpu, sampler())
     qs.expire_tokens()
     qpu.task_logs(task)
     qpu.status()
