@@ -39,6 +39,7 @@ from qrmi.models import ResourceStatusCode, ResourceType
 
 __all__ = [
     "INFINITE_TIMEOUT_SECONDS",
+    "TASK_LOG_VAR",
     "JobContext",
     "JobLifecycle",
     "JobState",
@@ -55,6 +56,9 @@ logger = logging.getLogger(__name__)
 
 #: ``{name}_QRMI_JOB_TIMEOUT_SECONDS`` of a job without a time limit (the reference's value).
 INFINITE_TIMEOUT_SECONDS = 4294967295
+#: The job's task log: ``QuantumResource.task_start`` appends ``name<TAB>task id`` lines to it,
+#: and the job's end stops those tasks that are still running.
+TASK_LOG_VAR = "QRMI_JOB_TASK_LOG"
 
 _QPU_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -63,6 +67,7 @@ class _Resource(Protocol):
     def status(self) -> Any: ...
     def acquire(self) -> str: ...
     def release(self, acquisition_token: str) -> None: ...
+    def task_stop(self, task_id: str) -> None: ...
 
 
 #: Builds a resource from ``(name, type string, unprefixed settings)``.
@@ -281,6 +286,40 @@ class JobStateStore:
     def delete(self, job_id: str) -> None:
         """Forget the job."""
         self.path(job_id).unlink(missing_ok=True)
+        self.task_log(job_id).unlink(missing_ok=True)
+
+    def task_log(self, job_id: str) -> Path:
+        """Where the job's tasks are listed (see :data:`TASK_LOG_VAR`)."""
+        return self.directory / "tasks" / f"{self.path(job_id).stem}.tasks"
+
+    def create_task_log(self, job_id: str, uid: int) -> Path:
+        """An empty task log that only the job's user (and root) can write.
+
+        The state directory becomes traversable (0711) so that the job can reach its own
+        file; nobody can list it, and the per-job state stays root-only.
+        """
+        self._ensure()
+        tasks = self.directory / "tasks"
+        tasks.mkdir(exist_ok=True)
+        for directory in (self.directory, tasks):
+            directory.chmod(0o711)
+        path = self.task_log(job_id)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            if os.geteuid() == 0:
+                os.fchown(fd, uid, -1)
+        finally:
+            os.close(fd)
+        return path
+
+    def read_task_log(self, job_id: str) -> list[tuple[str, str]]:
+        """The ``(resource name, task id)`` pairs the job logged, oldest first."""
+        try:
+            lines = self.task_log(job_id).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        pairs = [tuple(line.split("\t")) for line in lines.splitlines()]
+        return [(p[0], p[1]) for p in pairs if len(p) == 2 and all(p)]
 
     def job_ids(self) -> list[str]:
         """Jobs that still have state."""
@@ -305,14 +344,18 @@ class JobLifecycle:
 
     def start(self, ctx: JobContext, names: Sequence[str]) -> dict[str, str]:
         """Acquire ``names`` for the job (or reuse the job's existing leases) and return the
-        job's variables (:func:`job_variables`).
+        job's variables (:meth:`variables`).
 
         Raises:
             ResourceNotFoundError: a name is not configured.
             InvalidInputError: the job already holds a different set of QPUs.
             QrmiError: a QPU is not accessible or refused the acquisition; nothing is held.
         """
-        return job_variables(self.acquire(ctx, names), ctx)
+        return self.variables(self.acquire(ctx, names), ctx)
+
+    def variables(self, leases: Sequence[Lease], ctx: JobContext) -> dict[str, str]:
+        """:func:`job_variables`, plus where the job logs its tasks."""
+        return {**job_variables(leases, ctx), TASK_LOG_VAR: str(self.store.task_log(ctx.job_id))}
 
     def acquire(self, ctx: JobContext, names: Sequence[str]) -> list[Lease]:
         """The leases of :meth:`start`, without building the variables (an integration that
@@ -323,6 +366,7 @@ class JobLifecycle:
             if state is not None:
                 return self._reuse(state, ctx, names)
             state = JobState(ctx.job_id, ctx.uid, list(names), ctx.time_limit_seconds)
+            self.store.create_task_log(ctx.job_id, ctx.uid)
             try:
                 for rdef in definitions:
                     state.leases.append(self._acquire(rdef, ctx))
@@ -368,13 +412,36 @@ class JobLifecycle:
         return ReleaseReport(released, failed, had_state=True)
 
     def _settle(self, state: JobState) -> tuple[list[str], dict[str, str]]:
-        """Release what is held; keep the state only while a release failed (to retry)."""
+        """Release what is held, then stop the job's tasks that are still running; keep the
+        state only while a release failed (to retry)."""
         released, failed = self._release_leases(state)
+        self.store.save(state)  # a kill while stopping tasks must not release twice
+        self._stop_leftover_tasks(state)
         if failed:
             self.store.save(state)
         else:
             self.store.delete(state.job_id)
         return released, failed
+
+    def _stop_leftover_tasks(self, state: JobState) -> None:
+        """Stop the tasks the job logged that are still running: a job killed at its time
+        limit or by scancel may not have stopped them itself. Finished tasks and their
+        results are left alone (``task_stop`` does nothing to them)."""
+        leases = {lease.name: lease for lease in state.leases}
+        for name, task_id in self.store.read_task_log(state.job_id):
+            lease = leases.get(name)
+            if lease is None:
+                continue
+            try:
+                self.factory(name, lease.type, self._build(lease, state)).task_stop(task_id)
+            except Exception as exc:  # best effort: one vendor must not block the others
+                logger.warning(
+                    "job %s: could not stop task %s on %s: %s", state.job_id, task_id, name, exc
+                )
+
+    @staticmethod
+    def _build(lease: Lease, state: JobState) -> dict[str, str]:
+        return {**lease.settings, "QRMI_JOB_ID": state.job_id, "QRMI_JOB_UID": str(state.uid)}
 
     def _release_leases(self, state: JobState) -> tuple[list[str], dict[str, str]]:
         released: list[str] = []
@@ -383,12 +450,7 @@ class JobLifecycle:
             if lease.released:
                 continue
             try:
-                build = {
-                    **lease.settings,
-                    "QRMI_JOB_ID": state.job_id,
-                    "QRMI_JOB_UID": str(state.uid),
-                }
-                self.factory(lease.name, lease.type, build).release(lease.token)
+                self.factory(lease.name, lease.type, self._build(lease, state)).release(lease.token)
             except Exception as exc:  # one failing backend must not stop the others
                 failed[lease.name] = str(exc)
                 logger.error("job %s: release of QPU %s failed: %s", state.job_id, lease.name, exc)

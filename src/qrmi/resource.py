@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -13,6 +15,19 @@ if TYPE_CHECKING:
     from qrmi.backends.base import Backend
 
 __all__ = ["QuantumResource"]
+
+logger = logging.getLogger(__name__)
+
+
+def _log_task(path: str, resource_id: str, task_id: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, f"{resource_id}\t{task_id}\n".encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:  # never fail a submitted task over bookkeeping
+        logger.warning("cannot log task %s to %s: %s", task_id, path, exc.strerror)
 
 
 class QuantumResource:
@@ -83,8 +98,16 @@ class QuantumResource:
         self._backend.release(acquisition_token)
 
     def task_start(self, payload: Payload) -> str:
-        """Submit a payload and return the task id at once."""
-        return self._backend.task_start(payload)
+        """Submit a payload and return the task id at once.
+
+        Inside a QPU job the id is also appended to the job's task log
+        (``QRMI_JOB_TASK_LOG``), so that the job's end can stop the tasks left running.
+        """
+        task_id = self._backend.task_start(payload)
+        log = self._backend.settings.get_global("QRMI_JOB_TASK_LOG")
+        if log:
+            _log_task(log, self.resource_id(), task_id)
+        return task_id
 
     def task_stop(self, task_id: str) -> None:
         """Cancel a task that has not finished. A finished task's result is kept."""

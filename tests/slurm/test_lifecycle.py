@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from qrmi import Payload, QuantumResource, TaskStatus
 from qrmi.config import Config
 from qrmi.errors import ConfigError, InvalidInputError, ResourceNotFoundError, ServiceError
 from qrmi.lifecycle import (
     INFINITE_TIMEOUT_SECONDS,
+    TASK_LOG_VAR,
     JobContext,
     JobLifecycle,
     JobStateStore,
@@ -158,3 +160,55 @@ def test_parse_qpu_list_refuses_malformed_lists(text: str) -> None:
 def test_job_ids_must_be_plain(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError):
         JobStateStore(tmp_path).path("../etc/passwd")
+
+
+def job_resource(name: str, ledger: Path, variables: dict[str, str]) -> QuantumResource:
+    """The resource as the job's own code builds it, from the job's environment."""
+    return QuantumResource(
+        name, "test-ledger", config={"QRMI_LEDGER_DIR": str(ledger)}, environ=variables
+    )
+
+
+def sampler() -> Payload:
+    return Payload.QiskitPrimitive(input='{"pubs": []}', program_id="sampler")
+
+
+def test_the_job_gets_a_task_log_only_it_can_write(lifecycle: JobLifecycle) -> None:
+    variables = lifecycle.start(ctx(), ["a"])
+    log = Path(variables[TASK_LOG_VAR])
+    assert log.exists()
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o711  # reachable, not listable
+
+
+def test_the_jobs_end_stops_the_tasks_it_left_running(
+    lifecycle: JobLifecycle, ledger: Path
+) -> None:
+    variables = lifecycle.start(ctx(), ["a", "b"])
+    qpu_a, qpu_b = job_resource("a", ledger, variables), job_resource("b", ledger, variables)
+    left_running, stopped_by_job, on_b = (
+        qpu_a.task_start(sampler()),
+        qpu_a.task_start(sampler()),
+        qpu_b.task_start(sampler()),
+    )
+    qpu_a.task_stop(stopped_by_job)
+
+    lifecycle.finish("42")
+
+    a_lines = (ledger / "a.log").read_text().splitlines()
+    assert [line.split()[1] for line in a_lines if line.startswith("cancel")] == [
+        stopped_by_job,
+        left_running,
+    ]
+    assert qpu_b.task_status(on_b) == TaskStatus.Cancelled
+    assert not Path(variables[TASK_LOG_VAR]).exists()
+    lifecycle.finish("42")  # a second end finds nothing to do
+    assert len((ledger / "a.log").read_text().splitlines()) == len(a_lines)
+
+
+def test_task_start_outlives_a_missing_task_log(
+    ledger_backend: str, ledger: Path, tmp_path: Path
+) -> None:
+    variables = {TASK_LOG_VAR: str(tmp_path / "gone" / "42.tasks")}
+    qpu = job_resource("a", ledger, variables)
+    assert qpu.task_status(qpu.task_start(sampler())) == TaskStatus.Running

@@ -185,7 +185,7 @@ def _step_plan(args: argparse.Namespace, names: list[str]) -> str:
 
 def cmd_acquire(args: argparse.Namespace) -> int:
     """Acquire (or reuse) the job's QPUs and print the variables for the shim to export."""
-    from qrmi.lifecycle import JobContext, job_variables, parse_qpu_list
+    from qrmi.lifecycle import JobContext, parse_qpu_list
 
     user_environ = read_user_environ()
     names = parse_qpu_list(args.qpu)
@@ -194,13 +194,14 @@ def cmd_acquire(args: argparse.Namespace) -> int:
         return 0
     time_limit = TimeLimitQuery(args.job)
     ctx = JobContext(args.job, args.uid, None, user_environ)
-    leases = _lifecycle(args).acquire(ctx, names)
+    lifecycle = _lifecycle(args)
+    leases = lifecycle.acquire(ctx, names)
     try:
         ctx = replace(ctx, time_limit_seconds=time_limit.seconds())
     except QrmiError:
-        _lifecycle(args).finish(args.job)
+        lifecycle.finish(args.job)
         raise
-    variables = job_variables(leases, ctx)
+    variables = lifecycle.variables(leases, ctx)
     for key, value in variables.items():
         if "\n" in value or "\0" in value:
             raise InvalidInputError(f"the value of {key} contains a line break; fix the config")

@@ -4,6 +4,8 @@ Registered through the ``qrmi.backends`` entry point as type ``test-ledger`` (th
 this directory on its Python path). Settings: ``QRMI_LEDGER_DIR`` (where ``<name>.log`` lines
 ``acquire TOKEN`` / ``release TOKEN`` go) and ``QRMI_LEDGER_MODE``: ``online`` (default),
 ``offline`` (status Offline), ``hang`` (acquire never returns), ``fail`` (acquire raises).
+Its tasks run until cancelled (``start ID`` / ``cancel ID`` lines), so tests can see which
+tasks the job's end stopped.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ import uuid
 from pathlib import Path
 
 from qrmi.backends.base import Backend
-from qrmi.errors import ServiceError, UnsupportedFunctionError
-from qrmi.models import Payload, ResourceStatus, ResourceStatusCode
+from qrmi.errors import ServiceError, TaskNotFoundError, UnsupportedFunctionError
+from qrmi.models import Payload, ResourceStatus, ResourceStatusCode, TaskStatus
 
 
 class LedgerBackend(Backend):
     RESOURCE_TYPE = "test-ledger"
+    PAYLOADS = (Payload.QiskitPrimitive,)
+    STATE_MAP = {"Running": TaskStatus.Running, "Cancelled": TaskStatus.Cancelled}
+
+    def _task(self, task_id: str) -> Path:
+        return Path(self.settings.require("QRMI_LEDGER_DIR")) / f"{self.resource_id}.task.{task_id}"
 
     def _record(self, event: str, token: str) -> None:
         ledger = Path(self.settings.require("QRMI_LEDGER_DIR")) / f"{self.resource_id}.log"
@@ -49,16 +56,23 @@ class LedgerBackend(Backend):
         self._record("release", token)
 
     def submit(self, payload: Payload) -> str:
-        raise UnsupportedFunctionError("the ledger QPU runs no tasks")
+        task_id = str(uuid.uuid4())
+        self._task(task_id).write_text("Running")
+        self._record("start", task_id)
+        return task_id
 
     def cancel(self, task_id: str) -> None:
-        raise UnsupportedFunctionError("the ledger QPU runs no tasks")
+        self._task(task_id).write_text("Cancelled")
+        self._record("cancel", task_id)
 
     def fetch_state(self, task_id: str) -> str:
-        raise UnsupportedFunctionError("the ledger QPU runs no tasks")
+        try:
+            return self._task(task_id).read_text()
+        except FileNotFoundError:
+            raise TaskNotFoundError(f"no task {task_id} on {self.resource_id}") from None
 
     def fetch_result(self, task_id: str) -> str:
-        raise UnsupportedFunctionError("the ledger QPU runs no tasks")
+        raise UnsupportedFunctionError("the ledger QPU's tasks produce no results")
 
     def fetch_target(self) -> str:
         return "{}"
