@@ -100,7 +100,11 @@ def lab() -> Iterator[Lab]:
         (cluster.shared / "bell_sampler.json").chmod(0o644)
         yield Lab(cluster, ledger, emulators)
     finally:
-        cluster.cleanup()
+        if os.environ.get("QRMI_KEEP_SLURM_CLUSTER"):  # keep the logs to debug a failure
+            cluster.stop()
+            print(f"\nSlurm test cluster kept in {root}", file=sys.stderr)
+        else:
+            cluster.cleanup()
 
 
 def _init_emulator_store(cluster: SlurmCluster, state_dir: Path) -> None:

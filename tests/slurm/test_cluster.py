@@ -46,15 +46,18 @@ def _write_script(lab: Lab, name: str, body: str) -> str:
     return str(path)
 
 
-def _batch_stepd(job_id: int) -> int:
-    wanted = f"slurmstepd: [{job_id}.batch]"
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(wanted.encode()):
-                return int(proc.name)
-        except OSError:
-            continue
-    raise AssertionError(f"no {wanted} process")
+def _batch_stepd(lab: Lab, job_id: int) -> int:
+    """The step daemon of the job's batch step on this cluster (not a same-numbered job's of
+    another cluster on the machine)."""
+    pids = lab.cluster.step_daemons(job_id)
+    # a task the daemon forks keeps its name until it execs: take the one whose parent is not
+    daemons = [pid for pid in pids if _parent(pid) not in pids]
+    assert len(daemons) == 1, f"slurmstepd for {job_id}.batch: {pids}"
+    return daemons[0]
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
 
 
 def test_qpu_option_is_listed_in_help(lab: Lab) -> None:
@@ -223,7 +226,7 @@ def test_killed_step_daemon_is_covered_by_the_epilog(lab: Lab) -> None:
     deadline = time.monotonic() + 20
     while not lab.ledger_events("qa", job) and time.monotonic() < deadline:
         time.sleep(0.1)
-    os.kill(_batch_stepd(job), 9)
+    os.kill(_batch_stepd(lab, job), 9)
     time.sleep(1)
     assert _tokens(lab.ledger_events("qa", job), "release") == []
     assert f"{job}.json" in lab.leftover_state()
@@ -317,13 +320,18 @@ def test_a_dead_node_releases_when_it_comes_back(lab: Lab) -> None:
     deadline = time.monotonic() + 20
     while not lab.ledger_events("qa", job) and time.monotonic() < deadline:
         time.sleep(0.1)
-    stepd = _batch_stepd(job)
+    stepd = _batch_stepd(lab, job)
     lab.cluster.kill_node("n3")
     os.kill(stepd, 9)
-    time.sleep(2)
+    # Stay dead past the grace after which a registration without the job proves it lost (the
+    # node only registers when slurmd starts, then once a minute), but not long enough to be set
+    # DOWN: the node's return is what ends the job, as NODE_FAIL, and runs the Epilog.
+    time.sleep(lab.cluster.lost_batch_grace + 3)
+    assert lab.cluster.job(job)["JobState"] == "RUNNING"
     assert _tokens(lab.ledger_events("qa", job), "release") == []
-    lab.cluster.start_node("n3")  # slurmctld finds the batch job gone, after ~6 SlurmdTimeout
-    assert lab.cluster.wait_done(job, timeout=240) == "NODE_FAIL"
+    lab.cluster.start_node("n3")
+    assert lab.cluster.wait_done(job, timeout=60) == "NODE_FAIL"
+    assert f"Batch JobId={job} missing from batch node n3" in lab.cluster.log("slurmctld")
     _assert_exactly_once(lab, "qa", job)
     _assert_clean(lab)
     for pid in lab.cluster.job_processes():  # the orphaned "sleep 302"

@@ -32,6 +32,13 @@ from pathlib import Path
 __all__ = ["ClusterUnavailable", "SlurmCluster", "find_checkout"]
 
 TEST_USER = "qrmitest"
+# slurmctld ends a batch job as NODE_FAIL when its node registers without it, but only once the
+# job has not been seen for BatchStartTimeout + MessageTimeout; the node registers when its slurmd
+# starts and otherwise only every 20 pings. SlurmdTimeout stays well above that grace so that a
+# node can be dead past it without being set DOWN (a different path, not the one tested).
+BATCH_START_TIMEOUT = 10
+MESSAGE_TIMEOUT = 10
+SLURMD_TIMEOUT = 60
 REQUIRED_PROGRAMS = ("slurmctld", "slurmd", "sbatch", "munged", "gcc")
 
 
@@ -172,12 +179,34 @@ class SlurmCluster:
 
     def stop(self) -> None:
         """Stop every daemon this cluster started, by PID (slurmd first, munged last), then
-        the test user's processes left from its jobs (orphans of a killed step daemon)."""
+        the step daemons its slurmds left and the test user's processes left from its jobs
+        (orphans of a killed step daemon)."""
         order = sorted(self.pids, key=lambda n: (n == "munged", n == "slurmctld"))
         for name in order:
             self._kill(self.pids.pop(name))
-        for pid in self.job_processes():
+        for pid in [*self.step_daemons(), *self.job_processes()]:
             self._kill(pid)
+
+    def step_daemons(self, job_id: int | None = None, step: str = "batch") -> list[int]:
+        """PIDs of this cluster's ``slurmstepd`` processes (of one job's ``step`` if given).
+
+        Matched by the ``SLURM_CONF`` they inherit from this cluster's slurmd: other clusters
+        on the machine (another test run, a leftover) reuse the same job ids.
+        """
+        wanted = b"slurmstepd: [" + (f"{job_id}.{step}]".encode() if job_id else b"")
+        conf = f"SLURM_CONF={self.slurm_conf}".encode()
+        pids = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if not proc.name.isdigit() or not (proc / "cmdline").read_bytes().startswith(
+                    wanted
+                ):
+                    continue
+                if conf in (proc / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+        return pids
 
     def job_processes(self) -> list[int]:
         """PIDs of the test user's processes that belong to this cluster's jobs."""
@@ -374,7 +403,9 @@ class SlurmCluster:
             "KillWait=2",
             "MinJobAge=300",
             "InactiveLimit=0",
-            "SlurmdTimeout=10",
+            f"SlurmdTimeout={SLURMD_TIMEOUT}",
+            f"BatchStartTimeout={BATCH_START_TIMEOUT}",
+            f"MessageTimeout={MESSAGE_TIMEOUT}",
             "Waittime=0",
             "OverTimeLimit=0",
             licenses_line,
@@ -441,6 +472,11 @@ class SlurmCluster:
                 120,
                 f"node {node} to answer",
             )
+
+    @property
+    def lost_batch_grace(self) -> int:
+        """Seconds a batch job must go unseen before a registering node can report it lost."""
+        return BATCH_START_TIMEOUT + MESSAGE_TIMEOUT
 
     def kill_node(self, node: str) -> None:
         """SIGKILL the slurmd of ``node``, as if the machine had died (its jobs' step daemons
