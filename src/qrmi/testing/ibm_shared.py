@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, ClassVar, Self
@@ -129,24 +128,11 @@ class FakeDevice:
         return int(self.description()[0].get("n_qubits", 0))
 
 
-_engine_lock = threading.Lock()
-_engine: ThreadPoolExecutor | None = None
-
-
 def execute_primitive(program_id: str, params: Mapping[str, Any], device: FakeDevice) -> str:
-    """Run a primitive job on the emulator engine as ``device``; the result JSON text.
-
-    Every simulation of every fake in the process runs on one long-lived thread: qiskit-aer
-    crashed (SIGSEGV) when successive jobs ran on different short-lived threads.
-    """
+    """Run a primitive job on the emulator engine as ``device``; the result JSON text."""
     from qrmi.backends.local_emulator.engine import run_primitive
 
-    global _engine
-    with _engine_lock:
-        if _engine is None:
-            _engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fake-ibm-engine")
-        engine = _engine
-    return engine.submit(run_primitive, program_id, params, device=device.snapshot).result()
+    return run_primitive(program_id, params, device=device.snapshot)
 
 
 def requested_seconds(params: Mapping[str, Any], default: float) -> float:
