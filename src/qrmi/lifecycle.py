@@ -417,9 +417,7 @@ class JobLifecycle:
         released, failed = self._release_leases(state)
         self.store.save(state)  # a kill while stopping tasks must not release twice
         self._stop_leftover_tasks(state)
-        if failed:
-            self.store.save(state)
-        else:
+        if not failed:
             self.store.delete(state.job_id)
         return released, failed
 
