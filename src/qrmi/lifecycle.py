@@ -426,12 +426,15 @@ class JobLifecycle:
         limit or by scancel may not have stopped them itself. Finished tasks and their
         results are left alone (``task_stop`` does nothing to them)."""
         leases = {lease.name: lease for lease in state.leases}
+        resources: dict[str, _Resource] = {}  # one per QPU: a job may log thousands of tasks
         for name, task_id in self.store.read_task_log(state.job_id):
             lease = leases.get(name)
             if lease is None:
                 continue
             try:
-                self.factory(name, lease.type, self._build(lease, state)).task_stop(task_id)
+                if name not in resources:
+                    resources[name] = self.factory(name, lease.type, self._build(lease, state))
+                resources[name].task_stop(task_id)
             except Exception as exc:  # best effort: one vendor must not block the others
                 logger.warning(
                     "job %s: could not stop task %s on %s: %s", state.job_id, task_id, name, exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,35 @@ def test_task_start_outlives_a_missing_task_log(
     variables = {TASK_LOG_VAR: str(tmp_path / "gone" / "42.tasks")}
     qpu = job_resource("a", ledger, variables)
     assert qpu.task_status(qpu.task_start(sampler())) == TaskStatus.Running
+
+
+def test_stopping_many_tasks_builds_each_qpu_once(
+    ledger_backend: str, ledger: Path, tmp_path: Path
+) -> None:
+    config = Config.from_dict(
+        {
+            "resources": [
+                {
+                    "name": "a",
+                    "type": ledger_backend,
+                    "environment": {"QRMI_LEDGER_DIR": str(ledger)},
+                }
+            ]
+        }
+    )
+    built: list[str] = []
+
+    def factory(name: str, kind: str, settings: Mapping[str, str]) -> QuantumResource:
+        built.append(name)
+        return QuantumResource(name, kind, config=settings, environ={})
+
+    lifecycle = JobLifecycle(config, JobStateStore(tmp_path / "state"), factory=factory)
+    variables = lifecycle.start(ctx(), ["a"])
+    qpu = job_resource("a", ledger, variables)
+    tasks = [qpu.task_start(sampler()) for _ in range(5)]
+    built.clear()
+
+    lifecycle.finish("42")
+
+    assert built == ["a", "a"]  # one to release the lease, one to stop the five tasks
+    assert all(qpu.task_status(task) == TaskStatus.Cancelled for task in tasks)
