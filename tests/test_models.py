@@ -45,7 +45,9 @@ def test_payload_variants_are_payloads() -> None:
     pc = Payload.PasqalCloud(sequence="{}", job_runs=10)
     iqm = Payload.IQMServer(iqmjson="{}", job_type="circuit", use_timeslot=False, tag=None)
     ab = Payload.AliceBobFelis(human_qir="qir", input_params="{}")
-    for payload, name in [(qp, "QiskitPrimitive"), (pc, "PasqalCloud"), (iqm, "IQMServer")]:
+    oq = Payload.Oqtopus(job_spec='{"shots": 1000}')
+    variants = [(qp, "QiskitPrimitive"), (pc, "PasqalCloud"), (iqm, "IQMServer"), (oq, "Oqtopus")]
+    for payload, name in variants:
         assert isinstance(payload, Payload)
         assert payload.variant == name
     assert isinstance(ab, Payload.AliceBobFelis)

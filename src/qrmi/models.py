@@ -170,6 +170,7 @@ class Payload:
     PasqalCloud: ClassVar[type[PasqalCloudPayload]]
     IQMServer: ClassVar[type[IQMServerPayload]]
     AliceBobFelis: ClassVar[type[AliceBobFelisPayload]]
+    Oqtopus: ClassVar[type[OqtopusPayload]]
 
     @property
     def variant(self) -> str:
@@ -211,14 +212,24 @@ class AliceBobFelisPayload(Payload):
     input_params: str
 
 
+@dataclass(frozen=True)
+class OqtopusPayload(Payload):
+    """An OQTOPUS Cloud job: ``job_spec`` is the JSON text of the job's specification (the
+    fields of the OQTOPUS User API job request: program, shots, job type, transpiler info ...)."""
+
+    job_spec: str
+
+
 Payload.QiskitPrimitive = QiskitPrimitivePayload
 Payload.PasqalCloud = PasqalCloudPayload
 Payload.IQMServer = IQMServerPayload
 Payload.AliceBobFelis = AliceBobFelisPayload
+Payload.Oqtopus = OqtopusPayload
 
 _VARIANT_NAMES: dict[type[Payload], str] = {
     QiskitPrimitivePayload: "QiskitPrimitive",
     PasqalCloudPayload: "PasqalCloud",
     IQMServerPayload: "IQMServer",
     AliceBobFelisPayload: "AliceBobFelis",
+    OqtopusPayload: "Oqtopus",
 }
