@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -36,3 +38,42 @@ def test_callback_receives_records_without_secrets() -> None:
     assert seen == [("WARN", "qrmi.test", "token=*** refused")]
     logging.getLogger("qrmi.test").warning("after")
     assert len(seen) == 1
+
+
+@pytest.fixture
+def root_output() -> Iterator[io.StringIO]:
+    """What a handler the application put on the root logger writes (qrmi adds none of its own)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+
+
+@pytest.mark.parametrize("name", ["qrmi.http", "qrmi.backends.ibm_quantum_system", "qrmi"])
+def test_records_of_every_qrmi_logger_reach_a_root_handler_masked(
+    name: str, root_output: io.StringIO
+) -> None:
+    logging.getLogger(name).warning("Authorization: Bearer %s refused", "tok3n-Secret")
+    written = root_output.getvalue()
+    assert f"{name} Authorization: ***" in written and "refused" in written
+    assert "tok3n-Secret" not in written
+
+
+def test_a_logged_traceback_is_masked_too(root_output: io.StringIO) -> None:
+    try:
+        raise ValueError("apikey=Hunter2Secret rejected")
+    except ValueError:
+        logging.getLogger("qrmi.backends.pasqal_cloud").exception("call failed")
+    written = root_output.getvalue()
+    assert "call failed" in written and "ValueError: apikey=***" in written
+    assert "Hunter2Secret" not in written
+
+
+def test_other_libraries_records_are_left_alone(root_output: io.StringIO) -> None:
+    logging.getLogger("someapp").warning("token=%s", "not-ours")
+    assert "token=not-ours" in root_output.getvalue()

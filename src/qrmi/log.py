@@ -1,8 +1,16 @@
 """Logging: everything goes through the standard :mod:`logging` module under ``qrmi``.
 
 :func:`set_log_callback` keeps the reference's hook for hosts that want the records themselves
-(the Slurm helper forwards them to slurmd's log). A filter on the ``qrmi`` logger masks anything
-that looks like a credential, as a second line of defence behind code that never logs secrets.
+(the Slurm helper forwards them to slurmd's log). Anything that looks like a credential is
+masked in every record of ``qrmi`` and its children (``qrmi.http``, ``qrmi.backends.*``, ...), as
+a second line of defence behind code that never logs secrets.
+
+Where the masking happens: a logger's filters see only the records created on that very logger,
+not those propagated from its children, so a filter on ``qrmi`` alone would let a ``qrmi.http``
+record reach a handler the application put on the root logger unmasked. The records are therefore
+masked when they are created, by a wrapper around the log record factory that touches only
+``qrmi`` records; the filter on ``qrmi`` and on the handler of :func:`set_log_callback` stay as
+a fallback for an application that replaces the record factory without chaining it.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["LogCallback", "redact", "set_log_callback"]
 
@@ -25,6 +34,7 @@ _SECRET_PATTERNS = [
     re.compile(r"(?i)(X-Amz-Signature=|X-Amz-Credential=)[^&\s\"]+"),
 ]
 
+_TRACEBACK_FORMATTER = logging.Formatter()
 _LEVEL_NAMES = {logging.ERROR: "ERROR", logging.WARNING: "WARN", logging.INFO: "INFO"}
 
 
@@ -35,13 +45,47 @@ def redact(text: str) -> str:
     return text
 
 
+def _is_qrmi(name: str) -> bool:
+    return name == "qrmi" or name.startswith("qrmi.")
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    """Mask credentials in the message, the traceback text and the stack text of ``record``."""
+    try:
+        message = record.getMessage()
+    except Exception:  # bad %-arguments: the handler reports them, logging must not raise here
+        return
+    cleaned = redact(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+        text = _TRACEBACK_FORMATTER.formatException(record.exc_info)
+        if redact(text) != text:
+            record.exc_text = redact(text)  # formatters reuse exc_text instead of re-formatting
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
 class _RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        _redact_record(record)
         return True
+
+
+def _install_record_factory() -> None:
+    """Wrap the current log record factory so that every ``qrmi`` record is born masked."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_qrmi_redacting", False):
+        return  # already installed (e.g. the module was reloaded)
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if _is_qrmi(record.name):
+            _redact_record(record)
+        return record
+
+    factory._qrmi_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 class _CallbackHandler(logging.Handler):
@@ -57,6 +101,7 @@ class _CallbackHandler(logging.Handler):
             self.handleError(record)
 
 
+_install_record_factory()
 _root = logging.getLogger("qrmi")
 _root.addFilter(_RedactingFilter())
 _callback_handler: _CallbackHandler | None = None
