@@ -65,3 +65,16 @@ def test_resource_status_to_dict() -> None:
         "capacity": {"available_slots": 2, "max_slots": 2},
         "pending_job_count": None,
     }
+
+
+@pytest.mark.parametrize(
+    "member", [*ResourceType, *TaskStatus, *ResourceStatusCode], ids=lambda m: repr(m)
+)
+def test_enum_members_print_as_class_dot_member_like_the_reference(member: object) -> None:
+    # The reference's enums give ``ResourceStatusCode.Online`` for str, repr and format;
+    # programs print them and compare the text.
+    expected = f"{type(member).__name__}.{member.name}"  # type: ignore[attr-defined]
+    assert str(member) == expected
+    assert repr(member) == expected
+    assert f"{member}" == expected
+    assert f"{member:d}" == str(int(member))  # type: ignore[call-overload]

@@ -21,7 +21,24 @@ __all__ = [
 ]
 
 
-class ResourceType(enum.IntEnum):
+class _ReferenceEnum(enum.IntEnum):
+    """An ``IntEnum`` whose ``str``, ``repr`` and ``format`` are ``Class.Member``, like the
+    reference's enums (``str(TaskStatus.Queued) == repr(...) == "TaskStatus.Queued"``)."""
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}.{self.name}"
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def __format__(self, format_spec: str) -> str:
+        try:
+            return format(str(self), format_spec)
+        except ValueError:  # a numeric spec such as ``d``: format the value
+            return int.__format__(self, format_spec)
+
+
+class ResourceType(_ReferenceEnum):
     """The kind of a quantum resource; each maps to one backend and one type string.
 
     Integer values and member names are the reference's, so code comparing them keeps working.
@@ -36,9 +53,6 @@ class ResourceType(enum.IntEnum):
     IQMServer = 6
     OQTOPUS = 7
     LocalEmulator = 100
-
-    def __str__(self) -> str:
-        return f"ResourceType.{self.name}"
 
     @property
     def type_string(self) -> str:
@@ -86,7 +100,7 @@ _TYPE_STRINGS: dict[ResourceType, str] = {
 }
 
 
-class TaskStatus(enum.IntEnum):
+class TaskStatus(_ReferenceEnum):
     """Status of a task. ``Completed``, ``Failed`` and ``Cancelled`` are final."""
 
     Queued = 0
@@ -95,16 +109,13 @@ class TaskStatus(enum.IntEnum):
     Failed = 3
     Cancelled = 4
 
-    def __str__(self) -> str:
-        return f"TaskStatus.{self.name}"
-
     @property
     def is_final(self) -> bool:
         """True once the task can no longer change state."""
         return self in (TaskStatus.Completed, TaskStatus.Failed, TaskStatus.Cancelled)
 
 
-class ResourceStatusCode(enum.IntEnum):
+class ResourceStatusCode(_ReferenceEnum):
     """Coarse availability of a resource."""
 
     Online = 0
