@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from qrmi import Config, ConfigError, EnvVarNotSetError, ResourceType, Settings
-from qrmi.config import CONFIG_ENV_VAR
+from qrmi.config import CONFIG_ENV_VAR, MAX_CONFIG_BYTES
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -183,3 +184,45 @@ def test_settings_never_write_the_environment(monkeypatch: pytest.MonkeyPatch) -
     before = dict(os.environ)
     Settings("q", {"A": "1"}).get("A")
     assert dict(os.environ) == before
+
+
+def test_a_fifo_as_config_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "qrmi_config.json"
+    os.mkfifo(fifo)  # nobody writes to it: opening it for reading would block forever
+    with pytest.raises(ConfigError, match=r"qrmi_config\.json is a FIFO \(named pipe\)"):
+        Config.load(fifo)
+
+
+def test_a_directory_or_device_as_config_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory; name a regular JSON file"):
+        Config.load(tmp_path)
+    with pytest.raises(ConfigError, match="/dev/zero is a character device"):
+        Config.load("/dev/zero")
+
+
+def test_non_utf8_config_names_the_file_and_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.json"
+    path.write_bytes('{"resources": [{"name": "caf\u00e9"}]}'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.json is not UTF-8 text: byte 0xe9 at offset"):
+        Config.load(path)
+
+
+def test_deeply_nested_config_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match=r"deep\.json is nested too deeply"):
+        Config.load(path)
+
+
+def test_huge_integer_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    path.write_text('{"resources": ' + "9" * 5000 + "}")
+    with pytest.raises(ConfigError, match=r"big\.json is not valid JSON"):
+        Config.load(path)
+
+
+def test_oversized_config_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({"resources": [], "pad": "x" * MAX_CONFIG_BYTES}))
+    with pytest.raises(ConfigError, match=r"huge\.json is larger than 1024 KiB"):
+        Config.load(path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "CONFIG_ENV_VAR",
     "DEFAULT_CONFIG_PATHS",
     "DEFAULT_LOCAL_RESOURCE",
+    "MAX_CONFIG_BYTES",
     "Config",
     "ResourceDef",
     "Settings",
@@ -40,6 +42,8 @@ DEFAULT_CONFIG_PATHS = (Path("/etc/slurm/qrmi_config.json"), Path("/etc/qrmi/qrm
 #: The resource available when no configuration exists at all.
 DEFAULT_LOCAL_RESOURCE = "local"
 
+#: Larger config files are refused: a config describes QPUs; this guards against a wrong file.
+MAX_CONFIG_BYTES = 1024 * 1024
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -66,21 +70,13 @@ class Config:
         """Read and validate a config file.
 
         Raises:
-            ConfigError: the file is missing, unreadable, not JSON, or does not follow the
-                format (unknown keys, unknown types, duplicate names, non-string values).
+            ConfigError: the file is missing, unreadable, not a regular file, larger than
+                :data:`MAX_CONFIG_BYTES`, not UTF-8, not JSON (or nested too deeply), or does
+                not follow the format (unknown keys, unknown types, duplicate names,
+                non-string values).
         """
         file = Path(path)
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read QRMI config file {file}: {exc.strerror}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"QRMI config file {file} is not valid JSON: {exc.msg} at line {exc.lineno}, "
-                f"column {exc.colno}"
-            ) from None
+        data = _parse_json(_read_config_text(file), file)
         return Config.from_dict(data, path=file)
 
     @staticmethod
@@ -140,6 +136,86 @@ class Config:
                 f"unknown resource {name!r}{did_you_mean(name, known)} {where}; "
                 f"configured resources are: {', '.join(known) or '(none)'}"
             ) from None
+
+
+def _read_config_text(file: Path) -> str:
+    """The file's text, refusing what is not a small regular UTF-8 file.
+
+    A FIFO or a device would block ``open`` or ``read`` forever, so the type is checked with
+    ``stat`` first and the file opened with ``O_NONBLOCK`` (a FIFO swapped in between cannot
+    block either), then checked again on the open descriptor.
+    """
+    try:
+        _require_regular(file, os.stat(file).st_mode)
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"cannot read QRMI config file {file}: {exc.strerror}") from None
+    try:
+        _require_regular(file, os.fstat(fd).st_mode)
+        raw = _read_at_most(fd, MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read QRMI config file {file}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"QRMI config file {file} is larger than {MAX_CONFIG_BYTES // 1024} KiB; "
+            "a config describes QPUs and their settings: check that this is the right file"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"QRMI config file {file} is not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}; save it as UTF-8"
+        ) from None
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _require_regular(file: Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise ConfigError(
+            f"QRMI config file {file} is {kind}; name a regular JSON file "
+            "(/etc/slurm/qrmi_config.json by default)"
+        )
+
+
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _parse_json(text: str, file: Path) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"QRMI config file {file} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"QRMI config file {file} is nested too deeply to be a QRMI config "
+            '(expected {"resources": [{"name": ..., "environment": {...}}]})'
+        ) from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise ConfigError(f"QRMI config file {file} is not valid JSON: {exc}") from None
 
 
 _RESOURCE_KEYS = ("name", "type", "environment", "is_dynamic")
@@ -221,8 +297,16 @@ def _check_environment(environment: Any, where: str, problems: list[str]) -> Non
         if not isinstance(value, str):
             problems.append(
                 f"{where}: environment[{key!r}] must be a string; quote numbers and booleans "
-                f"(got {json.dumps(value)})"
+                f"(got {_short_json(value)})"
             )
+
+
+def _short_json(value: Any, limit: int = 60) -> str:
+    try:
+        text = json.dumps(value)
+    except (RecursionError, ValueError):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Settings:
