@@ -21,6 +21,7 @@ type ``test-file-vendor``::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -41,6 +42,8 @@ from qrmi.models import (
 
 TYPE = "test-file-vendor"
 FAILURE_REASON = "boom: qubit 3 fell off the chip"
+HTTP_LOG_LINE = "HTTP Request: GET file://state 200 OK"
+"""What the vendor's HTTP client logs at INFO for every status poll (httpx does that)."""
 
 
 class FileVendorBackend(Backend):
@@ -96,6 +99,7 @@ class FileVendorBackend(Backend):
         self._path(task_id).write_text(json.dumps(record))
 
     def fetch_state(self, task_id: str) -> str:
+        logging.getLogger("httpx").info(HTTP_LOG_LINE)
         record = self._record(task_id)
         if record["cancelled"]:
             return "CANCELLED"
@@ -139,7 +143,7 @@ def _main(argv: list[str]) -> int:
     install()
     command, rest = argv[0], argv[1:]
     if command == "task_runner":
-        from qrmi.tools.task_runner import main as task_runner_main
+        from qrmi.tools.task_runner.main import run as task_runner_main
 
         return task_runner_main(rest)
     from qrmi.cli import app

@@ -114,9 +114,26 @@ def test_srun_debug_quiet_hides_info_lines(
     quiet = run_script(
         "task_runner", "fv", str(write_input()), env=job_env(vendor_dir, SRUN_DEBUG="2")
     )
-    verbose = run_script("task_runner", "fv", str(write_input()), env=job_env(vendor_dir))
+    verbose = run_script(
+        "task_runner", "fv", str(write_input()), env=job_env(vendor_dir, SRUN_DEBUG="4")
+    )
     assert "INFO" not in quiet.stderr
     assert "task status: Completed" in verbose.stderr
+    assert filevendor.HTTP_LOG_LINE in verbose.stderr
+
+
+def test_default_output_is_the_reference_s_no_line_per_poll(
+    run_script: RunScript, write_input: WriteInput, vendor_dir: Path
+) -> None:
+    # The reference prints the task id and the result; the HTTP client's INFO line per poll
+    # (root logger at INFO) made a job's stderr grow by one line a second.
+    done = run_script("task_runner", "fv", str(write_input(seconds=0.5)), env=job_env(vendor_dir))
+    assert done.returncode == 0, done.stderr
+    assert filevendor.HTTP_LOG_LINE not in done.stderr
+    assert "task status" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if line] == [
+        f"Task ID: {task_id_of(done.stderr)}"
+    ]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -147,10 +164,12 @@ def test_scancel_stops_the_task_and_exits_non_zero(
     assert qpu.task_status(task_id) == TaskStatus.Cancelled
 
 
-def test_runs_as_a_module(write_input: WriteInput, vendor_dir: Path) -> None:
-    # Without the test vendor registered, the job's type is unknown: the error says so.
+@pytest.mark.parametrize("module", ["qrmi.tools.task_runner", "qrmi.tools.task_runner.main"])
+def test_runs_as_a_module(write_input: WriteInput, vendor_dir: Path, module: str) -> None:
+    # ``...task_runner.main`` is the reference's module path. Without the test vendor
+    # registered, the job's type is unknown: the error says so.
     done = subprocess.run(
-        [sys.executable, "-m", "qrmi.tools.task_runner", "fv", str(write_input())],
+        [sys.executable, "-m", module, "fv", str(write_input())],
         capture_output=True,
         text=True,
         env=job_env(vendor_dir),

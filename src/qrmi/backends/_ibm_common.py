@@ -152,13 +152,20 @@ def fetch_description(http: HttpClient, backend_path: str) -> str:
 
 
 def failure_reason(job: Mapping[str, Any]) -> str:
-    """``code: ..., message: ..., solution: ...`` from an IBM job, for TaskNotReady messages."""
+    """``code: ..., message: ..., solution: ...`` from an IBM job, for TaskNotReady messages.
+
+    A field the job does not have is left empty, as the reference does (not ``None``).
+    """
     state = job.get("state")
     source: Mapping[str, Any] = state if isinstance(state, Mapping) else job
     code = source.get("reason_code", job.get("reason_code"))
     message = source.get("reason", source.get("reason_message", job.get("reason_message")))
     solution = source.get("reason_solution", job.get("reason_solution"))
-    return f"code: {code}, message: {message}, solution: {solution}"
+    return f"code: {_shown(code)}, message: {_shown(message)}, solution: {_shown(solution)}"
+
+
+def _shown(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def primitive_input(text: str, resource_id: str) -> None:

@@ -12,6 +12,11 @@ scripts written for it keep working. Fixed on purpose:
   JSON-encoded twice;
 * log lines and ``Task ID`` go to stderr, so that stdout holds only the result.
 
+Like the reference, it prints the task id and, at the default level, nothing per poll: the
+HTTP client's request lines and status changes appear only with ``SRUN_DEBUG`` 4 or more.
+``python -m qrmi.tools.task_runner.main`` (the reference's module) and
+``python -m qrmi.tools.task_runner`` run it too.
+
 The resource's type comes from the job (``QRMI_JOB_QPU_RESOURCES`` / ``QRMI_JOB_QPU_TYPES``);
 outside a job, from the QRMI config file (``$QRMI_CONFIG_FILE``), or the implicit ``local``
 emulator. Log level from ``SRUN_DEBUG`` as in the reference: 2 -> ERROR, 4 or more -> DEBUG,
@@ -40,15 +45,22 @@ from qrmi.tools.runner import (
     write_result,
 )
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 logger = logging.getLogger("qrmi.task_runner")
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+"""The reference's log line format."""
 
-def main(argv: Sequence[str] | None = None) -> int:
+OWN_LOGGERS = ("qrmi.task_runner", "qrmi.tools")
+"""Loggers shown at INFO; every other one (HTTP clients, backends) starts at WARNING."""
+
+
+def run(argv: Sequence[str] | None = None) -> int:
     """Run ``task_runner`` with ``argv`` (default: the process arguments); return the exit code.
 
-    As a console script the return value becomes the process exit status.
+    The reference's entry point name (``qrmi.tools.task_runner.main:run``). As a console script
+    the return value becomes the process exit status.
     """
     args = _parser().parse_args(argv)
     _load_dotenv()
@@ -84,7 +96,7 @@ def _run(name: str, input_file: str, output: str | None) -> int:
         resource,
         payload,
         on_started=lambda task_id: print(f"Task ID: {task_id}", file=sys.stderr, flush=True),
-        on_status=lambda status: logger.info("task status: %s", status.name),
+        on_status=lambda status: logger.debug("task status: %s", status.name),
     )
     return _report(outcome, output)
 
@@ -115,9 +127,15 @@ def _configure_logging(srun_debug: str | None) -> None:
         level = logging.DEBUG
     else:
         level = logging.INFO
+    # At INFO only our own lines show: httpx logs every request at INFO, one line per poll,
+    # which the reference (whose HTTP client logs nothing at INFO) never printed.
     logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.WARNING if level == logging.INFO else level,
+        stream=sys.stderr,
+        format=LOG_FORMAT,
     )
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def _load_dotenv() -> None:
@@ -133,5 +151,9 @@ def _load_dotenv() -> None:
     load_dotenv(find_dotenv(usecwd=True), override=False)
 
 
+main = run
+"""Alias of :func:`run` (pyqrmi's name before the reference's module layout was adopted)."""
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
