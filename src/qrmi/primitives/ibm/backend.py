@@ -133,6 +133,27 @@ class QRMIBackend(BackendV2):  # type: ignore[misc]
             }
         )
 
+    def check_faulty(self, circuit: Any) -> None:
+        """Refuse a circuit that uses a qubit or a two-qubit edge the properties mark faulty.
+
+        Barriers are ignored. Without properties nothing is checked.
+
+        Raises:
+            ValueError: an instruction acts on a faulty qubit or edge (the message names both).
+        """
+        properties = self.properties()
+        if not properties:
+            return
+        faulty_qubits = set(properties.faulty_qubits())
+        faulty_edges = {
+            tuple(gate.qubits) for gate in properties.faulty_gates() if len(gate.qubits) > 1
+        }
+        for instruction in circuit.data:
+            if instruction.operation.name == "barrier":
+                continue
+            qubits = tuple(circuit.find_bit(q).index for q in instruction.qubits)
+            _refuse_faulty(circuit, instruction, qubits, faulty_qubits, faulty_edges)
+
     def get_translation_stage_plugin(self) -> str:
         """The translation plugin IBM backends use (from qiskit-ibm-runtime)."""
         if self.options.use_fractional_gates:
@@ -149,6 +170,26 @@ class QRMIBackend(BackendV2):  # type: ignore[misc]
             f"{type(self).__name__}.run() is not supported: run circuits with the primitives, "
             "e.g. qrmi.primitives.ibm.SamplerV2(qrmi).run([isa_circuit]).result() "
             "(SamplerV2 also accepts this backend)"
+        )
+
+
+def _refuse_faulty(
+    circuit: Any,
+    instruction: Any,
+    qubits: tuple[int, ...],
+    faulty_qubits: set[int],
+    faulty_edges: set[tuple[int, ...]],
+) -> None:
+    for qubit in qubits:
+        if qubit in faulty_qubits:
+            raise ValueError(
+                f"Circuit {circuit.name} contains instruction {instruction} operating on a "
+                f"faulty qubit {qubit}; transpile it for this backend again to avoid that qubit."
+            )
+    if len(qubits) == 2 and qubits in faulty_edges:
+        raise ValueError(
+            f"Circuit {circuit.name} contains instruction {instruction} operating on a faulty "
+            f"edge {qubits}; transpile it for this backend again to avoid that edge."
         )
 
 
