@@ -15,7 +15,7 @@ from pulser.devices import AnalogDevice
 from pulser.pulse import Pulse
 from pulser.sequence import Sequence
 
-from qrmi.errors import UnsupportedResourceTypeError
+from qrmi.errors import InvalidInputError, UnsupportedResourceTypeError
 from qrmi.pulser import PulserQRMIConnection, batch_status
 from qrmi.resource import QuantumResource
 from qrmi.testing.munge import munge_available
@@ -118,3 +118,46 @@ def test_only_pasqal_resources_are_accepted(cloud: PasqalCloudFake) -> None:
 
     with pytest.raises(UnsupportedResourceTypeError, match="pasqal-cloud or pasqal-local"):
         PulserQRMIConnection(other)
+
+
+def test_batch_logs_are_log_texts_of_the_last_batch_by_default(cloud: PasqalCloudFake) -> None:
+    connection = cloud_connection(cloud)
+    results = QPUBackend(sequence(), connection=connection).run(
+        [{"runs": 5}, {"runs": 6}], wait=True
+    )
+
+    logs = connection.get_batch_logs()
+
+    assert logs == connection.get_batch_logs(results.batch_id)
+    assert len(logs) == 2
+    assert all(isinstance(text, str) for text in logs)
+    assert not set(logs) & set(results.job_ids), "log texts, not job ids"
+
+
+def test_cancel_without_a_batch_id_cancels_the_last_batch(cloud: PasqalCloudFake) -> None:
+    connection = cloud_connection(cloud)
+    cloud.jobs.hold()
+    try:
+        QPUBackend(sequence(), connection=connection).run([{"runs": 10}])
+        results = QPUBackend(sequence(), connection=connection).run([{"runs": 11}])
+
+        connection.cancel_batch_jobs()
+
+        assert connection._get_batch_status(results.batch_id) == BatchStatus.CANCELED
+    finally:
+        cloud.jobs.resume()
+
+
+def test_without_any_batch_the_batch_id_is_required(cloud: PasqalCloudFake) -> None:
+    connection = cloud_connection(cloud)
+    with pytest.raises(InvalidInputError, match="batch_id is required"):
+        connection.get_batch_logs()
+    with pytest.raises(InvalidInputError, match="batch_id is required"):
+        connection.cancel_batch_jobs()
+
+
+def test_an_emulator_lists_every_public_device_like_the_reference(cloud: PasqalCloudFake) -> None:
+    devices = cloud_connection(cloud).fetch_available_devices()
+
+    assert list(devices) == ["EMU_MPS", "EMU_FREE", "EMU_FRESNEL"]
+    assert all(device.name for device in devices.values())

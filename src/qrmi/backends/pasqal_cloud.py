@@ -542,16 +542,15 @@ class PasqalCloudBackend(Backend):
         )
 
     def fetch_target(self) -> str:
-        """``[{"device_type", "specs"}]``: public specs for emulators, the device's own for QPUs."""
+        """``[{"device_type", "specs"}]``: for an emulator, every device of the public specs
+        (``EMU_MPS``, ``EMU_FREE``, ``EMU_FRESNEL`` ..., as the reference lists them, so programs
+        that pick a device from the list pick the same one); for a QPU, its own specs."""
         if self.device_type.startswith("EMU"):
             response = self._http.get("/core-fast/api/v1/devices/public-specs", authenticated=False)
             specs = _data(response, "the public device specs")
             if not isinstance(specs, list):
                 raise ServiceError("Pasqal Cloud public specs are not a list")
-            own = [
-                s for s in specs if isinstance(s, dict) and s.get("device_type") == self.device_type
-            ]
-            return dump_json(own or specs)
+            return dump_json(specs)
         response = self._http.get(f"/core-fast/api/v1/devices/specs/{self.device_type}")
         spec = _data(response, f"the specs of {self.device_type}")
         return dump_json([spec])

@@ -4,11 +4,14 @@
 ``pasqal-cloud`` or ``pasqal-local`` resource. Each entry of ``job_params`` becomes one QRMI
 task (parametrized sequences are built with the entry's ``variables`` first); the Pulser batch
 id is the task ids joined with ``|``, so any process can query a batch from its id alone.
+``get_batch_logs`` and ``cancel_batch_jobs`` default to the last batch this connection
+submitted, as in the reference.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -32,6 +35,8 @@ from qrmi.models import Payload, ResourceType, TaskStatus
 from qrmi.protocol import QuantumResourceProtocol
 
 __all__ = ["PulserQRMIConnection", "batch_status"]
+
+logger = logging.getLogger(__name__)
 
 SEPARATOR = "|"
 PASQAL_TYPES = (ResourceType.PasqalCloud, ResourceType.PasqalLocal)
@@ -83,6 +88,7 @@ class PulserQRMIConnection(RemoteConnection):
         self.timeout = timeout
         self._lock = threading.Lock()
         self._layouts: dict[str, tuple[tuple[str, ...], int]] = {}
+        self._last_batch_id: str | None = None
 
     # -- RemoteConnection --------------------------------------------------------------------
 
@@ -91,19 +97,31 @@ class PulserQRMIConnection(RemoteConnection):
         return False
 
     def fetch_available_devices(self) -> dict[str, Any]:
-        """The devices of the resource's ``target()``, by device type."""
-        entries = json.loads(self._qrmi.target().value)
-        return {entry["device_type"]: deserialize_device(entry["specs"]) for entry in entries}
+        """The devices of the resource's ``target()``, by device type.
+
+        A device whose specs Pulser cannot read is left out, with a warning (as in the
+        reference), so one odd entry does not hide the others.
+        """
+        devices = {}
+        for entry in json.loads(self._qrmi.target().value):
+            try:
+                devices[entry["device_type"]] = deserialize_device(entry["specs"])
+            except Exception as exc:  # Pulser raises several types for unreadable specs
+                logger.warning("device %s is left out: %s", entry.get("device_type"), exc)
+        return devices
 
     def submit(
         self,
         sequence: Sequence[Any],
-        wait: bool = False,
+        wait: bool = True,
         open: bool = False,
         batch_id: str | None = None,
         **kwargs: Any,
     ) -> RemoteResults:
-        """Start one task per ``job_params`` entry; return their results handle."""
+        """Start one task per ``job_params`` entry; return their results handle.
+
+        ``wait`` (default true, as in the reference) waits until every task is final.
+        """
         if open or batch_id:
             raise NotImplementedError("PulserQRMIConnection does not support open batches")
         sequence = self._add_measurement_to_sequence(sequence)
@@ -113,6 +131,7 @@ class PulserQRMIConnection(RemoteConnection):
             raise InvalidInputError("job_params must list at least one job: [{'runs': N}]")
         task_ids = [self._start(sequence, params) for params in job_params]
         batch = SEPARATOR.join(task_ids)
+        self._last_batch_id = batch
         if wait:
             self._wait(batch)
         return RemoteResults(batch, self)
@@ -141,16 +160,40 @@ class PulserQRMIConnection(RemoteConnection):
 
     # -- extras of the reference -------------------------------------------------------------
 
-    def cancel_batch_jobs(self, batch_id: str) -> None:
-        """Stop every task of the batch (finished ones keep their results)."""
-        for job in self._get_job_ids(batch_id):
-            self._qrmi.task_stop(job)
+    def cancel_batch_jobs(self, batch_id: str | None = None) -> None:
+        """Stop every task of the batch (default: the last one submitted here).
 
-    def get_batch_logs(self, batch_id: str) -> dict[str, str]:
-        """Each task's logs, by job id."""
-        return {job: self._qrmi.task_logs(job) for job in self._get_job_ids(batch_id)}
+        Finished tasks keep their results. A task that cannot be stopped is reported as a
+        warning and the others are still stopped.
+        """
+        for job in self._get_job_ids(self._batch_or_last(batch_id)):
+            try:
+                self._qrmi.task_stop(job)
+            except RuntimeError as exc:  # QrmiError is a RuntimeError, as in the reference
+                logger.warning("could not stop job %s: %s", job, exc)
+
+    def get_batch_logs(self, batch_id: str | None = None) -> tuple[str, ...]:
+        """The log text of each task of the batch, in job order (default: the last batch
+        submitted here). A task whose logs cannot be read is left out, with a warning."""
+        logs = []
+        for job in self._get_job_ids(self._batch_or_last(batch_id)):
+            try:
+                logs.append(self._qrmi.task_logs(job))
+            except RuntimeError as exc:
+                logger.warning("could not read the logs of job %s: %s", job, exc)
+        return tuple(logs)
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _batch_or_last(self, batch_id: str | None) -> str:
+        if batch_id:
+            return batch_id
+        if self._last_batch_id is None:
+            raise InvalidInputError(
+                "batch_id is required: this connection has not submitted a batch yet; pass "
+                "the id of a batch (RemoteResults.batch_id)"
+            )
+        return self._last_batch_id
 
     def _start(self, sequence: Sequence[Any], params: Mapping[str, Any]) -> str:
         runs = params.get("runs")
