@@ -16,11 +16,11 @@ def test_builtin_table_is_read_only() -> None:
         BUILTIN_BACKENDS["x"] = ("a:b", "")  # type: ignore[index]
 
 
-def test_every_resource_type_except_oqtopus_has_a_backend() -> None:
+def test_every_resource_type_has_a_backend() -> None:
     from qrmi import ResourceType
 
     missing = {t.type_string for t in ResourceType} - set(available_types())
-    assert missing == {"oqtopus"}
+    assert missing == set()
 
 
 def test_unknown_type() -> None:
@@ -30,11 +30,17 @@ def test_unknown_type() -> None:
         QuantumResource("x", "nope")
 
 
-def test_oqtopus_has_no_backend() -> None:
-    with pytest.raises(
-        UnsupportedResourceTypeError, match="no backend for resource type 'oqtopus'"
-    ):
-        QuantumResource("x", "oqtopus")
+def test_oqtopus_resolves_to_its_backend() -> None:
+    from qrmi.backends.oqtopus import OqtopusBackend
+
+    assert backend_class("oqtopus") is OqtopusBackend
+    resource = QuantumResource(
+        "anemone",
+        "oqtopus",
+        config={"QRMI_OQTOPUS_URL": "http://127.0.0.1:9", "QRMI_OQTOPUS_API_TOKEN": "t"},
+        environ={},
+    )
+    assert str(resource.resource_type()) == "ResourceType.OQTOPUS"
 
 
 def test_third_party_registration() -> None:

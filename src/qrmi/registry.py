@@ -50,6 +50,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
         "qrmi.backends.local_emulator:LocalEmulatorBackend",
         "pip install 'pyqrmi[emulator]'",
     ),
+    "oqtopus": ("qrmi.backends.oqtopus:OqtopusBackend", ""),
     "pasqal-cloud": ("qrmi.backends.pasqal_cloud:PasqalCloudBackend", ""),
     "pasqal-local": ("qrmi.backends.pasqal_local:PasqalLocalBackend", ""),
     "qiskit-runtime-service": (

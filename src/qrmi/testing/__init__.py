@@ -46,6 +46,7 @@ _FAKE_SERVERS: dict[str, str] = {
     "ibm-quantum-compute-service": "qrmi.testing.ibm_compute_service:serve",
     "ibm-quantum-system": "qrmi.testing.ibm_quantum_system:serve",
     "iqm-server": "qrmi.testing.iqm_server:iqm_server",
+    "oqtopus": "qrmi.testing.oqtopus:oqtopus_server",
     "pasqal-cloud": "qrmi.testing.pasqal_cloud:pasqal_cloud_server",
     "pasqal-local": "qrmi.testing.pasqal_warden:pasqal_warden_server",
 }

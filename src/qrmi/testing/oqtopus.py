@@ -1,0 +1,670 @@
+"""A fake OQTOPUS Cloud User API on 127.0.0.1 that runs OpenQASM 3 jobs on the emulator engine.
+
+Routes (every one but storage needs the ``q-api-token`` header; errors are
+``{"message": ...}`` with the User API's statuses: 400 bad request, 401 unauthorized,
+404 unknown job or device):
+
+* ``GET /devices``, ``GET /devices/{device_id}``: the device descriptions
+  (``device_id``, ``device_type``, ``status`` ``available``/``unavailable``, ``available_at``,
+  ``n_pending_jobs``, ``n_qubits``, ``basis_gates``, ``supported_instructions``,
+  ``device_info``, ``calibrated_at``, ``description``). ``device_info`` is a storage URL of a
+  zipped JSON document (``inline_device_info=True``: the JSON text itself).
+* ``POST /jobs`` registers a job (status ``registered``) and returns ``{job_id,
+  presigned_url: {url, fields}}``: an S3-style presigned POST form (``key``,
+  ``AWSAccessKeyId``, ``x-amz-security-token``, ``policy``, ``signature``).
+* ``POST /storage/{bucket}`` takes that form with a ``file`` part (a zip holding one JSON
+  document ``{"program": [...], "operator": [...]}`` or ``{"sse_program": ...}``); a wrong
+  signature, an expired policy or a key outside the policy is 403 (S3's XML error).
+  ``GET /storage/{bucket}/{key}?AWSAccessKeyId=&Signature=&Expires=`` downloads job files.
+* ``POST /jobs/{id}/submit`` with ``{device_id, job_type, shots, name?, description?,
+  transpiler_info?, simulator_info?, mitigation_info?}`` queues a registered job whose input
+  was uploaded (else 400).
+* ``GET /jobs``, ``GET /jobs/{id}`` (``job_info`` holds storage URLs of ``input``, ``result``
+  and the ``message`` of a failure), ``GET /jobs/{id}/status``, ``POST /jobs/{id}/cancel``
+  (only ``submitted``/``ready``/``running`` jobs, else 400), ``DELETE /jobs/{id}`` (only final
+  jobs, else 400).
+
+Execution: ``sampling`` runs the program on the emulator engine's sampler and returns
+``{"sampling": {"counts": {bitstring: n}, "divided_counts": null}}`` (bit 0 rightmost, as
+Qiskit); ``multi_manual`` runs each program and returns their joint ``counts`` (program 0's
+bits rightmost) and per-program ``divided_counts``; ``estimation`` drops final measurements
+and returns ``{"estimation": {"exp_value", "stds"}}`` for ``operator`` (``"X 0 Y 1"`` Pauli
+strings with ``coeff``). A program that does not parse or uses more qubits than the device
+has fails its job with a ``message``, as the service's transpiler does; ``sse`` jobs are
+accepted and fail (user Python does not run here). ``seconds_per_shot`` emulates QPU time;
+:meth:`OqtopusFake.set_available` makes a device unavailable (its jobs wait). Importing this
+module imports FastAPI.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import json
+import time
+import uuid
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from qrmi.testing._jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, FakeJob, JobQueue
+from qrmi.testing.server import FakeServer
+
+__all__ = ["FakeOqtopusDevice", "OqtopusFake", "oqtopus_server", "run_oqtopus_job"]
+
+JOB_TYPES = ("sampling", "estimation", "multi_manual", "sse")
+MAX_SHOTS = 10_000_000
+BUCKET = "oqtopus-jobs"
+URL_LIFETIME_SECONDS = 3600
+_STATUS = {
+    QUEUED: "submitted",
+    RUNNING: "running",
+    DONE: "succeeded",
+    FAILED: "failed",
+    CANCELLED: "cancelled",
+}
+_CANCELLABLE = ("submitted", "ready", "running")
+_FINAL = ("succeeded", "failed", "cancelled")
+BASIS_GATES = [
+    *("x", "y", "z", "h", "s", "sdg", "t", "tdg", "rx", "ry", "rz", "cx", "cz", "swap"),
+    *("u1", "u2", "u3", "u", "p", "id", "sx", "sxdg"),
+]
+
+
+def _now(when: float | None = None) -> str:
+    stamp = datetime.now(UTC) if when is None else datetime.fromtimestamp(when, UTC)
+    return stamp.isoformat(timespec="seconds")
+
+
+@dataclass
+class FakeOqtopusDevice:
+    """One device of the fake. ``snapshot`` is the emulator device whose size is emulated."""
+
+    device_id: str
+    n_qubits: int = 64
+    device_type: str = "QPU"
+    snapshot: str = "fake_brooklyn"
+    description: str = "fake OQTOPUS device (emulator engine)"
+    available: bool = True
+    available_at: str | None = None
+    basis_gates: list[str] = field(default_factory=lambda: list(BASIS_GATES))
+    supported_instructions: list[str] = field(
+        default_factory=lambda: ["measure", "barrier", "reset"]
+    )
+
+    def calibration(self) -> dict[str, Any]:
+        """The ``device_info`` document: qubit count, connectivity and plausible figures."""
+        qubits = range(self.n_qubits)
+        return {
+            "n_qubits": self.n_qubits,
+            "calibration_data": {
+                "qubit_connectivity": [f"({q},{q + 1})" for q in range(self.n_qubits - 1)],
+                "t1": {str(q): 55.0 for q in qubits},
+                "t2": {str(q): 60.0 for q in qubits},
+                "ro_error": {str(q): 0.02 for q in qubits},
+            },
+        }
+
+
+# -- execution ------------------------------------------------------------------------------
+
+
+def run_oqtopus_job(
+    job_type: str,
+    job_input: Mapping[str, Any],
+    shots: int,
+    device: FakeOqtopusDevice,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Run a job's input on the emulator engine; the OQTOPUS result document.
+
+    Raises:
+        ValueError: the job cannot run (bad program, too many qubits, SSE job); the message
+            becomes the job's ``message``.
+    """
+    programs = list(job_input.get("program") or [])
+    if job_type == "sse":
+        raise ValueError("SSE jobs (Python programs) cannot run in this fake")
+    for index, program in enumerate(programs):
+        _check_size(index, program, device)
+    if job_type == "estimation":
+        return {"estimation": _estimate(programs[0], job_input["operator"], device, seed)}
+    per_program = [_shots_of(p, shots, device, seed) for p in programs]
+    counts = _histogram(["".join(reversed(bits)) for bits in zip(*per_program, strict=True)])
+    divided = None
+    if job_type == "multi_manual":
+        divided = {str(i): _histogram(bits) for i, bits in enumerate(per_program)}
+    return {"sampling": {"counts": counts, "divided_counts": divided}}
+
+
+def _histogram(bitstrings: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for bits in bitstrings:
+        counts[bits] = counts.get(bits, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _circuit(program: str) -> Any:
+    from qiskit import qasm3
+
+    try:
+        return qasm3.loads(program)
+    except Exception as exc:  # any parse failure fails the job, as OQTOPUS's transpiler does
+        detail = " ".join(str(exc).split())
+        raise ValueError(f"the program is not valid OpenQASM 3: {detail}") from None
+
+
+def _check_size(index: int, program: str, device: FakeOqtopusDevice) -> None:
+    circuit = _circuit(program)
+    if circuit.num_qubits > device.n_qubits:
+        raise ValueError(
+            f"program {index} uses {circuit.num_qubits} qubits; device {device.device_id} "
+            f"has {device.n_qubits}"
+        )
+    if circuit.num_clbits == 0:
+        raise ValueError(f"program {index} measures no qubit")
+
+
+def _shots_of(program: str, shots: int, device: FakeOqtopusDevice, seed: int | None) -> list[str]:
+    """Per-shot bitstrings of one program (bit 0 rightmost)."""
+    from qiskit_ibm_runtime import RuntimeDecoder
+
+    from qrmi.backends.local_emulator.engine import run_primitive
+
+    params = {"pubs": [[program, None, shots]], "version": 2}
+    text = run_primitive("sampler", params, device=device.snapshot, seed=seed)
+    result = json.loads(text, cls=RuntimeDecoder)
+    return [str(bits) for bits in result[0].join_data().get_bitstrings()]
+
+
+def _estimate(
+    program: str, operator: list[Mapping[str, Any]], device: FakeOqtopusDevice, seed: int | None
+) -> dict[str, float]:
+    from qiskit import qasm3
+    from qiskit_ibm_runtime import RuntimeDecoder
+
+    from qrmi.backends.local_emulator.engine import run_primitive
+
+    circuit = _circuit(program).remove_final_measurements(inplace=False)
+    observable: dict[str, float] = {}
+    for term in operator:
+        label = _pauli_label(str(term["pauli"]), circuit.num_qubits)
+        observable[label] = observable.get(label, 0.0) + float(term.get("coeff", 1.0) or 0.0)
+    params = {"pubs": [[qasm3.dumps(circuit), observable]], "version": 2}
+    text = run_primitive("estimator", params, device=device.snapshot, seed=seed)
+    data = json.loads(text, cls=RuntimeDecoder)[0].data
+    return {"exp_value": float(data.evs), "stds": float(data.stds)}
+
+
+def _pauli_label(pauli: str, num_qubits: int) -> str:
+    """``"X 0 Y 2"`` -> ``"YIX"`` on ``num_qubits`` qubits (qubit 0 rightmost)."""
+    words = pauli.split()
+    label = ["I"] * num_qubits
+    if len(words) % 2:
+        raise ValueError(f"operator pauli {pauli!r} must alternate Pauli letters and qubits")
+    for letter, qubit in zip(words[::2], words[1::2], strict=True):
+        if letter.upper() not in "IXYZ" or not qubit.isdigit() or int(qubit) >= num_qubits:
+            raise ValueError(f"operator pauli {pauli!r} names an unknown Pauli or qubit")
+        label[num_qubits - 1 - int(qubit)] = letter.upper()
+    return "".join(label)
+
+
+# -- storage --------------------------------------------------------------------------------
+
+
+def _zip(document: Any, name: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, document if isinstance(document, str) else json.dumps(document))
+    return buffer.getvalue()
+
+
+def _unzip_json(data: bytes) -> Any:
+    """The one JSON document of an uploaded zip; raises ValueError otherwise."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+            if len(names) != 1:
+                raise ValueError(f"the archive must hold one file; it holds {len(names)}")
+            return json.loads(archive.read(names[0]))
+    except zipfile.BadZipFile:
+        raise ValueError("the uploaded file is not a zip archive") from None
+
+
+def _s3_error(status: int, code: str, message: str) -> Response:
+    body = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}"
+    return Response(body + "</Message></Error>", status_code=status, media_type="application/xml")
+
+
+class _Storage:
+    """S3-style presigned POST uploads and GET downloads, signed with a local secret."""
+
+    def __init__(self) -> None:
+        self.access_key = "FAKEOQTOPUSKEY"
+        self._secret = uuid.uuid4().hex.encode()
+        self.objects: dict[str, bytes] = {}
+
+    def _sign(self, text: str) -> str:
+        digest = hmac.new(self._secret, text.encode(), hashlib.sha1).digest()
+        return base64.b64encode(digest).decode()
+
+    def upload_form(self, base_url: str, key: str) -> dict[str, Any]:
+        """``{url, fields}`` allowing one upload to ``key`` for an hour."""
+        expires = datetime.now(UTC) + timedelta(seconds=URL_LIFETIME_SECONDS)
+        policy = {
+            "expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "conditions": [{"bucket": BUCKET}, {"key": key}],
+        }
+        encoded = base64.b64encode(json.dumps(policy).encode()).decode()
+        fields = {
+            "key": key,
+            "AWSAccessKeyId": self.access_key,
+            "x-amz-security-token": "fake-session-token",
+            "policy": encoded,
+            "signature": self._sign(encoded),
+        }
+        return {"url": f"{base_url}/storage/{BUCKET}", "fields": fields}
+
+    def download_url(self, base_url: str, key: str) -> str:
+        """A presigned GET URL of ``key``, valid for an hour."""
+        expires = str(int(time.time()) + URL_LIFETIME_SECONDS)
+        query = urlencode(
+            {
+                "AWSAccessKeyId": self.access_key,
+                "Signature": self._sign(f"GET\n{key}\n{expires}"),
+                "Expires": expires,
+            }
+        )
+        return f"{base_url}/storage/{BUCKET}/{quote(key)}?{query}"
+
+    def accept_upload(self, form: Mapping[str, Any], content: bytes) -> Response | None:
+        """Store ``content`` under the form's key; an S3 error response if the form is bad."""
+        policy, key = str(form.get("policy", "")), str(form.get("key", ""))
+        if not hmac.compare_digest(str(form.get("signature", "")), self._sign(policy)):
+            return _s3_error(403, "SignatureDoesNotMatch", "The request signature is wrong.")
+        try:
+            document = json.loads(base64.b64decode(policy))
+        except ValueError:
+            return _s3_error(400, "InvalidPolicyDocument", "Invalid Policy: Invalid JSON.")
+        expires = datetime.strptime(document["expiration"], "%Y-%m-%dT%H:%M:%SZ")
+        if expires.replace(tzinfo=UTC) < datetime.now(UTC):
+            return _s3_error(403, "AccessDenied", "Invalid according to Policy: Policy expired.")
+        if {"key": key} not in document["conditions"]:
+            return _s3_error(403, "AccessDenied", "Invalid according to Policy: key.")
+        self.objects[key] = content
+        return None
+
+    def read(self, key: str, params: Mapping[str, str]) -> Response:
+        """The object at ``key`` if the presigned query is valid and not expired."""
+        expires = params.get("Expires", "")
+        signature = self._sign(f"GET\n{key}\n{expires}")
+        if not hmac.compare_digest(params.get("Signature", ""), signature):
+            return _s3_error(403, "SignatureDoesNotMatch", "The request signature is wrong.")
+        if not expires.isdigit() or int(expires) < time.time():
+            return _s3_error(403, "AccessDenied", "Request has expired")
+        if key not in self.objects:
+            return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+        return Response(self.objects[key], media_type="application/zip")
+
+
+# -- the fake service -----------------------------------------------------------------------
+
+
+class OqtopusFake(FakeServer):
+    """The fake OQTOPUS Cloud; see the module docstring. Tests use :attr:`jobs`,
+    :attr:`devices`, :attr:`storage` and :meth:`set_available`."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "fake-oqtopus-token",
+        devices: list[FakeOqtopusDevice] | None = None,
+        inline_device_info: bool = False,
+        delay: float = 0.0,
+        seconds_per_shot: float = 0.0,
+        seed: int | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.token = token
+        default = [
+            FakeOqtopusDevice("anemone"),
+            FakeOqtopusDevice(
+                "qulacs",
+                n_qubits=39,
+                device_type="simulator",
+                description="fake state vector simulator (emulator engine)",
+            ),
+        ]
+        self.devices = {d.device_id: d for d in devices or default}
+        self.inline_device_info = inline_device_info
+        self.seed = seed
+        self.storage = _Storage()
+        self.registered: dict[str, dict[str, Any]] = {}
+        self._deleted: set[str] = set()
+        self.jobs = JobQueue(
+            self._execute, delay=delay, duration=lambda job: job.work["shots"] * seconds_per_shot
+        )
+        super().__init__(self._build_app(), host=host, port=port, name="oqtopus")
+
+    # -- what tests and ``qrmi fake serve`` use ----------------------------------------------
+
+    @property
+    def resource_name(self) -> str:
+        """The first device's id: the resource name that addresses it."""
+        return next(iter(self.devices))
+
+    def settings(self, **extra: str) -> dict[str, str]:
+        """Settings for an ``oqtopus`` resource using this fake (``from_config`` keys)."""
+        values = {
+            "QRMI_OQTOPUS_URL": self.url,
+            "QRMI_OQTOPUS_API_TOKEN": self.token,
+            "QRMI_OQTOPUS_TIMEOUT": "10",
+        }
+        values.update(extra)
+        return values
+
+    def resource_config(self) -> dict[str, Any]:
+        """A ``qrmi_config.json`` resource entry for this fake (used by ``qrmi fake serve``)."""
+        return {"name": self.resource_name, "type": "oqtopus", "environment": self.settings()}
+
+    def set_available(self, device_id: str, available: bool, until: str | None = None) -> None:
+        """Mark a device (un)available; while any device is unavailable, queued jobs wait."""
+        device = self.devices[device_id]
+        device.available, device.available_at = available, None if available else until
+        if all(d.available for d in self.devices.values()):
+            self.jobs.resume()
+        else:
+            self.jobs.hold()
+
+    # -- views -------------------------------------------------------------------------------
+
+    def device_view(self, device: FakeOqtopusDevice) -> dict[str, Any]:
+        """DevicesDeviceInfo JSON."""
+        key = f"devices/{device.device_id}/device_info.zip"
+        if self.inline_device_info:
+            info = json.dumps(device.calibration())
+        else:
+            self.storage.objects[key] = _zip(device.calibration(), "device_info.json")
+            info = self.storage.download_url(self.url, key)
+        pending = sum(
+            1
+            for job in self.jobs.jobs()
+            if not job.final and job.data["request"]["device_id"] == device.device_id
+        )
+        return {
+            "device_id": device.device_id,
+            "device_type": device.device_type,
+            "status": "available" if device.available else "unavailable",
+            "available_at": device.available_at,
+            "n_pending_jobs": pending,
+            "n_qubits": device.n_qubits,
+            "basis_gates": list(device.basis_gates),
+            "supported_instructions": list(device.supported_instructions),
+            "device_info": info,
+            "calibrated_at": "2026-01-01T00:00:00+00:00" if device.device_type == "QPU" else None,
+            "description": device.description,
+        }
+
+    def status_of(self, job: FakeJob) -> str:
+        """The User API status word of a submitted job."""
+        if job.cancel_requested and not job.final:
+            return "cancelling"
+        return _STATUS[job.state]
+
+    def job_view(self, job_id: str) -> dict[str, Any] | None:
+        """JobsJob JSON, or ``None`` for an unknown id."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return {"job_id": job_id, "status": "registered"} if job_id in self.registered else None
+        request = job.data["request"]
+        status = self.status_of(job)
+        info: dict[str, Any] = {
+            "input": self.storage.download_url(self.url, job.data["input_key"]),
+            "combined_program": None,
+            "result": None,
+            "transpile_result": None,
+            "sse_log": None,
+            "message": job.error,
+        }
+        if job.state == DONE:
+            info["result"] = self.storage.download_url(self.url, f"jobs/{job_id}/result.zip")
+        running = job.started_at
+        return {
+            "job_id": job.id,
+            # A fully defined job always has a name; the service stores "" when none was given.
+            "name": request.get("name") or "",
+            **{k: request.get(k) for k in ("description", "job_type", "device_id")},
+            "status": status,
+            "shots": request["shots"],
+            "job_info": info,
+            **{k: request.get(k) or {} for k in ("transpiler_info", "simulator_info")},
+            "mitigation_info": request.get("mitigation_info") or {},
+            "execution_time": round(job.finished_at - running, 3)
+            if job.finished_at and running
+            else None,
+            "submitted_at": _now(job.created_at),
+            "ready_at": _now(running) if running else None,
+            "running_at": _now(running) if running else None,
+            "ended_at": _now(job.finished_at) if job.finished_at else None,
+        }
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def _execute(self, job: FakeJob) -> Any:
+        request = job.data["request"]
+        device = self.devices[request["device_id"]]
+        result = run_oqtopus_job(
+            request["job_type"], job.work["input"], request["shots"], device, self.seed
+        )
+        self.storage.objects[f"jobs/{job.id}/result.zip"] = _zip(result, "result.json")
+        return result
+
+    def _register(self) -> dict[str, Any]:
+        job_id = str(uuid.uuid4())
+        key = f"jobs/{job_id}/input.zip"
+        self.registered[job_id] = {"input_key": key}
+        return {"job_id": job_id, "presigned_url": self.storage.upload_form(self.url, key)}
+
+    def _submit(self, job_id: str, body: Any) -> JSONResponse:
+        if job_id not in self.registered:
+            if self.jobs.get(job_id) is not None:
+                return _error(400, f"job {job_id} has already been submitted")
+            return _error(404, "job not found")
+        problem = self._request_problem(body)
+        if problem:
+            return _error(400, problem)
+        key = self.registered[job_id]["input_key"]
+        if key not in self.storage.objects:
+            return _error(400, f"job information of job {job_id} has not been uploaded")
+        try:
+            job_input = _unzip_json(self.storage.objects[key])
+        except ValueError as exc:
+            return _error(400, f"the uploaded job information is invalid: {exc}")
+        problem = _input_problem(body["job_type"], job_input)
+        if problem:
+            return _error(400, problem)
+        del self.registered[job_id]
+        work = {"input": job_input, "shots": body["shots"]}
+        self.jobs.submit(work, job_id=job_id, request=dict(body), input_key=key)
+        return JSONResponse({"message": "submitted"})
+
+    def _request_problem(self, body: Any) -> str | None:
+        if not isinstance(body, dict):
+            return "Bad request malformed input data: the body must be a JSON object"
+        device_id, shots = body.get("device_id"), body.get("shots")
+        if not isinstance(device_id, str) or device_id not in self.devices:
+            return f"device_id {device_id!r} is not a known device"
+        if body.get("job_type") not in JOB_TYPES:
+            return f"job_type must be one of {', '.join(JOB_TYPES)}"
+        if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS:
+            return f"shots must be an integer between 1 and {MAX_SHOTS}"
+        for name in ("name", "description"):
+            if body.get(name) is not None and not isinstance(body[name], str):
+                return f"{name} must be a string"
+        for name in ("transpiler_info", "simulator_info", "mitigation_info"):
+            if body.get(name) is not None and not isinstance(body[name], dict):
+                return f"{name} must be an object"
+        return None
+
+    def _cancel(self, job_id: str) -> JSONResponse:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return _error(404, "job not found")
+        status = self.status_of(job)
+        if status not in _CANCELLABLE:
+            return _error(400, f"job {job_id} cannot be cancelled: its status is {status}")
+        self.jobs.cancel(job_id)
+        return JSONResponse({"message": "cancel request accepted"})
+
+    def _delete(self, job_id: str) -> JSONResponse:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return _error(404, "job not found")
+        status = self.status_of(job)
+        if status not in _FINAL:
+            return _error(400, f"job {job_id} cannot be deleted: its status is {status}")
+        self.storage.objects.pop(f"jobs/{job_id}/result.zip", None)
+        self._deleted.add(job_id)
+        return JSONResponse({"message": "Quantum job deleted"})
+
+    # -- the ASGI app ------------------------------------------------------------------------
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(title="fake OQTOPUS Cloud User API")
+
+        def refused(request: Request) -> JSONResponse | None:
+            token = request.headers.get("q-api-token")
+            if token is not None and hmac.compare_digest(token, self.token):
+                return None
+            return _error(401, "Unauthorized")
+
+        def known(job_id: str) -> bool:
+            return job_id not in self._deleted
+
+        @app.get("/devices")
+        async def list_devices(request: Request) -> JSONResponse:
+            if (denied := refused(request)) is not None:
+                return denied
+            return JSONResponse([self.device_view(d) for d in self.devices.values()])
+
+        @app.get("/devices/{device_id}")
+        async def get_device(device_id: str, request: Request) -> JSONResponse:
+            if (denied := refused(request)) is not None:
+                return denied
+            device = self.devices.get(device_id)
+            if device is None:
+                return _error(404, f"device {device_id} not found")
+            return JSONResponse(self.device_view(device))
+
+        @app.get("/jobs")
+        async def list_jobs(request: Request) -> JSONResponse:
+            if (denied := refused(request)) is not None:
+                return denied
+            ids = [job.id for job in self.jobs.jobs() if known(job.id)]
+            return JSONResponse([self.job_view(job_id) for job_id in ids])
+
+        @app.post("/jobs")
+        async def register(request: Request) -> JSONResponse:
+            if (denied := refused(request)) is not None:
+                return denied
+            return JSONResponse(self._register())
+
+        @app.post("/jobs/{job_id}/submit")
+        async def submit(job_id: str, request: Request) -> JSONResponse:
+            if (denied := refused(request)) is not None:
+                return denied
+            try:
+                body = json.loads(await request.body() or b"null")
+            except ValueError:
+                return _error(400, "Bad request malformed input data: the body is not JSON")
+            return self._submit(job_id, body)
+
+        @app.get("/jobs/{job_id}")
+        async def get_job(job_id: str, request: Request) -> JSONResponse:
+            if (denied := refused(request)) is not None:
+                return denied
+            view = self.job_view(job_id) if known(job_id) else None
+            return JSONResponse(view) if view is not None else _error(404, "job not found")
+
+        @app.delete("/jobs/{job_id}")
+        async def delete_job(job_id: str, request: Request) -> JSONResponse:
+            if (denied := refused(request)) is not None:
+                return denied
+            return self._delete(job_id) if known(job_id) else _error(404, "job not found")
+
+        @app.get("/jobs/{job_id}/status")
+        async def job_status(job_id: str, request: Request) -> JSONResponse:
+            if (denied := refused(request)) is not None:
+                return denied
+            view = self.job_view(job_id) if known(job_id) else None
+            if view is None:
+                return _error(404, "job not found")
+            return JSONResponse({"job_id": job_id, "status": view["status"]})
+
+        @app.post("/jobs/{job_id}/cancel")
+        async def cancel(job_id: str, request: Request) -> JSONResponse:
+            if (denied := refused(request)) is not None:
+                return denied
+            if not known(job_id):
+                return _error(404, "job not found")
+            if job_id in self.registered:
+                return _error(400, f"job {job_id} cannot be cancelled: its status is registered")
+            return self._cancel(job_id)
+
+        @app.post(f"/storage/{BUCKET}")
+        async def upload(request: Request) -> Response:
+            form = await request.form()
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                return _s3_error(400, "InvalidArgument", "POST requires exactly one file upload")
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            content = await upload.read()
+            refusal = self.storage.accept_upload(fields, content)
+            return refusal if refusal is not None else Response(status_code=204)
+
+        @app.get(f"/storage/{BUCKET}/{{key:path}}")
+        async def download(key: str, request: Request) -> Response:
+            return self.storage.read(key, dict(request.query_params))
+
+        return app
+
+
+def _input_problem(job_type: str, job_input: Any) -> str | None:
+    if not isinstance(job_input, dict):
+        return "the uploaded job information must be a JSON object"
+    if job_type == "sse":
+        program = job_input.get("sse_program")
+        return None if isinstance(program, str) and program else "an sse job needs sse_program"
+    programs = job_input.get("program")
+    if not isinstance(programs, list) or not programs:
+        return f"a {job_type} job needs a non-empty program list"
+    if not all(isinstance(p, str) for p in programs):
+        return "every program must be a string"
+    if job_type != "multi_manual" and len(programs) != 1:
+        return f"a {job_type} job takes exactly one program"
+    operator = job_input.get("operator")
+    if job_type == "estimation" and (
+        not isinstance(operator, list)
+        or not operator
+        or not all(isinstance(t, dict) and isinstance(t.get("pauli"), str) for t in operator)
+    ):
+        return "an estimation job needs an operator list of {pauli, coeff}"
+    return None
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status)
+
+
+def oqtopus_server(**options: Any) -> OqtopusFake:
+    """Factory for ``qrmi fake serve oqtopus`` (options: see :class:`OqtopusFake`)."""
+    return OqtopusFake(**options)
