@@ -55,7 +55,9 @@ def run(
     timeout: Annotated[
         float | None,
         typer.Option(
-            help="Give up waiting after this many seconds (the task keeps running).", min=0
+            help="Give up after this many seconds, counted from the submission to the result "
+            "(the task keeps running).",
+            min=0,
         ),
     ] = None,
     json_output: JsonOption = False,
@@ -153,6 +155,11 @@ def _report(
             message = f"interrupted; task {outcome.task_id} had completed: qrmi task result {task}"
         else:
             message = f"interrupted; task {outcome.task_id} was stopped (now {status})"
+    elif outcome.timed_out and outcome.status == TaskStatus.Completed:
+        message = (
+            f"task {outcome.task_id} completed, but its result did not arrive within "
+            f"{timeout:g} s; fetch it with: qrmi task result {task}"
+        )
     elif outcome.timed_out:
         message = (
             f"task {outcome.task_id} is still {status} after {timeout:g} s and keeps running; "

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from qrmi.backends.base import poll_intervals
 from qrmi.config import Config, ResourceDef
@@ -329,8 +330,14 @@ def run_task(
 ) -> RunOutcome:
     """Start ``payload`` on ``resource``, wait until the task ends and collect what it left.
 
-    On SIGINT/SIGTERM the task is stopped (unless already final) and the outcome says which
-    signal; on timeout the task is left running. Errors of the start call propagate.
+    ``timeout`` bounds the whole run: the submission, the wait and the fetching of the result.
+    When it passes, the task is left running and the outcome says ``timed_out`` (a completed
+    task whose result did not arrive in time keeps its result). On SIGINT/SIGTERM the task is
+    stopped (unless already final) and the outcome says which signal. Errors of the start call
+    propagate.
+
+    Raises:
+        TaskTimeoutError: ``timeout`` passed before the submission answered with a task id.
     """
     seen: list[TaskStatus] = []
 
@@ -339,27 +346,109 @@ def run_task(
         if on_status is not None:
             on_status(status)
 
+    deadline = _Deadline(timeout)
+    bounded = deadline.bind(resource)
     started: list[str] = []
     with SignalGuard() as guard:
         try:
             with guard.hold():  # a signal now would leave a task running that we cannot name
-                started.append(resource.task_start(payload))
+                started.append(bounded.task_start(payload))
             if on_started is not None:
                 on_started(started[0])
-            status = wait_for_final(resource, started[0], timeout=timeout, on_status=record)
+            status = wait_for_final(
+                bounded, started[0], timeout=deadline.remaining(), on_status=record
+            )
         except (Interrupted, KeyboardInterrupt) as exc:
             if not started:
                 raise
             return _stop_after_signal(resource, started[0], _signum(exc), guard)
         except TaskTimeoutError:
+            if not started:
+                raise TaskTimeoutError(
+                    f"submitting the task to {resource.resource_id()} did not answer within "
+                    f"{timeout:g} s; no task id came back, so a task may still have been "
+                    "created: check the resource's queue before running again"
+                ) from None
             last = seen[-1] if seen else None
             return RunOutcome(started[0], last, EXIT_TIMEOUT, timed_out=True)
         try:
-            return _collect(resource, started[0], status)
+            return _collect(bounded, started[0], status)
         except (Interrupted, KeyboardInterrupt) as exc:
             # The task completed: leave it (and its result) alone.
             signum = _signum(exc)
             return RunOutcome(started[0], status, 128 + signum, interrupted_by=signum)
+        except TaskTimeoutError:
+            return RunOutcome(started[0], status, EXIT_TIMEOUT, timed_out=True)
+
+
+_T = TypeVar("_T")
+
+# The calls of a run that talk to the vendor and may hang; a deadline bounds each of them.
+_BOUNDED_CALLS = frozenset({"task_start", "task_status", "task_result", "task_logs"})
+
+
+class _Deadline:
+    """One deadline for a whole run; vendor calls past it are abandoned, not awaited.
+
+    A call that may hang (a vendor that accepts the connection and never answers, retries
+    with backoff) runs in a daemon thread that the caller stops waiting for at the deadline.
+    Without a timeout, calls run directly.
+    """
+
+    def __init__(self, timeout: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout = timeout
+        self._clock = clock
+        self._at = None if timeout is None else clock() + timeout
+
+    def remaining(self) -> float | None:
+        """Seconds left (never negative), or ``None`` without a deadline."""
+        return None if self._at is None else max(0.0, self._at - self._clock())
+
+    def bind(self, resource: QuantumResourceProtocol) -> QuantumResourceProtocol:
+        """``resource`` whose vendor calls give up at the deadline."""
+        if self._at is None:
+            return resource
+        return cast(QuantumResourceProtocol, _BoundedResource(resource, self))
+
+    def call(self, what: str, function: Callable[[], _T]) -> _T:
+        """``function()``, or :class:`TaskTimeoutError` if it has not returned by the deadline."""
+        remaining = self.remaining()
+        if remaining is None:
+            return function()
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                outcome["value"] = function()
+            except BaseException as exc:  # handed to the waiting thread below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=target, name=f"qrmi-{what}", daemon=True)
+        worker.start()
+        worker.join(remaining)
+        if worker.is_alive():
+            raise TaskTimeoutError(f"{what} did not answer within the {self.timeout:g} s timeout")
+        if "error" in outcome:
+            raise outcome["error"]
+        return cast(_T, outcome["value"])
+
+
+class _BoundedResource:
+    """A resource whose vendor calls (:data:`_BOUNDED_CALLS`) are bounded by a deadline."""
+
+    def __init__(self, resource: QuantumResourceProtocol, deadline: _Deadline) -> None:
+        self._resource = resource
+        self._deadline = deadline
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._resource, name)
+        if name not in _BOUNDED_CALLS:
+            return attribute
+
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            return self._deadline.call(name, lambda: attribute(*args, **kwargs))
+
+        return bounded
 
 
 def _signum(exc: BaseException) -> int:
@@ -398,18 +487,18 @@ def _collect(resource: QuantumResourceProtocol, task_id: str, status: TaskStatus
 
 
 def check_output_writable(output: str | os.PathLike[str] | None) -> None:
-    """Fail before any task starts when the result could not be written.
+    """Fail before any task starts when the result could not be written safely.
 
     Raises:
-        InvalidInputError: the output's directory is missing or not writable, or the output
-            is a directory.
+        InvalidInputError: the output's directory is missing or not writable; the output
+            exists and is not a regular file (a directory, FIFO, device or socket); or,
+            as root, the output or one of its directories is a symbolic link a user controls.
     """
     if output is None:
         return
     path = Path(output)
     directory = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise InvalidInputError(f"output {path} is a directory; name a file to write")
+    _safe_target(path)
     if not directory.is_dir():
         raise InvalidInputError(f"output directory {directory} does not exist; create it first")
     if not os.access(directory, os.W_OK | os.X_OK):
@@ -417,18 +506,90 @@ def check_output_writable(output: str | os.PathLike[str] | None) -> None:
 
 
 def write_result(text: str, output: str | os.PathLike[str] | None) -> None:
-    """Write ``text`` to ``output`` (atomically: no half-written file) or to stdout."""
+    """Write ``text`` to ``output``, or to stdout when ``output`` is ``None``.
+
+    The file is written whole (a temporary file in the same directory, then renamed), and
+    only ever replaces a regular file: an existing FIFO, device, socket or directory is
+    refused, never written into or replaced. A symbolic link is followed to the file it names,
+    except as root, where it is refused (a user could point it at any file).
+
+    Raises:
+        InvalidInputError: the target is not a regular file, or is a symbolic link as root.
+    """
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
         return
-    path = Path(output)
+    path = _safe_target(Path(output))
+    existing = _lstat(path)
+    mode = stat.S_IMODE(existing.st_mode) if existing else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), mode)
             handle.write(text)
+        _safe_target(path)  # again, just before the rename: it may have changed meanwhile
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _safe_target(path: Path) -> Path:
+    """The file to replace for ``path``: ``path`` itself, or the file its symlink names.
+
+    Raises:
+        InvalidInputError: see :func:`write_result`.
+    """
+    as_root = os.geteuid() == 0
+    if as_root:
+        _refuse_user_symlinks(path)
+    info = _lstat(path)
+    if info is not None and stat.S_ISLNK(info.st_mode):
+        path = Path(os.path.realpath(path))
+        info = _lstat(path)
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        hint = "name a file to write" if stat.S_ISDIR(info.st_mode) else "name a regular file"
+        raise InvalidInputError(f"output {path} is {kind}; {hint}")
+    return path
+
+
+def _refuse_user_symlinks(path: Path) -> None:
+    """As root, refuse a symlink as the output, and any directory on the way a user can swap."""
+    info = _lstat(path)
+    if info is not None and stat.S_ISLNK(info.st_mode):
+        raise InvalidInputError(
+            f"output {path} is a symbolic link; as root, name the file itself (a link could "
+            "point at any file on the system)"
+        )
+    for parent in Path(os.path.abspath(path)).parents:
+        found = _lstat(parent)
+        if found is not None and stat.S_ISLNK(found.st_mode) and found.st_uid != 0:
+            raise InvalidInputError(
+                f"output directory {parent} is a symbolic link owned by uid {found.st_uid}; "
+                "as root, write into a directory reached without links users own"
+            )
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
