@@ -4,8 +4,10 @@ the job_submit.lua rule under Lua 5.1 and the C shim's build."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,14 +59,21 @@ def test_cli_prints_licenses_and_writes_the_rule_data(tmp_path: Path) -> None:
     assert data.read_text().endswith('return { "a", "b" }\n')
 
 
-def setup_cluster_files(tmp_path: Path, licenses: str) -> tuple[Path, Path]:
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the check wants root-owned files")
+
+
+def setup_cluster_files(
+    tmp_path: Path, licenses: str, python: str = sys.executable
+) -> tuple[Path, Path]:
     config = write_config(tmp_path / "qrmi_config.json", {"a": None, "b": "2"})
+    config.chmod(0o600)
     shim = tmp_path / "spank_qrmi.so"
     shim.write_bytes(b"")
     (tmp_path / "plugstack.conf").write_text(f"include {tmp_path}/plugstack.conf.d/*.conf\n")
     (tmp_path / "plugstack.conf.d").mkdir()
     (tmp_path / "plugstack.conf.d" / "qrmi.conf").write_text(
-        f"required {shim} config={config} python=/usr/bin/python3 timeout=30\n"
+        f"required {shim} config={config} python={python} timeout=30 "
+        f"state_dir={tmp_path / 'state'}\n"
     )
     shutil.copy(CHECKOUT / "slurm" / "job_submit.lua", tmp_path / "job_submit.lua")
     (tmp_path / admin.LUA_DATA_FILE).write_text(admin.render_lua_data(["a", "b"]))
@@ -78,10 +87,11 @@ def setup_cluster_files(tmp_path: Path, licenses: str) -> tuple[Path, Path]:
     return config, conf
 
 
+@root_only
 def test_check_passes_on_a_consistent_setup(tmp_path: Path) -> None:
     config, conf = setup_cluster_files(tmp_path, "Licenses=a:1,b:2")
     findings = admin.check(config, conf)
-    assert [f.message for f in findings if f.level != "ok"] == []
+    assert [f.message for f in findings if f.level in ("error", "warning")] == []
     result = CliRunner().invoke(app, ["check", "--config", str(config), "--slurm-conf", str(conf)])
     assert result.exit_code == 0, result.output
 
@@ -105,6 +115,94 @@ def test_check_finds_a_missing_shim_registration(tmp_path: Path) -> None:
     (tmp_path / "plugstack.conf.d" / "qrmi.conf").unlink()
     messages = [f.message for f in admin.check(config, conf) if f.level == "error"]
     assert any("does not load spank_qrmi.so" in m for m in messages)
+
+
+def check_problems(config: Path, conf: Path) -> str:
+    return "\n".join(
+        f"{f.level}: {f.message}"
+        for f in admin.check(config, conf)
+        if f.level in ("error", "warning")
+    )
+
+
+def test_check_fails_when_python_lacks_pyqrmi(tmp_path: Path) -> None:
+    bare = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = bare / "bin" / "python"
+    config, conf = setup_cluster_files(tmp_path, "Licenses=a:1,b:2", python=str(python))
+    assert f"error: pyqrmi is not installed in python={python}" in check_problems(config, conf)
+    assert "No module named 'qrmi'" in check_problems(config, conf)
+    result = CliRunner().invoke(app, ["check", "--config", str(config), "--slurm-conf", str(conf)])
+    assert result.exit_code == 1
+    assert f"pyqrmi is not installed in python={python}" in result.output
+
+
+def test_check_wants_a_private_root_owned_config(tmp_path: Path) -> None:
+    config, conf = setup_cluster_files(tmp_path, "Licenses=a:1,b:2")
+    config.chmod(0o644)
+    problems = check_problems(config, conf)
+    assert f"error: config {config} (mode 0644) is readable by every user" in problems
+    config.chmod(0o620)
+    problems = check_problems(config, conf)
+    assert f"error: config {config} (mode 0620) is writable by its group" in problems
+    assert "chown root:root and chmod 600" in problems
+
+
+@root_only
+def test_check_wants_a_root_only_state_dir(tmp_path: Path) -> None:
+    config, conf = setup_cluster_files(tmp_path, "Licenses=a:1,b:2")
+    state = tmp_path / "state"
+    assert "state_dir" not in check_problems(config, conf), "a missing state_dir is created"
+    state.mkdir(mode=0o777)
+    state.chmod(0o777)
+    assert f"error: state_dir {state} (mode 0777) is writable by every user" in check_problems(
+        config, conf
+    )
+    state.chmod(0o700)
+    os.chown(state, 65534, 65534)
+    assert f"error: state_dir {state} (mode 0700) is owned by uid 65534, not root" in (
+        check_problems(config, conf)
+    )
+
+
+@root_only
+def test_check_refuses_a_config_in_a_directory_others_can_write(tmp_path: Path) -> None:
+    config, conf = setup_cluster_files(tmp_path, "Licenses=a:1,b:2")
+    tmp_path.chmod(0o777)
+    try:
+        assert f"its directory {tmp_path} (owner root, mode 0777) lets others replace it" in (
+            check_problems(config, conf)
+        )
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_check_lists_the_variables_a_job_sees_without_secret_values(tmp_path: Path) -> None:
+    config, conf = setup_cluster_files(tmp_path, "Licenses=a:1,b:2,fez:1")
+    environment = {
+        "QRMI_IBM_QS_ENDPOINT": "https://qpu.example/api",
+        "QRMI_IBM_QS_IAM_APIKEY": "sk-LEAK-ME-NOT",
+        "QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY": "aws-LEAK-ME-NOT",
+    }
+    data = json.loads(config.read_text())
+    data["resources"].append(
+        {"name": "fez", "type": "ibm-quantum-system", "environment": environment}
+    )
+    config.write_text(json.dumps(data))
+    (tmp_path / admin.LUA_DATA_FILE).write_text(admin.render_lua_data(["a", "b", "fez"]))
+    result = CliRunner().invoke(app, ["check", "--config", str(config), "--slurm-conf", str(conf)])
+    assert "LEAK-ME-NOT" not in result.output
+    view = next(f.message for f in admin.check(config, conf) if "--qpu=fez" in f.message)
+    assert view.startswith("a job with --qpu=fez sees")
+    assert (
+        "including the credentials QRMI_IBM_QS_AWS_SECRET_ACCESS_KEY, QRMI_IBM_QS_IAM_APIKEY"
+        in view
+    )
+    assert "fez_QRMI_IBM_QS_ENDPOINT=https://qpu.example/api" in view
+    assert "fez_QRMI_IBM_QS_IAM_APIKEY=***" in view
+    assert "fez_QRMI_JOB_ACQUISITION_TOKEN=<set at job start>" in view
+    assert "QRMI_JOB_QPU_RESOURCES=fez" in view and "QRMI_JOB_TASK_LOG=" in view
+    assert "LEAK-ME-NOT" not in view
 
 
 def test_epilog_script_exits_zero_and_skips_jobs_without_state(tmp_path: Path) -> None:

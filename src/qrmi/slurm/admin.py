@@ -5,20 +5,26 @@
   resource's ``environment`` sets ``QRMI_SLURM_LICENSE_COUNT`` or the admin passes an override.
 * :func:`render_lua_data`: ``qrmi_qpus.lua``, the list of valid QPUs ``job_submit.lua`` reads.
 * :func:`render_epilog_script`: the slurm.conf ``Epilog=`` safety net.
-* :func:`check`: inconsistencies between the config, plugstack.conf and slurm.conf.
+* :func:`check`: inconsistencies between the config, plugstack.conf and slurm.conf; whether
+  plugstack's ``python=`` imports pyqrmi; the ownership and permissions of the config and
+  ``state_dir``; and the variables a job of each QPU will see (secret values masked).
 """
 
 from __future__ import annotations
 
 import glob
+import os
 import re
 import shlex
+import stat
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from qrmi.config import Config
 from qrmi.errors import ConfigError, QrmiError
+from qrmi.log import redact
 
 __all__ = [
     "COUNT_KEY",
@@ -38,6 +44,13 @@ COUNT_KEY = "QRMI_SLURM_LICENSE_COUNT"
 #: The rule data file, next to ``job_submit.lua``.
 LUA_DATA_FILE = "qrmi_qpus.lua"
 SHIM_NAME = "spank_qrmi.so"
+#: plugstack.conf defaults, as the shim applies them.
+DEFAULT_PYTHON = "/usr/bin/python3"
+DEFAULT_STATE_DIR = "/var/lib/qrmi-slurm"
+#: The environment the shim runs the helper with (nothing of the user's).
+HELPER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+#: Setting names whose values are credentials: reported by name only.
+_SECRET_KEY = re.compile(r"APIKEY|API_KEY|TOKEN|SECRET|PASSWORD|ACCESS_KEY|CREDENTIAL|PRIVATE")
 
 
 def load_config(path: str | Path) -> Config:
@@ -116,19 +129,26 @@ exit 0
 
 @dataclass(frozen=True)
 class Finding:
-    """One result of :func:`check`: ``level`` is ``error``, ``warning`` or ``ok``."""
+    """One result of :func:`check`: ``level`` is ``error``, ``warning``, ``ok`` or ``info``."""
 
     level: str
     message: str
 
 
 def check(config_path: Path, slurm_conf: Path, plugstack: Path | None = None) -> list[Finding]:
-    """Compare qrmi_config.json, plugstack.conf and slurm.conf; list what does not match."""
+    """Check the whole setup; list what does not match or is unsafe.
+
+    Compares qrmi_config.json, plugstack.conf and slurm.conf; runs plugstack's ``python=`` to
+    see that it imports pyqrmi; checks that the config and ``state_dir`` are root's and not
+    writable (the config not readable either) by others; and lists, per QPU, the variables its
+    jobs will see (``info`` findings; credential values masked).
+    """
     findings: list[Finding] = []
+    findings += _check_file_safety(config_path, "config", private=True)
     try:
         config = load_config(config_path)
     except QrmiError as exc:
-        return [Finding("error", str(exc))]
+        return [*findings, Finding("error", str(exc))]
     names = qpu_names(config)
     findings.append(Finding("ok", f"{config_path}: {len(names)} QPUs: {', '.join(names)}"))
     conf = _read_slurm_conf(slurm_conf, findings)
@@ -137,10 +157,15 @@ def check(config_path: Path, slurm_conf: Path, plugstack: Path | None = None) ->
     stack = plugstack or Path(
         conf.get("plugstackconfig", str(slurm_conf.parent / "plugstack.conf"))
     )
-    findings += _check_plugstack(stack, config_path)
+    found, args = _check_plugstack(stack, config_path)
+    findings += found
+    if args is not None:
+        findings += _check_python(args.get("python", DEFAULT_PYTHON), stack)
+        findings += _check_state_dir(Path(args.get("state_dir", DEFAULT_STATE_DIR)))
     findings += _check_licenses(config, conf.get("licenses", ""))
     findings += _check_job_submit(conf, slurm_conf.parent, names)
     findings += _check_epilog(conf.get("epilog", ""))
+    findings += [_job_view(config, name) for name in names]
     return findings
 
 
@@ -175,16 +200,16 @@ def _plugstack_lines(path: Path, depth: int = 0) -> list[str]:
     return out
 
 
-def _check_plugstack(stack: Path, config_path: Path) -> list[Finding]:
+def _check_plugstack(stack: Path, config_path: Path) -> tuple[list[Finding], dict[str, str] | None]:
+    """Findings about the shim's line, and its ``key=value`` arguments (``None``: no line)."""
     entries = [line.split() for line in _plugstack_lines(stack) if SHIM_NAME in line]
     if not entries:
-        return [
-            Finding(
-                "error",
-                f"{stack} does not load {SHIM_NAME}: add 'required "
-                f"/usr/local/lib/slurm/{SHIM_NAME} config={config_path} python=...'",
-            )
-        ]
+        missing = Finding(
+            "error",
+            f"{stack} does not load {SHIM_NAME}: add 'required "
+            f"/usr/local/lib/slurm/{SHIM_NAME} config={config_path} python=...'",
+        )
+        return [missing], None
     words = entries[0]
     args = dict(w.split("=", 1) for w in words[2:] if "=" in w)
     found = [Finding("ok", f"{stack}: {words[1]} ({words[0]})")]
@@ -197,9 +222,6 @@ def _check_plugstack(stack: Path, config_path: Path) -> list[Finding]:
                 "error", f"{stack}: config={configured}, but the checked config is {config_path}"
             )
         )
-    python = args.get("python", "/usr/bin/python3")
-    if not Path(python).is_file():
-        found.append(Finding("error", f"{stack}: python={python} does not exist"))
     if words[0] != "required":
         found.append(
             Finding(
@@ -208,7 +230,129 @@ def _check_plugstack(stack: Path, config_path: Path) -> list[Finding]:
                 "instead of silently ignoring --qpu",
             )
         )
+    return found, args
+
+
+def _check_python(python: str, stack: Path) -> list[Finding]:
+    """Run ``python=`` as the shim runs the helper: isolated (-I), with a minimal environment."""
+    if not Path(python).is_file():
+        return [Finding("error", f"{stack}: python={python} does not exist")]
+    try:
+        result = subprocess.run(
+            [python, "-I", "-c", "import qrmi.slurm.helper, qrmi; print(qrmi.__version__)"],
+            env=HELPER_ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [Finding("error", f"{stack}: python={python} cannot be run: {exc}")]
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        last = f" ({lines[-1]})" if lines else ""
+        return [
+            Finding(
+                "error",
+                f"pyqrmi is not installed in python={python}{last}: every --qpu job would fail; "
+                "install it there (see the admin guide) or point python= at the venv that has it",
+            )
+        ]
+    return [Finding("ok", f"python={python} imports pyqrmi {result.stdout.strip()}")]
+
+
+def _check_state_dir(state_dir: Path) -> list[Finding]:
+    if not state_dir.exists():
+        found = [
+            Finding("ok", f"state_dir={state_dir} will be created (root-only) by the first job")
+        ]
+        return found + _check_ancestors(state_dir, "state_dir")
+    return _check_file_safety(state_dir, "state_dir", private=False)
+
+
+def _check_file_safety(path: Path, what: str, *, private: bool) -> list[Finding]:
+    """``path`` and its directories must be root's and writable by root alone.
+
+    ``private``: the file holds credentials, so it must not be world-readable either.
+    """
+    try:
+        info = os.stat(path)
+    except OSError:
+        return []  # reported where the file is read
+    found = _check_ancestors(path, what)
+    problems = []
+    if info.st_uid != 0:
+        problems.append(f"is owned by uid {info.st_uid}, not root")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problems.append(f"is writable by {_who(info.st_mode)}")
+    if private and info.st_mode & stat.S_IROTH:
+        problems.append("is readable by every user, and it holds the QPUs' credentials")
+    mode = f"{stat.S_IMODE(info.st_mode):04o}"
+    for problem in problems:
+        fix = "chown root:root and chmod 600" if private else "chown root:root and chmod 700"
+        found.append(Finding("error", f"{what} {path} (mode {mode}) {problem}: {fix} it"))
+    if private and not problems and info.st_mode & stat.S_IRGRP:
+        found.append(
+            Finding("warning", f"{what} {path} is readable by group {info.st_gid}: chmod 600 it")
+        )
+    if not found:
+        found.append(Finding("ok", f"{what} {path}: owned by root, mode {mode}"))
     return found
+
+
+def _check_ancestors(path: Path, what: str) -> list[Finding]:
+    """Directories above ``path`` that someone else could use to swap it."""
+    found = []
+    for parent in Path(os.path.abspath(path)).parents:
+        try:
+            info = os.stat(parent)
+        except OSError:
+            continue
+        writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        sticky = info.st_mode & stat.S_ISVTX  # like /tmp: others cannot rename root's entries
+        if info.st_uid != 0 or (writable and not sticky):
+            owner = f"uid {info.st_uid}" if info.st_uid != 0 else "root"
+            found.append(
+                Finding(
+                    "error",
+                    f"{what} {path}: its directory {parent} (owner {owner}, mode "
+                    f"{stat.S_IMODE(info.st_mode):04o}) lets others replace it: keep it under "
+                    "directories owned by root and writable by root only",
+                )
+            )
+    return found
+
+
+def _who(mode: int) -> str:
+    return "every user" if mode & stat.S_IWOTH else "its group"
+
+
+def _job_view(config: Config, name: str) -> Finding:
+    """The variables a job with ``--qpu=name`` sees; credential values are not shown."""
+    from qrmi.lifecycle import TASK_LOG_VAR, JobContext, Lease, job_variables, type_string
+
+    rdef = config.resource_map[name]
+    lease = Lease(name, type_string(rdef.resource_type), "<set at job start>", rdef.environment)
+    variables = job_variables([lease], JobContext(job_id="<job id>", uid=0))
+    variables[TASK_LOG_VAR] = "<state_dir>/tasks/<job id>.tasks"
+    secrets = sorted(key for key in rdef.environment if _SECRET_KEY.search(key))
+    lines = [f"  {key}={_shown(key, value)}" for key, value in sorted(variables.items())]
+    head = f"a job with --qpu={name} sees {len(variables)} variables:"
+    if secrets:
+        head += (
+            f" including the credentials {', '.join(secrets)} (direct mode: whoever can "
+            f"submit with --qpu={name} can read them)"
+        )
+    return Finding("info", "\n".join([head, *lines]))
+
+
+def _shown(key: str, value: str) -> str:
+    if value.startswith("<"):  # a placeholder for what only the job start knows
+        return value
+    if _SECRET_KEY.search(key):
+        return "***"
+    shown = redact(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def _parse_licenses(text: str) -> dict[str, int]:
