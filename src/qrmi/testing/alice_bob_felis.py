@@ -36,23 +36,52 @@ from qrmi.testing.server import FakeServer
 
 __all__ = ["DEFAULT_TARGETS", "FelisFake", "QirError", "felis_server", "run_human_qir"]
 
+
+def _signature(name: str, arguments: str) -> dict[str, str]:
+    """A Felis instruction entry: the QIR function's signature."""
+    return {"signature": f"__quantum__qis__{name}__body:void ({arguments})"}
+
+
+def _param(kind: str, default: float, low: float, high: float) -> dict[str, Any]:
+    """A Felis input-parameter description: ``{required, type, default, constraints}``."""
+    return {
+        "required": True,
+        "type": kind,
+        "default": default,
+        "constraints": [{"min": low, "max": high}],
+    }
+
+
+_CAT_INSTRUCTIONS = [
+    _signature("x", "%Qubit*"),
+    _signature("z", "%Qubit*"),
+    _signature("rz", "double, %Qubit*"),
+    _signature("mz", "%Qubit*, %Result*"),
+    _signature("mx", "%Qubit*, %Result*"),
+    _signature("reset", "%Qubit*"),
+    _signature("prepare_x", "i1, %Qubit*"),
+    _signature("prepare_z", "i1, %Qubit*"),
+    {"signature": "__quantum__qis__read_result__body:i1 (%Result*)"},
+]
+
+#: The targets served by default, in the shape of Felis's ``GET /v1/targets/``.
 DEFAULT_TARGETS: list[dict[str, Any]] = [
     {
         "name": "EMU:1Q:LESCANNE_2020",
         "numQubits": 1,
-        "instructions": [{"signature": s} for s in ("x", "rx", "z", "mz", "reset")],
+        "instructions": _CAT_INSTRUCTIONS,
         "inputParams": {
-            "nbShots": {"default": 1000, "minimum": 1, "maximum": 10_000_000},
-            "averageNbPhotons": {"default": 4.0, "minimum": 1.0, "maximum": 7.0},
+            "nbShots": _param("int", 1000, 1, 10_000_000),
+            "averageNbPhotons": _param("float", 4.0, 1.0, 7.0),
         },
     },
     {
         "name": "EMU:40Q:PHYSICAL_CATS",
         "numQubits": 40,
-        "instructions": [{"signature": s} for s in ("x", "rx", "z", "cnot", "mz", "reset")],
+        "instructions": [*_CAT_INSTRUCTIONS, _signature("cnot", "%Qubit*, %Qubit*")],
         "inputParams": {
-            "nbShots": {"default": 1000, "minimum": 1, "maximum": 10_000_000},
-            "averageNbPhotons": {"default": 4.0, "minimum": 1.0, "maximum": 19.0},
+            "nbShots": _param("int", 1000, 1, 10_000_000),
+            "averageNbPhotons": _param("float", 4.0, 1.0, 19.0),
         },
     },
 ]
@@ -65,6 +94,22 @@ _TWO_QUBIT = {"cnot", "cx", "cz"}
 _CALL = re.compile(r"call\s+\S+\s+@__quantum__qis__(\w+?)__body\s*\((.*)\)")
 _POINTER = re.compile(r"%(Qubit|Result)\*\s+(null|inttoptr\s*\(\s*i64\s+(\d+)\s+to\s+%\w+\*\s*\))")
 _DOUBLE = re.compile(r"double\s+([-+0-9.eE]+)")
+
+
+def _param_problem(name: str, value: Any, spec: dict[str, Any]) -> str | None:
+    """Why ``value`` does not fit the parameter description ``spec``, or ``None``."""
+    kind = spec.get("type")
+    if kind == "bool":
+        return None if isinstance(value, bool) else f"input parameter {name} must be a boolean"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"input parameter {name} must be a number"
+    if kind == "int" and not isinstance(value, int):
+        return f"input parameter {name} must be an integer"
+    for constraint in spec.get("constraints") or ():
+        low, high = constraint.get("min"), constraint.get("max")
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"{name} must be between {low} and {high}"
+    return None
 
 
 class QirError(ValueError):
@@ -225,12 +270,9 @@ class FelisFake(FakeServer):
             spec = target["inputParams"].get(name)
             if spec is None:
                 return f"unknown input parameter {name!r} for target {target['name']}"
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                return f"input parameter {name} must be a number"
-            if not spec["minimum"] <= value <= spec["maximum"]:
-                return f"{name} must be between {spec['minimum']} and {spec['maximum']}"
-        if "nbShots" in params and not isinstance(params["nbShots"], int):
-            return "nbShots must be an integer"
+            problem = _param_problem(name, value, spec)
+            if problem is not None:
+                return problem
         return None
 
     # -- the ASGI app ------------------------------------------------------------------------

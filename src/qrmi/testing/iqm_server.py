@@ -7,14 +7,16 @@ UUID), its quality metrics and static architecture. Every route needs
 
 ``circuit`` jobs are validated at submission (400 for a malformed run request, unknown qubits
 or gates) and executed by converting IQM's native instructions to a qiskit circuit run on
-qiskit-aer: ``prx`` (``angle_t``/``phase_t`` in full turns; ``phased_rx`` is an alias) is
-``RGate(2*pi*angle_t, 2*pi*phase_t)``, ``cz`` is ``CZGate``, ``measure`` (``args.key``) measures
-its locus into a register named by the key, ``barrier`` is a barrier. Artifacts:
-``measurements`` (per circuit, key -> per-shot bit lists) and ``measurement_counts`` (per
-circuit, ``{"measurement_keys": [...], "counts": {bitstring: n}}`` with the keys' bits
-concatenated in that order). ``run`` and ``sweep`` jobs (pulse-level) are accepted but fail:
-they cannot be executed here. ``seconds_per_shot`` emulates QPU time. Importing this module
-imports FastAPI.
+qiskit-aer: ``prx`` (``angle``/``phase`` in radians as iqm-client sends them, or the older
+``angle_t``/``phase_t`` in full turns; ``phased_rx`` is an alias) is ``RGate(angle, phase)``,
+``cz`` is ``CZGate``, ``measure`` (``args.key``) measures its locus into a register named by
+the key, ``barrier`` is a barrier. ``GET /api/v1/quantum-computers`` lists the computer
+(iqm-client resolves its alias there first); calibration and quality-metric sets are
+observation sets (``observations`` as a list). Artifacts: ``measurements`` (per circuit,
+key -> per-shot bit lists) and ``measurement_counts`` (per circuit, ``{"measurement_keys":
+[...], "counts": {bitstring: n}}`` with the keys' bits concatenated in that order). ``run`` and
+``sweep`` jobs (pulse-level) are accepted but fail: they cannot be executed here.
+``seconds_per_shot`` emulates QPU time. Importing this module imports FastAPI.
 """
 
 from __future__ import annotations
@@ -57,6 +59,16 @@ def _locus(instruction: Mapping[str, Any]) -> list[str]:
     return list(locus) if isinstance(locus, list) else []
 
 
+def _prx_angles(args: Mapping[str, Any]) -> tuple[float, float] | None:
+    """``(theta, phi)`` in radians of a ``prx``: IQM Server's ``angle``/``phase`` (radians, as
+    iqm-client sends them) or the older ``angle_t``/``phase_t`` (full turns); else ``None``."""
+    for angle, phase, scale in (("angle", "phase", 1.0), ("angle_t", "phase_t", 2 * math.pi)):
+        values = args.get(angle), args.get(phase)
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return float(values[0]) * scale, float(values[1]) * scale  # type: ignore[arg-type]
+    return None
+
+
 def circuit_problem(circuit: Any, qubits: list[str], couplers: set[frozenset[str]]) -> str | None:
     """Why a circuit of a run request is invalid for this device, or ``None``."""
     if not isinstance(circuit, dict) or not isinstance(circuit.get("instructions"), list):
@@ -73,9 +85,11 @@ def circuit_problem(circuit: Any, qubits: list[str], couplers: set[frozenset[str
         name, args = instruction["name"], instruction.get("args") or {}
         if name == "cz" and (len(locus) != 2 or frozenset(locus) not in couplers):
             return f"{where}: cz needs two coupled qubits, got {locus}"
-        numeric = all(isinstance(args.get(a), int | float) for a in ("angle_t", "phase_t"))
-        if name in ("prx", "phased_rx") and (len(locus) != 1 or not numeric):
-            return f"{where}: prx needs one qubit and numeric args angle_t, phase_t"
+        if name in ("prx", "phased_rx") and (len(locus) != 1 or _prx_angles(args) is None):
+            return (
+                f"{where}: prx needs one qubit and numeric args angle, phase (radians) or "
+                "angle_t, phase_t (full turns)"
+            )
         if name == "measure":
             key = args.get("key")
             if not isinstance(key, str) or not key or key in keys:
@@ -104,8 +118,9 @@ def run_iqm_circuits(
             name, args = instruction["name"], instruction.get("args") or {}
             wires = [register[index[q]] for q in _locus(instruction)]
             if name in ("prx", "phased_rx"):
-                theta, phi = 2 * math.pi * args["angle_t"], 2 * math.pi * args["phase_t"]
-                qc.append(RGate(theta, phi), wires)
+                angles = _prx_angles(args)
+                assert angles is not None  # validated at submission
+                qc.append(RGate(*angles), wires)
             elif name == "cz":
                 qc.append(CZGate(), wires)
             elif name == "barrier":
@@ -187,6 +202,11 @@ class IQMServerFake(FakeServer):
 
     # -- device description ------------------------------------------------------------------
 
+    def computer_view(self) -> dict[str, Any]:
+        """The quantum computer as ``GET /api/v1/quantum-computers`` lists it."""
+        name = self.alias.split(":")[0].capitalize()
+        return {"id": self.qc_id, "alias": self.alias, "display_name": name}
+
     def dynamic_architecture(self) -> dict[str, Any]:
         """The calibrated gates and loci."""
 
@@ -209,23 +229,54 @@ class IQMServerFake(FakeServer):
         }
 
     def calibration_set(self) -> dict[str, Any]:
-        """A calibration set summary."""
-        return {
-            "calibration_set_id": self.calibration_set_id,
-            "dut_label": self.alias,
-            "is_valid": True,
-            "created_timestamp": "2026-01-01T00:00:00Z",
-            "observations": {f"{q}.flux.voltage": 0.0 for q in self.qubits},
-        }
+        """The calibration set: an observation set as IQM Server serves it."""
+        values = {f"{q}.flux.voltage": (0.0, "V") for q in self.qubits}
+        return self._observation_set("calibration-set", self.calibration_set_id, values)
 
     def quality_metrics(self) -> dict[str, Any]:
-        """Made-up but plausible fidelities."""
+        """Made-up but plausible fidelities, as a quality-metric set of the calibration set."""
+        values = {
+            **{f"metrics.rb.prx.{q}.fidelity": (0.999, "") for q in self.qubits},
+            **{f"metrics.ssro.measure.{q}.fidelity": (0.97, "") for q in self.qubits},
+        }
+        set_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"iqm-fake/{self.alias}/metrics"))
+        metrics = self._observation_set("quality-metric-set", set_id, values)
+        calibration = {k: v for k, v in self.calibration_set().items() if k != "observations"}
+        calibration["observation_ids"] = [
+            o["observation_id"] for o in self.calibration_set()["observations"]
+        ]
+        metrics["describes_id"] = self.calibration_set_id
+        metrics["calibration_set"] = calibration
+        return metrics
+
+    def _observation_set(
+        self, kind: str, set_id: str, values: Mapping[str, tuple[float, str]]
+    ) -> dict[str, Any]:
+        created = "2026-01-01T00:00:00Z"
+        observations = [
+            {
+                "observation_id": number,
+                "dut_field": field,
+                "value": value,
+                "unit": unit,
+                "uncertainty": None,
+                "invalid": False,
+                "created_timestamp": created,
+                "modified_timestamp": created,
+            }
+            for number, (field, (value, unit)) in enumerate(values.items(), start=1)
+        ]
         return {
+            "observation_set_id": set_id,
+            "observation_set_type": kind,
+            "describes_id": None,
+            "invalid": False,
+            "dut_label": self.alias,
+            "created_timestamp": created,
+            "end_timestamp": created,
+            "observations": observations,
+            # the id under the name older IQM Server releases used
             "calibration_set_id": self.calibration_set_id,
-            "observations": {
-                **{f"metrics.rb.prx.{q}.fidelity": 0.999 for q in self.qubits},
-                **{f"metrics.ssro.measure.{q}.fidelity": 0.97 for q in self.qubits},
-            },
         }
 
     # -- jobs --------------------------------------------------------------------------------
@@ -296,6 +347,12 @@ class IQMServerFake(FakeServer):
         def known_calset(calset: str) -> bool:
             return calset in ("default", self.calibration_set_id)
 
+        @app.get(v1 + "/quantum-computers")
+        async def computers(request: Request) -> JSONResponse:
+            if (denied := refused(request)) is not None:
+                return denied
+            return JSONResponse({"quantum_computers": [self.computer_view()]})
+
         @app.get(v1 + "/quantum-computers/{qc}/health")
         async def health(qc: str, request: Request) -> JSONResponse:
             if (denied := refused(request)) is not None:
@@ -310,7 +367,7 @@ class IQMServerFake(FakeServer):
                 return denied
             if not known_qc(qc):
                 return _error(404, f"quantum computer {qc} not found")
-            return JSONResponse({"id": self.qc_id, "alias": self.alias})
+            return JSONResponse(self.computer_view())
 
         @app.get(v1 + "/quantum-computers/{qc}/artifacts/static-quantum-architectures")
         async def static(qc: str, request: Request) -> JSONResponse:
