@@ -15,6 +15,7 @@ iqm-server                              ``IQMServer``        ``{"iqmjson": {...}
                                                              "use_timeslot": false, "tag": null}``
 alice-bob-felis                         ``AliceBobFelis``    ``{"human_qir": "...",
                                                              "input_params": {...} or "..."}``
+oqtopus                                 ``Oqtopus``          ``{"job_spec": {...} or "..."}``
 ======================================  ==================  =====================================
 
 Differences from the reference, on purpose: IQM's ``job_type``, ``use_timeslot`` and ``tag``
@@ -50,6 +51,8 @@ FORMATS: Mapping[str, str] = {
     "(optional)}",
     "AliceBobFelis": '{"human_qir": <QIR text>, "input_params": <object or JSON text, e.g. '
     '{"nbShots": 100}>}',
+    "Oqtopus": '{"job_spec": <OQTOPUS job spec, object or JSON text, e.g. {"program": '
+    '"OPENQASM 3; ...", "shots": 1000}>}',
 }
 
 _VARIANT_OF_TYPE: Mapping[ResourceType, str] = {
@@ -61,6 +64,7 @@ _VARIANT_OF_TYPE: Mapping[ResourceType, str] = {
     ResourceType.PasqalLocal: "PasqalCloud",
     ResourceType.IQMServer: "IQMServer",
     ResourceType.AliceBobFelis: "AliceBobFelis",
+    ResourceType.OQTOPUS: "Oqtopus",
 }
 
 # The key that identifies each format when the resource type does not decide it.
@@ -69,6 +73,7 @@ _MARKER_KEYS = {
     "sequence": "PasqalCloud",
     "iqmjson": "IQMServer",
     "human_qir": "AliceBobFelis",
+    "job_spec": "Oqtopus",
 }
 
 _IQM_JOB_TYPES = ("circuit", "run", "sweep")
@@ -188,6 +193,10 @@ def _parse_felis(data: Mapping[str, Any], where: str) -> Payload:
     return Payload.AliceBobFelis(human_qir=human_qir, input_params=input_params)
 
 
+def _parse_oqtopus(data: Mapping[str, Any], where: str) -> Payload:
+    return Payload.Oqtopus(job_spec=_json_object(data, "job_spec", where, "Oqtopus"))
+
+
 def _require(data: Mapping[str, Any], key: str, where: str, variant: str) -> Any:
     if key not in data or data[key] is None:
         raise InvalidInputError(
@@ -243,6 +252,7 @@ _PARSERS: Mapping[str, Callable[[Mapping[str, Any], str], Payload]] = {
     "PasqalCloud": _parse_pasqal,
     "IQMServer": _parse_iqm,
     "AliceBobFelis": _parse_felis,
+    "Oqtopus": _parse_oqtopus,
 }
 
 _KNOWN_KEYS: Mapping[str, tuple[str, ...]] = {
@@ -250,4 +260,5 @@ _KNOWN_KEYS: Mapping[str, tuple[str, ...]] = {
     "PasqalCloud": ("sequence", "job_runs"),
     "IQMServer": ("iqmjson", "job_type", "use_timeslot", "tag"),
     "AliceBobFelis": ("human_qir", "input_params"),
+    "Oqtopus": ("job_spec",),
 }

@@ -4,6 +4,7 @@ settings, and the raw QRMI example, run with them exported, prints Bell-state co
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import signal
@@ -99,3 +100,32 @@ def test_the_documented_example_runs_on_the_served_fake(
     assert "TaskStatus.Completed" in out
     counts = ast.literal_eval(out.split("counts: ")[1].strip())
     assert set(counts) == {"00", "11"} and sum(counts.values()) == 500
+
+
+def test_the_documented_command_line_run_prints_the_counts(tmp_path: Path) -> None:
+    from qrmi.testing.oqtopus import OqtopusFake
+
+    text = DOC.read_text()
+    section = text[text.index("## From the command line") :]
+    job = re.search(r"```json\n(.*?)```", section, re.DOTALL)
+    command = re.search(r"\$ (qrmi run .*)", section)
+    assert job is not None and command is not None
+    (tmp_path / "bell_oqtopus.json").write_text(job.group(1))
+    argv = command.group(1).split()
+    qrmi = Path(sys.executable).with_name("qrmi")
+
+    with OqtopusFake(seed=4) as fake:
+        config = {"resources": [fake.resource_config()]}
+        (tmp_path / "qrmi_config.json").write_text(json.dumps(config))
+        completed = subprocess.run(
+            [str(qrmi), *argv[1:]],
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    counts = json.loads(completed.stdout)["sampling"]["counts"]
+    assert set(counts) == {"00", "11"} and sum(counts.values()) == 1000
