@@ -3,6 +3,11 @@ job_submit.lua: makes QPUs schedulable. A job submitted with --qpu=a,b gets the 
 a:1,b:1 (merged with the user's own --licenses), so it waits in Slurm's queue with Reason
 "Licenses" while another job holds the QPU, instead of holding nodes while it waits.
 
+A user may ask for more licenses of a QPU (--licenses=emu:2), never fewer than one; a user's
+"scontrol update job=J licenses=..." keeps one license of each QPU of a --qpu job (root and
+SlurmUser may change them). The helper run by the SPANK plugin refuses a QPU whose license
+slurmctld did not grant the job, so a job submitted without --qpu cannot use one.
+
 An unknown QPU name is rejected at submit time with the list of valid QPUs. The list comes from
 qrmi_qpus.lua next to this file, generated from qrmi_config.json by
     qrmi slurm licenses --lua-data /etc/slurm/qrmi_qpus.lua
@@ -61,13 +66,27 @@ local function split_names(text)
     return names
 end
 
--- "a:1,b" plus QPUs {a, c} -> "a:1,b,c:1": the user's own count for a license wins.
+-- Every QPU of the job holds at least one license: "a:0,b:3,x:2" plus QPUs {a, b, c} ->
+-- "a:1,b:3,x:2,c:1". A user may ask for more licenses of a QPU, never fewer than one.
 local function merge_licenses(existing, names)
-    local parts, have = {}, {}
+    local wanted, parts, have = {}, {}, {}
+    for _, name in ipairs(names) do
+        wanted[name] = true
+    end
     if existing ~= nil and existing ~= "" then
         for item in existing:gmatch("[^,]+") do
+            local name, count = item:match("^([^:]+):?(.*)$")
+            if name ~= nil and wanted[name] then
+                local n = tonumber(count)
+                if count == "" then
+                    n = 1
+                end
+                if n == nil or n < 1 or n ~= math.floor(n) then
+                    item = name .. ":1"
+                end
+                have[name] = true
+            end
             parts[#parts + 1] = item
-            have[item:match("^([^:@]+)")] = true
         end
     end
     for _, name in ipairs(names) do
@@ -112,7 +131,67 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
     return slurm.SUCCESS
 end
 
+-- The uid slurmctld runs as (SlurmUser): an admin, like root.
+local function slurm_user_uid()
+    local file = io.open("/proc/self/status", "r")
+    if file == nil then
+        return 0
+    end
+    local uid = 0
+    for line in file:lines() do
+        local real = line:match("^Uid:%s+(%d+)")
+        if real ~= nil then
+            uid = tonumber(real)
+            break
+        end
+    end
+    file:close()
+    return uid
+end
+
+-- The QPUs of an existing job: its --qpu option as the job record keeps it, else the QPU
+-- licenses it holds (a Slurm without spank_job_env in the Lua job record).
+local function job_qpus(job_rec)
+    local ok, env = pcall(function()
+        return job_rec.spank_job_env
+    end)
+    if ok and type(env) == "table" then
+        for _, entry in pairs(env) do
+            if type(entry) == "string" and entry:sub(1, #PLUGIN_OPTION) == PLUGIN_OPTION then
+                return split_names(entry:sub(#PLUGIN_OPTION + 1))
+            end
+        end
+        return {}
+    end
+    local known = load_qpus()
+    local names = {}
+    if known ~= nil and job_rec.licenses ~= nil then
+        for item in job_rec.licenses:gmatch("[^,]+") do
+            local name = item:match("^([^:]+)")
+            if name ~= nil and known[name] then
+                names[#names + 1] = name
+            end
+        end
+    end
+    return names
+end
+
+-- A user changing the licenses of a --qpu job keeps one license of each of its QPUs (or asks
+-- for more); root and SlurmUser may change them freely.
 function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
+    if job_desc.licenses == nil or modify_uid == 0 or modify_uid == slurm_user_uid() then
+        return slurm.SUCCESS
+    end
+    local names = job_qpus(job_rec)
+    if #names == 0 then
+        return slurm.SUCCESS
+    end
+    local kept = merge_licenses(job_desc.licenses, names)
+    if kept ~= job_desc.licenses then
+        slurm.log_user(string.format("qrmi: job %s keeps a license of each of its QPUs (%s): "
+            .. "licenses=%s", tostring(job_rec.job_id), table.concat(names, ","), kept))
+        job_desc.licenses = kept
+    end
     return slurm.SUCCESS
 end
 
