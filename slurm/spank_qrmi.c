@@ -5,7 +5,9 @@
  * (python -m qrmi.slurm.helper).  This file only:
  *   - registers and validates --qpu=NAMES in the client (sbatch, salloc, srun);
  *   - in slurmstepd (remote context) runs the helper as root with a clean environment, argv,
- *     a timeout and a process-group kill, and imports the KEY=VALUE lines it prints;
+ *     a timeout and a process-group kill, and imports the KEY=VALUE lines it prints; nothing
+ *     the job's user set (environment, files) is passed to the helper: it takes every setting
+ *     from the admin's config and asks slurmctld what the job was granted;
  *   - defers every error to slurm_spank_task_init, because an error returned earlier in the
  *     batch step DRAINS the node and reports the job COMPLETED;
  *   - starts "helper release" (detached) when the step that acquired ends, if the helper said so.
@@ -56,6 +58,7 @@ SPANK_PLUGIN(qrmi, 1);
 static char *qpu_value;
 static char deferred[ERRORS_MAX];
 static int release_at_exit;
+static int helper_missing; /* the helper's Python said: No module named 'qrmi' */
 
 static const char *opt_config = "/etc/slurm/qrmi_config.json";
 static const char *opt_python = "/usr/bin/python3";
@@ -169,27 +172,6 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* The user's own {name}_QRMI_* job variables, NUL separated, for the helper's stdin. */
-static size_t user_settings(spank_t sp, char *buf, size_t len)
-{
-	char **env = NULL;
-	size_t used = 0;
-	int i;
-
-	if (spank_get_item(sp, S_JOB_ENV, &env) != ESPANK_SUCCESS || env == NULL)
-		return 0;
-	for (i = 0; env[i]; i++) {
-		size_t n = strlen(env[i]) + 1;
-		char *eq = strchr(env[i], '=');
-		char *key = strstr(env[i], "_QRMI_");
-		if (eq == NULL || key == NULL || key > eq || used + n > len)
-			continue;
-		memcpy(buf + used, env[i], n);
-		used += n;
-	}
-	return used;
-}
-
 static void child_exec(int in, int out, char **argv)
 {
 	char slurm_conf[4096];
@@ -286,6 +268,8 @@ static void apply_line(spank_t sp, char *line, int import_env)
 	} else if (strcmp(line, "release-at-exit") == 0) {
 		release_at_exit = 1;
 	} else if (line[0]) {
+		if (strstr(line, "No module named 'qrmi"))
+			helper_missing = 1;
 		slurm_info("qrmi helper: %s", line);
 	}
 }
@@ -294,9 +278,8 @@ static void apply_line(spank_t sp, char *line, int import_env)
 static int run_helper(spank_t sp, const char *event, char **args, int import_env)
 {
 	static char output[OUTPUT_MAX];
-	static char input[OUTPUT_MAX];
 	char *argv[40] = { (char *)opt_python, "-I", "-m", "qrmi.slurm.helper", (char *)event };
-	size_t argc = 5, in_len = import_env ? user_settings(sp, input, sizeof(input)) : 0;
+	size_t argc = 5;
 	double deadline = now() + opt_timeout;
 	int io[2], status, timed_out = 0, errors_before = deferred[0] != '\0';
 	char *line, *save = NULL;
@@ -319,9 +302,7 @@ static int run_helper(spank_t sp, const char *event, char **args, int import_env
 		return -1;
 	}
 	setpgid(pid, pid);
-	if (in_len && send(io[0], input, in_len, MSG_NOSIGNAL) < 0)
-		slurm_error("qrmi: cannot pass the job's settings to the QRMI helper");
-	shutdown(io[0], SHUT_WR);
+	shutdown(io[0], SHUT_WR); /* the helper reads nothing from the job */
 	collect(io[0], output, sizeof(output), deadline);
 	close(io[0]);
 	status = reap(pid, deadline, &timed_out);
@@ -338,6 +319,15 @@ static int run_helper(spank_t sp, const char *event, char **args, int import_env
 	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
+	if (helper_missing && deferred[0] == '\0') {
+		char why[4200];
+		snprintf(why, sizeof(why), "qrmi: pyqrmi is not installed in python=%s (it cannot "
+			 "import qrmi); install pyqrmi for that interpreter or point python= in "
+			 "plugstack.conf at one that has it", opt_python);
+		slurm_error("%s", why);
+		defer(why);
+		return -1;
+	}
 	if (!errors_before && deferred[0] == '\0')
 		defer("qrmi: the QRMI helper failed without a message; see slurmd's log");
 	return -1;

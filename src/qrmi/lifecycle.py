@@ -3,9 +3,13 @@
 A workload-manager integration (the Slurm helper today; PBS or Flux hooks tomorrow) calls
 :meth:`JobLifecycle.start` when a job begins and :meth:`JobLifecycle.finish` when it ends::
 
-    names -> resolve in qrmi_config.json -> per-resource settings (admin values, the user's own
-    {name}_QRMI_* job values winning) -> status / is_accessible -> acquire -> persisted per-job
-    state -> the job's variables ... job runs ... -> release, exactly once
+    names -> resolve in qrmi_config.json -> per-resource settings (the admin's values only)
+    -> status / is_accessible -> acquire -> persisted per-job state -> the job's variables
+    ... job runs ... -> release, exactly once
+
+The integration runs as root: every setting a resource is built with (endpoints, credentials,
+paths, limits) comes from the admin's ``qrmi_config.json``, never from the job's environment,
+and resources are built with an empty process environment (``environ={}``).
 
 Acquisition is all or nothing: when one QPU of the list cannot be acquired, those already
 acquired are released and the job fails with the reason. The per-job state (root-only JSON,
@@ -23,6 +27,7 @@ import json
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +37,7 @@ from qrmi.config import Config, ResourceDef
 from qrmi.errors import (
     ConfigError,
     InvalidInputError,
+    QrmiError,
     ResourceNotFoundError,
     ServiceUnavailableError,
 )
@@ -46,6 +52,7 @@ __all__ = [
     "JobStateStore",
     "Lease",
     "ReleaseReport",
+    "check_exportable",
     "job_variables",
     "parse_qpu_list",
     "resource_settings",
@@ -59,6 +66,10 @@ INFINITE_TIMEOUT_SECONDS = 4294967295
 #: The job's task log: ``QuantumResource.task_start`` appends ``name<TAB>task id`` lines to it,
 #: and the job's end stops those tasks that are still running.
 TASK_LOG_VAR = "QRMI_JOB_TASK_LOG"
+#: How much of a job's (user-written) task log root reads at the job's end, and how many of
+#: its tasks are stopped at most.
+TASK_LOG_MAX_BYTES = 256 * 1024
+TASK_LOG_MAX_TASKS = 1000
 
 _QPU_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -82,16 +93,12 @@ def _default_factory(name: str, kind: str, settings: Mapping[str, str]) -> _Reso
 
 @dataclass(frozen=True)
 class JobContext:
-    """What the workload manager knows about the job.
-
-    ``user_environ`` holds the job's own environment variables (only ``{name}_QRMI_*`` ones are
-    used); ``time_limit_seconds`` is ``None`` for an unlimited job.
-    """
+    """What the workload manager knows about the job (never anything the user set):
+    ``time_limit_seconds`` is ``None`` for an unlimited job."""
 
     job_id: str
     uid: int
     time_limit_seconds: int | None = None
-    user_environ: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -173,22 +180,42 @@ def resolve(config: Config, names: Sequence[str]) -> list[ResourceDef]:
     return [usable[n] for n in names]
 
 
+def _naming_qpu(exc: QrmiError, name: str, kind: str) -> QrmiError:
+    """``exc`` with a message that starts with the QPU it concerns (same error type)."""
+    message = str(exc)
+    if f"QPU {name!r}" in message:
+        return exc
+    try:
+        return type(exc)(f"QPU {name!r} ({kind}): {message}")
+    except TypeError:  # an error type with its own constructor keeps its message
+        return exc
+
+
 def type_string(kind: ResourceType | str) -> str:
     """The type string of a resource type."""
     return kind.type_string if isinstance(kind, ResourceType) else kind
 
 
-def resource_settings(rdef: ResourceDef, user_environ: Mapping[str, str]) -> dict[str, str]:
-    """The settings a resource is built with: the admin's ``environment``, then the user's own
-    ``{name}_QRMI_*`` job variables, which win (e.g. a personal API key)."""
-    settings = dict(rdef.environment)
-    prefix = f"{rdef.name}_"
-    for key, value in user_environ.items():
-        if key.startswith(prefix) and key[len(prefix) :].startswith("QRMI_"):
-            unprefixed = key[len(prefix) :]
-            if not unprefixed.startswith("QRMI_JOB_"):
-                settings[unprefixed] = value
-    return settings
+def resource_settings(rdef: ResourceDef) -> dict[str, str]:
+    """The settings a resource is built with: the admin's ``environment`` alone (the job's own
+    variables never reach the root side, whatever their names)."""
+    return dict(rdef.environment)
+
+
+def check_exportable(definitions: Sequence[ResourceDef]) -> None:
+    """Refuse settings that cannot become job variables, before anything is acquired.
+
+    Raises:
+        ConfigError: a key or value holds a line break or NUL (it would end a line of the
+            shim's protocol); the message names the QPU and the key, never the value.
+    """
+    for rdef in definitions:
+        for key, value in rdef.environment.items():
+            if any(c in key or c in value for c in "\n\r\0"):
+                raise ConfigError(
+                    f"the setting {key!r} of QPU {rdef.name!r} in qrmi_config.json contains a "
+                    "line break or NUL character; remove it from the config"
+                )
 
 
 def timeout_seconds(ctx: JobContext) -> int:
@@ -313,13 +340,41 @@ class JobStateStore:
         return path
 
     def read_task_log(self, job_id: str) -> list[tuple[str, str]]:
-        """The ``(resource name, task id)`` pairs the job logged, oldest first."""
+        """The ``(resource name, task id)`` pairs the job logged, oldest first, without repeats.
+
+        The file is the user's: root reads only its last :data:`TASK_LOG_MAX_BYTES` and keeps
+        the last :data:`TASK_LOG_MAX_TASKS` tasks (the ones most likely still running), so a
+        huge or hostile log cannot make the job's end run past its deadline. A log that is
+        not a regular file (the user cannot create one in the root-owned directory, but
+        still) is ignored.
+        """
         try:
-            lines = self.task_log(job_id).read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
+            fd = os.open(self.task_log(job_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
             return []
-        pairs = [tuple(line.split("\t")) for line in lines.splitlines()]
-        return [(p[0], p[1]) for p in pairs if len(p) == 2 and all(p)]
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return []
+            start = max(0, info.st_size - TASK_LOG_MAX_BYTES)
+            data = os.pread(fd, TASK_LOG_MAX_BYTES, start)
+        finally:
+            os.close(fd)
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        if start:
+            lines = lines[1:]  # the first line may be cut
+            logger.warning(
+                "job %s: the task log is %d bytes; only its last %d bytes are read",
+                job_id,
+                info.st_size,
+                TASK_LOG_MAX_BYTES,
+            )
+        pairs: dict[tuple[str, str], None] = {}
+        for line in lines:
+            fields = line.split("\t")
+            if len(fields) == 2 and all(fields):
+                pairs[(fields[0], fields[1])] = None
+        return list(pairs)[-TASK_LOG_MAX_TASKS:]
 
     def job_ids(self) -> list[str]:
         """Jobs that still have state."""
@@ -361,6 +416,7 @@ class JobLifecycle:
         """The leases of :meth:`start`, without building the variables (an integration that
         learns the time limit meanwhile builds them itself)."""
         definitions = resolve(self.config, names)
+        check_exportable(definitions)
         with self.store.lock(ctx.job_id):
             state = self.store.load(ctx.job_id)
             if state is not None:
@@ -387,17 +443,21 @@ class JobLifecycle:
 
     def _acquire(self, rdef: ResourceDef, ctx: JobContext) -> Lease:
         kind = type_string(rdef.resource_type)
-        settings = resource_settings(rdef, ctx.user_environ)
+        settings = resource_settings(rdef)
         build = {**settings, "QRMI_JOB_ID": ctx.job_id, "QRMI_JOB_UID": str(ctx.uid)}
-        resource = self.factory(rdef.name, kind, build)
-        status = resource.status()
+        try:
+            resource = self.factory(rdef.name, kind, build)
+            status = resource.status()
+            if status.status == ResourceStatusCode.Online:
+                token = resource.acquire()
+        except QrmiError as exc:
+            raise _naming_qpu(exc, rdef.name, kind) from exc
         if status.status != ResourceStatusCode.Online:
             reason = f": {status.status_reason}" if status.status_reason else ""
             raise ServiceUnavailableError(
                 f"QPU {rdef.name!r} ({kind}) is not accessible (status "
                 f"{status.status.name.lower()}{reason}); the job cannot use it now"
             )
-        token = resource.acquire()
         logger.info("job %s acquired QPU %s (%s)", ctx.job_id, rdef.name, kind)
         return Lease(rdef.name, kind, token, settings)
 
@@ -416,9 +476,11 @@ class JobLifecycle:
         state only while a release failed (to retry)."""
         released, failed = self._release_leases(state)
         self.store.save(state)  # a kill while stopping tasks must not release twice
-        self._stop_leftover_tasks(state)
-        if not failed:
-            self.store.delete(state.job_id)
+        try:
+            self._stop_leftover_tasks(state)
+        finally:  # a deadline while stopping tasks must not leave the job's state forever
+            if not failed:
+                self.store.delete(state.job_id)
         return released, failed
 
     def _stop_leftover_tasks(self, state: JobState) -> None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-
-from qrmi.slurm.helper import parse_time_limit
 
 from .lab import SECRET, Lab
 
@@ -123,7 +122,7 @@ print('counts', sorted(result[0].data.c.get_counts().items()))
 
 def test_two_qpus_of_different_types_each_get_a_token(lab: Lab) -> None:
     script = _write_script(lab, "env.sh", "env | sort\n")
-    job = lab.cluster.sbatch("--qpu=emu2,qa", script, env={"qa_QRMI_LEDGER_NOTE": "mine"})
+    job = lab.cluster.sbatch("--qpu=emu2,qa", script)
     assert lab.cluster.wait_done(job) == "COMPLETED"
     env = dict(line.split("=", 1) for line in lab.cluster.output(job).splitlines() if "=" in line)
     assert env["QRMI_JOB_QPU_RESOURCES"] == env["SLURM_JOB_QPU_RESOURCES"] == "emu2,qa"
@@ -131,10 +130,9 @@ def test_two_qpus_of_different_types_each_get_a_token(lab: Lab) -> None:
     assert env["QRMI_JOB_ID"] == str(job)
     assert env["QRMI_JOB_UID"] == str(os.stat(lab.cluster.work).st_uid)
     assert env["emu2_QRMI_LOCAL_SEED"] == "11"  # the admin's settings, per resource
-    assert env["qa_QRMI_LEDGER_NOTE"] == "mine"  # the user's own value wins
+    assert env["qa_QRMI_LEDGER_NOTE"] == "admin"
     assert env["emu2_QRMI_JOB_ACQUISITION_TOKEN"] != env["qa_QRMI_JOB_ACQUISITION_TOKEN"]
-    limit = parse_time_limit(lab.cluster.job(job)["TimeLimit"])  # Slurm's default limit
-    assert env["qa_QRMI_JOB_TIMEOUT_SECONDS"] == str(limit or 4294967295)
+    assert env["qa_QRMI_JOB_TIMEOUT_SECONDS"] == "4294967295"  # no limit (backfill says 365 d)
     assert _assert_exactly_once(lab, "qa", job) == env["qa_QRMI_JOB_ACQUISITION_TOKEN"]
     assert lab.cluster.job(job)["Licenses"] == "emu2:1,qa:1"
     _assert_clean(lab)
@@ -147,6 +145,32 @@ def test_time_limit_becomes_the_timeout_variable(lab: Lab) -> None:
     assert lab.cluster.wait_done(job) == "COMPLETED"
     assert "T=420" in lab.cluster.output(job)
     _assert_exactly_once(lab, "qb", job)
+
+
+def test_an_unlimited_job_gets_the_documented_timeout(lab: Lab) -> None:
+    jobs = [
+        lab.cluster.sbatch("--qpu=qb", "--wrap", "echo T=$qb_QRMI_JOB_TIMEOUT_SECONDS")
+        for _ in range(3)  # some start by the main scheduler, some by backfill (365 days)
+    ]
+    for job in jobs:
+        assert lab.cluster.wait_done(job) == "COMPLETED"
+        assert "T=4294967295" in lab.cluster.output(job)
+
+
+def test_python_without_pyqrmi_is_named(lab: Lab) -> None:
+    python = "/usr/bin/python3"
+    probe = subprocess.run([python, "-I", "-c", "import qrmi"], capture_output=True, check=False)
+    if probe.returncode == 0:
+        pytest.skip(f"{python} has pyqrmi")
+    plugstack = lab.cluster.etc / "plugstack.conf"
+    original = plugstack.read_text()
+    plugstack.write_text(re.sub(r"python=\S+", f"python={python}", original))
+    try:
+        result = lab.cluster.as_user(["srun", "--qpu=qb", "true"])
+    finally:
+        plugstack.write_text(original)
+    assert result.returncode != 0
+    assert f"pyqrmi is not installed in python={python}" in result.stderr
 
 
 def test_helper_logs_reach_slurmd_without_secrets(lab: Lab) -> None:

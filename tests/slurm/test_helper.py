@@ -40,7 +40,7 @@ class Helper:
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
         self.squeue_calls = tmp_path / "squeue.calls"
-        self.set_squeue("echo 1:30:00")
+        self.set_squeue("echo '1:30:00|a:1,b:1'")
 
     def set_squeue(self, body: str) -> None:
         script = self.bin / "squeue"
@@ -63,8 +63,17 @@ class Helper:
             check=False,
         )
 
-    def acquire(self, *extra: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
-        return self.run("acquire", "--job", "42", "--uid", "1001", *extra, stdin=stdin)
+    def acquire(
+        self, *extra: str, stdin: bytes = b"", env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run("acquire", "--job", "42", "--uid", "1001", *extra, stdin=stdin, env=env)
+
+    def set_mode(self, name: str, mode: str) -> None:
+        config = json.loads(self.config.read_text())
+        for resource in config["resources"]:
+            if resource["name"] == name:
+                resource["environment"] = {**resource["environment"], "QRMI_LEDGER_MODE": mode}
+        self.config.write_text(json.dumps(config))
 
     def events(self, name: str) -> list[str]:
         path = self.ledger / f"{name}.log"
@@ -82,17 +91,98 @@ def setenv_lines(stdout: str) -> dict[str, str]:
 
 
 def test_batch_step_acquires_and_asks_for_release_at_exit(helper: Helper) -> None:
-    result = helper.acquire("--step", "batch", "--qpu", "a,b", stdin=b"a_QRMI_LEDGER_NOTE=mine\0")
+    result = helper.acquire("--step", "batch", "--qpu", "a,b")
     assert result.returncode == 0, result.stdout
     variables = setenv_lines(result.stdout)
     assert variables["QRMI_JOB_QPU_RESOURCES"] == "a,b"
-    assert variables["a_QRMI_LEDGER_NOTE"] == "mine"
-    assert variables["b_QRMI_LEDGER_NOTE"] == "admin"
+    assert variables["a_QRMI_LEDGER_NOTE"] == variables["b_QRMI_LEDGER_NOTE"] == "admin"
     assert variables["a_QRMI_JOB_TIMEOUT_SECONDS"] == "5400"
     assert "release-at-exit" in result.stdout.splitlines()
     assert "info job 42 step batch: QPUs a,b ready" in result.stdout
-    assert helper.squeue_calls.read_text().split() == ["-h", "-j", "42", "-o", "%l"]
+    assert helper.squeue_calls.read_text().split() == ["-h", "-j", "42", "-o", "%l|%W"]
     assert helper.events("a") == ["acquire"]
+
+
+def test_the_helper_ignores_its_stdin_and_environment(helper: Helper, tmp_path: Path) -> None:
+    evil = tmp_path / "evil"
+    hostile = {
+        key: str(evil)
+        for key in ("a_QRMI_LEDGER_DIR", "QRMI_LEDGER_DIR", "a_QRMI_LEDGER_MODE", "QRMI_CONFIG")
+    }
+    stdin = b"a_QRMI_LEDGER_NOTE=mine\0a_QRMI_LEDGER_DIR=" + str(evil).encode() + b"\0"
+    result = helper.acquire("--step", "batch", "--qpu", "a", stdin=stdin, env=hostile)
+    assert result.returncode == 0, result.stdout
+    assert setenv_lines(result.stdout)["a_QRMI_LEDGER_NOTE"] == "admin"
+    assert helper.events("a") == ["acquire"]  # the admin's ledger dir, the admin's mode
+    assert not evil.exists()
+
+
+def test_a_qpu_without_a_granted_license_is_refused(helper: Helper) -> None:
+    helper.set_squeue("echo 'UNLIMITED|(null)'")
+    result = helper.acquire("--step", "0", "--qpu", "a")
+    assert result.returncode == 1
+    assert "error job 42 holds no license for QPU a (its licenses: none)" in result.stdout
+    assert "submit with sbatch --qpu=a" in result.stdout
+    assert helper.events("a") == []
+
+
+def test_a_license_of_another_qpu_is_not_enough(helper: Helper) -> None:
+    helper.set_squeue("echo '5:00|b:1'")
+    result = helper.acquire("--step", "batch", "--qpu", "a,b")
+    assert result.returncode == 1
+    assert "holds no license for QPU a (its licenses: b:1)" in result.stdout
+    assert helper.events("a") == helper.events("b") == []
+
+
+@pytest.mark.parametrize("limit", ["UNLIMITED", "365-00:00:00"])
+def test_an_unlimited_job_gets_the_documented_infinity(helper: Helper, limit: str) -> None:
+    helper.set_squeue(f"echo '{limit}|a:1'")  # backfill writes 365 days for "no limit"
+    result = helper.acquire("--step", "batch", "--qpu", "a")
+    assert setenv_lines(result.stdout)["a_QRMI_JOB_TIMEOUT_SECONDS"] == "4294967295"
+
+
+def test_a_config_value_with_a_line_break_holds_nothing(helper: Helper) -> None:
+    config = json.loads(helper.config.read_text())
+    config["resources"][1]["environment"]["QRMI_LEDGER_NOTE"] = "two\nlines"
+    helper.config.write_text(json.dumps(config))
+    result = helper.acquire("--step", "batch", "--qpu", "a,b")
+    assert result.returncode == 1
+    assert "the setting 'QRMI_LEDGER_NOTE' of QPU 'b'" in result.stdout
+    assert helper.events("a") == helper.events("b") == []
+    assert not (helper.state / "jobs" / "42.json").exists()
+
+
+def test_a_failing_qpu_is_named_in_the_error(helper: Helper) -> None:
+    helper.set_mode("b", "unreachable")
+    result = helper.acquire("--step", "batch", "--qpu", "a,b")
+    assert result.returncode == 1
+    assert "error QPU 'b' (test-ledger): cannot connect to" in result.stdout
+    assert helper.events("a") == ["acquire", "release"]
+
+
+def test_a_hung_task_stop_cannot_hold_the_release_past_its_deadline(helper: Helper) -> None:
+    helper.set_mode("a", "hang-cancel")
+    helper.acquire("--step", "batch", "--qpu", "a")
+    log = helper.state / "tasks" / "42.tasks"
+    log.write_text("a\tt1\na\tt2\n")
+    for task in ("t1", "t2"):
+        (helper.ledger / f"a.task.{task}").write_text("Running")
+    result = helper.run("release", "--job", "42", "--timeout", "3")
+    assert result.returncode == 1
+    assert "releasing QPUs for job 42 did not finish within 2 s" in result.stdout
+    assert helper.events("a") == ["acquire", "release"]
+    assert not (helper.state / "jobs" / "42.json").exists()  # released: the state is gone
+
+
+def test_a_huge_task_log_is_read_with_a_limit(helper: Helper) -> None:
+    helper.acquire("--step", "batch", "--qpu", "a")
+    log = helper.state / "tasks" / "42.tasks"
+    log.write_text("".join(f"a\ttask-{i}\n" for i in range(300_000)))
+    result = helper.run("release", "--job", "42", "--timeout", "20")
+    assert result.returncode == 0, result.stdout
+    assert "released a" in result.stdout
+    assert "only its last 262144 bytes are read" in result.stdout
+    assert not (helper.state / "jobs" / "42.json").exists()
 
 
 def test_release_happens_once(helper: Helper) -> None:
@@ -164,16 +254,12 @@ def test_squeue_failure_fails_the_acquisition(helper: Helper) -> None:
     helper.set_squeue("echo 'slurm_load_jobs error: Invalid job id' >&2; exit 1")
     result = helper.acquire("--step", "batch", "--qpu", "a")
     assert result.returncode == 1
-    assert "cannot read the time limit of job 42 with squeue: slurm_load_jobs error" in (
-        result.stdout
-    )
-    assert helper.events("a") == ["acquire", "release"]  # nothing stays held
+    assert "cannot read the record of job 42 with squeue: slurm_load_jobs error" in (result.stdout)
+    assert helper.events("a") == []  # nothing was acquired
 
 
 def test_a_hung_backend_is_cut_by_the_helper_deadline(helper: Helper) -> None:
-    config = json.loads(helper.config.read_text())
-    config["resources"][0]["environment"]["QRMI_LEDGER_MODE"] = "hang"
-    helper.config.write_text(json.dumps(config))
+    helper.set_mode("a", "hang")
     result = helper.acquire("--step", "batch", "--qpu", "b,a", "--timeout", "3")
     assert result.returncode == 1
     assert "acquiring QPUs b,a for job 42 did not finish within 2 s" in result.stdout

@@ -13,6 +13,7 @@ from qrmi.config import Config
 from qrmi.errors import ConfigError, InvalidInputError, ResourceNotFoundError, ServiceError
 from qrmi.lifecycle import (
     INFINITE_TIMEOUT_SECONDS,
+    TASK_LOG_MAX_TASKS,
     TASK_LOG_VAR,
     JobContext,
     JobLifecycle,
@@ -67,11 +68,40 @@ def test_start_gives_the_reference_job_variables(lifecycle: JobLifecycle) -> Non
     assert variables["a_QRMI_JOB_ACQUISITION_TOKEN"] != variables["b_QRMI_JOB_ACQUISITION_TOKEN"]
 
 
-def test_user_values_win_over_the_admin_config(lifecycle: JobLifecycle) -> None:
-    user = {"a_QRMI_LEDGER_NOTE": "mine", "b_QRMI_LEDGER_NOTE": "other", "a_OTHER": "x"}
-    variables = lifecycle.start(ctx(user_environ=user), ["a"])
-    assert variables["a_QRMI_LEDGER_NOTE"] == "mine"
-    assert "a_OTHER" not in variables  # only {name}_QRMI_* values are the user's settings
+def test_only_the_admin_config_counts(
+    lifecycle: JobLifecycle, ledger: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evil = tmp_path / "evil"
+    for key in ("a_QRMI_LEDGER_NOTE", "a_QRMI_LEDGER_DIR", "QRMI_LEDGER_DIR"):
+        monkeypatch.setenv(key, str(evil))  # the root process's own environment is ignored too
+    variables = lifecycle.start(ctx(), ["a"])
+    assert variables["a_QRMI_LEDGER_NOTE"] == "admin"
+    assert events(ledger, "a") == ["acquire"]
+    lifecycle.finish("42")
+    assert events(ledger, "a") == ["acquire", "release"]
+    assert not evil.exists()
+
+
+def test_a_config_value_with_a_line_break_is_refused_before_acquiring(
+    ledger_backend: str, ledger: Path, tmp_path: Path
+) -> None:
+    env = {"QRMI_LEDGER_DIR": str(ledger), "QRMI_LEDGER_NOTE": "a\rb"}
+    config = Config.from_dict(
+        {"resources": [{"name": "a", "type": ledger_backend, "environment": env}]}
+    )
+    lifecycle = JobLifecycle(config, JobStateStore(tmp_path / "state"))
+    with pytest.raises(ConfigError, match="'QRMI_LEDGER_NOTE' of QPU 'a'"):
+        lifecycle.start(ctx(), ["a"])
+    assert events(ledger, "a") == []
+
+
+def test_the_task_log_is_read_with_limits(tmp_path: Path) -> None:
+    store = JobStateStore(tmp_path / "state")
+    path = store.create_task_log("42", 1001)
+    path.write_text("".join(f"a\tt{i}\n" for i in range(300_000)) + "a\tt0\n")
+    pairs = store.read_task_log("42")
+    assert len(pairs) == TASK_LOG_MAX_TASKS
+    assert pairs[-1] == ("a", "t0") and pairs[-2] == ("a", "t299999")
 
 
 def test_unlimited_job_gets_the_reference_infinity(lifecycle: JobLifecycle) -> None:

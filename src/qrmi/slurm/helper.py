@@ -7,8 +7,10 @@ Usage (argv comes from ``spank_qrmi.so``; users never run this)::
     python -I -m qrmi.slurm.helper release --config C --state-dir D --job J
     python -I -m qrmi.slurm.helper epilog  --config C --state-dir D     # job id: $SLURM_JOB_ID
 
-``acquire`` reads the job's own ``*_QRMI_*`` variables from stdin (NUL separated
-``KEY=VALUE``). Output, one line each, is the shim's protocol: ``setenv KEY=VALUE``,
+Every setting comes from the admin's config (``--config``); the helper reads nothing the job's
+user set (no stdin, a clean environment from the shim, resources built with ``environ={}``),
+and asks slurmctld which QPU licenses the job was granted. Output, one line each, is the
+shim's protocol: ``setenv KEY=VALUE``,
 ``info MESSAGE``, ``error MESSAGE``, ``release-at-exit``. Exit status 0 means success.
 
 Which process acquires and which releases (the semantics documented in the user guide):
@@ -32,9 +34,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from qrmi.errors import InvalidInputError, QrmiError
 
@@ -44,8 +46,11 @@ if TYPE_CHECKING:
 INFINITE = "UNLIMITED"
 
 
-class HelperTimeout(Exception):
-    """The helper's own deadline passed (the shim's kill comes right after)."""
+class HelperTimeout(BaseException):
+    """The helper's own deadline passed (the shim's kill comes right after).
+
+    A ``BaseException``, like ``KeyboardInterrupt``: the ``except Exception`` of a retry loop,
+    a best-effort cleanup or a log handler must not swallow the deadline."""
 
 
 _log_to_file = False
@@ -72,17 +77,6 @@ def _forward_log(level: str, target: str, message: str) -> None:
     )
 
 
-def read_user_environ(stream: BinaryIO | None = None) -> dict[str, str]:
-    """The job's ``*_QRMI_*`` variables passed on stdin as NUL separated ``KEY=VALUE``."""
-    data = (stream or sys.stdin.buffer).read()
-    environ: dict[str, str] = {}
-    for entry in data.split(b"\0"):
-        key, sep, value = entry.decode("utf-8", "replace").partition("=")
-        if sep and key:
-            environ[key] = value
-    return environ
-
-
 def parse_time_limit(text: str) -> int | None:
     """Seconds of a Slurm time limit (``squeue %l``: ``[days-]hours:minutes:seconds`` or
     ``minutes``); ``None`` for UNLIMITED or INFINITE.
@@ -107,15 +101,58 @@ def parse_time_limit(text: str) -> int | None:
     return day_seconds + hours * 3600 + minutes * 60 + seconds
 
 
-class TimeLimitQuery:
-    """One ``squeue`` call for the job's time limit, started at once and read when needed, so
-    that it overlaps with loading the config and acquiring."""
+#: What Slurm's backfill scheduler writes as the limit of a job that has none (in a partition
+#: without MaxTime): 365 days. Such a job is unlimited.
+BACKFILL_YEAR_SECONDS = 365 * 86400
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What slurmctld says about the job: its time limit (``None`` if unlimited) and the
+    licenses it was granted (name -> count)."""
+
+    time_limit_seconds: int | None
+    licenses: dict[str, int]
+
+
+def parse_licenses(text: str) -> dict[str, int]:
+    """``squeue %W`` (``emu:1,qa:2``, ``qa`` meaning one, ``(null)`` or empty for none)."""
+    licenses: dict[str, int] = {}
+    text = text.strip()
+    if text in ("", "(null)", "N/A"):
+        return licenses
+    for item in text.split(","):
+        name, _, count = item.strip().partition(":")
+        name = name.split("@")[0]  # a remote license: name@server
+        try:
+            licenses[name] = licenses.get(name, 0) + (int(count) if count else 1)
+        except ValueError:
+            continue
+    return licenses
+
+
+def parse_job_record(line: str) -> JobRecord:
+    """One ``squeue -o '%l|%W'`` line.
+
+    Raises:
+        InvalidInputError: the time limit is not a Slurm time limit.
+    """
+    limit, _, licenses = line.partition("|")
+    seconds = parse_time_limit(limit)
+    if seconds == BACKFILL_YEAR_SECONDS:
+        seconds = None
+    return JobRecord(seconds, parse_licenses(licenses))
+
+
+class JobRecordQuery:
+    """One ``squeue`` call for the job's time limit and granted licenses, started at once and
+    read when needed, so that it overlaps with loading the config."""
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         try:
             self.process: subprocess.Popen[str] | None = subprocess.Popen(
-                ["squeue", "-h", "-j", job_id, "-o", "%l"],
+                ["squeue", "-h", "-j", job_id, "-o", "%l|%W"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -125,8 +162,8 @@ class TimeLimitQuery:
         except OSError as exc:
             self.process, self.problem = None, str(exc)
 
-    def seconds(self) -> int | None:
-        """The time limit in seconds (``None`` if unlimited).
+    def record(self) -> JobRecord:
+        """The job's record.
 
         Raises:
             QrmiError: squeue failed or did not answer within 10 s.
@@ -140,10 +177,26 @@ class TimeLimitQuery:
             raise self._error("no answer within 10 s") from None
         if self.process.returncode != 0 or not out.strip():
             raise self._error(err.strip() or "no answer")
-        return parse_time_limit(out.splitlines()[0])
+        return parse_job_record(out.splitlines()[0])
 
     def _error(self, why: str) -> QrmiError:
-        return QrmiError(f"cannot read the time limit of job {self.job_id} with squeue: {why}")
+        return QrmiError(f"cannot read the record of job {self.job_id} with squeue: {why}")
+
+
+def check_licenses(job_id: str, names: Sequence[str], granted: dict[str, int]) -> None:
+    """Refuse QPUs whose license slurmctld did not grant the job.
+
+    Raises:
+        InvalidInputError: a QPU of ``names`` has no license in the job; nothing is acquired.
+    """
+    missing = [name for name in names if granted.get(name, 0) < 1]
+    if missing:
+        held = ",".join(f"{n}:{c}" for n, c in granted.items()) or "none"
+        raise InvalidInputError(
+            f"job {job_id} holds no license for QPU {','.join(missing)} (its licenses: {held}); "
+            f"a QPU is used only by a job submitted with --qpu: submit with "
+            f"sbatch --qpu={','.join(names)} (or salloc/srun --qpu) and use srun inside the job"
+        )
 
 
 def _lifecycle(args: argparse.Namespace) -> JobLifecycle:
@@ -185,27 +238,29 @@ def _step_plan(args: argparse.Namespace, names: list[str]) -> str:
 
 def cmd_acquire(args: argparse.Namespace) -> int:
     """Acquire (or reuse) the job's QPUs and print the variables for the shim to export."""
-    from qrmi.lifecycle import JobContext, parse_qpu_list
+    from qrmi.lifecycle import JobContext, parse_qpu_list, resolve
 
-    user_environ = read_user_environ()
     names = parse_qpu_list(args.qpu)
     plan = _step_plan(args, names)
     if plan == "inherit":
         return 0
-    time_limit = TimeLimitQuery(args.job)
-    ctx = JobContext(args.job, args.uid, None, user_environ)
+    query = JobRecordQuery(args.job)
     lifecycle = _lifecycle(args)
+    resolve(lifecycle.config, names)  # an unknown name first: it gets the list of known ones
+    record = query.record()
+    check_licenses(args.job, names, record.licenses)
+    ctx = JobContext(args.job, args.uid, record.time_limit_seconds)
     leases = lifecycle.acquire(ctx, names)
     try:
-        ctx = replace(ctx, time_limit_seconds=time_limit.seconds())
-    except QrmiError:
+        variables = lifecycle.variables(leases, ctx)
+        for key, value in variables.items():  # a vendor's token, too, must stay on one line
+            if any(c in key + value for c in "\n\r\0"):
+                raise InvalidInputError(f"the value of {key} contains a line break")
+        for key, value in variables.items():
+            emit("setenv", f"{key}={value}")
+    except BaseException:  # the job will not run: nothing may stay held
         lifecycle.finish(args.job)
         raise
-    variables = lifecycle.variables(leases, ctx)
-    for key, value in variables.items():
-        if "\n" in value or "\0" in value:
-            raise InvalidInputError(f"the value of {key} contains a line break; fix the config")
-        emit("setenv", f"{key}={value}")
     if plan == "acquire-own":
         emit("release-at-exit", "")
     emit("info", f"job {args.job} step {args.step}: QPUs {','.join(names)} ready")

@@ -3,7 +3,9 @@
 Registered through the ``qrmi.backends`` entry point as type ``test-ledger`` (the cluster puts
 this directory on its Python path). Settings: ``QRMI_LEDGER_DIR`` (where ``<name>.log`` lines
 ``acquire TOKEN`` / ``release TOKEN`` go) and ``QRMI_LEDGER_MODE``: ``online`` (default),
-``offline`` (status Offline), ``hang`` (acquire never returns), ``fail`` (acquire raises).
+``offline`` (status Offline), ``hang`` (acquire never returns), ``fail`` (acquire raises),
+``unreachable`` (status raises as an unreachable server does), ``hang-cancel`` (cancelling a
+task never returns).
 Its tasks run until cancelled (``start ID`` / ``cancel ID`` lines), so tests can see which
 tasks the job's end stopped.
 """
@@ -16,7 +18,12 @@ import uuid
 from pathlib import Path
 
 from qrmi.backends.base import Backend
-from qrmi.errors import ServiceError, TaskNotFoundError, UnsupportedFunctionError
+from qrmi.errors import (
+    ServiceError,
+    ServiceUnavailableError,
+    TaskNotFoundError,
+    UnsupportedFunctionError,
+)
 from qrmi.models import Payload, ResourceStatus, ResourceStatusCode, TaskStatus
 
 
@@ -38,6 +45,8 @@ class LedgerBackend(Backend):
             os.close(fd)
 
     def fetch_status(self) -> ResourceStatus:
+        if self.settings.get("QRMI_LEDGER_MODE") == "unreachable":
+            raise ServiceUnavailableError("cannot connect to https://127.0.0.1:9/ (refused)")
         if self.settings.get("QRMI_LEDGER_MODE") == "offline":
             return ResourceStatus(ResourceStatusCode.Offline, "in maintenance until noon")
         return ResourceStatus(ResourceStatusCode.Online)
@@ -62,6 +71,8 @@ class LedgerBackend(Backend):
         return task_id
 
     def cancel(self, task_id: str) -> None:
+        if self.settings.get("QRMI_LEDGER_MODE") == "hang-cancel":
+            time.sleep(3600)
         self._task(task_id).write_text("Cancelled")
         self._record("cancel", task_id)
 
