@@ -61,6 +61,7 @@ SENSITIVE_HEADERS = frozenset(
         "set-cookie",
         "x-api-key",
         "api-key",
+        "q-api-token",
         "x-amz-security-token",
         "x-munge-cred",
     }

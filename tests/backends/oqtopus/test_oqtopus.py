@@ -364,3 +364,10 @@ def test_a_rejected_submission_carries_the_service_message(fake: OqtopusFake) ->
     )
     with pytest.raises(InvalidInputError, match="Bad request malformed input data"):
         qpu(fake).task_start(job(program=BELL))
+
+
+def test_recorded_requests_mask_the_api_token(fake: OqtopusFake) -> None:
+    qpu(fake).status()
+    request = fake.requests("/devices/anemone")[-1]
+    assert "q-api-token" in request.sensitive
+    assert fake.token not in repr(request)
