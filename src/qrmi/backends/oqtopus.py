@@ -496,10 +496,10 @@ class OqtopusBackend(Backend):
     def fetch_logs(self, task_id: str) -> str:
         """The job's timeline and message, and the SSE log of SSE jobs."""
         job = self._job(task_id)
-        lines = [
-            f"job {job.get('job_id', task_id)}: {job.get('job_type')} on "
-            f"{job.get('device_id')}, {job.get('shots')} shots, status {job.get('status')}"
-        ]
+        what = f"{job.get('job_type')} on {job.get('device_id')}, {job.get('shots')} shots, "
+        if not job.get("job_type"):  # a job registered but never submitted has no details
+            what = ""
+        lines = [f"job {job.get('job_id', task_id)}: {what}status {job.get('status')}"]
         for stamp in ("submitted_at", "ready_at", "running_at", "ended_at"):
             if job.get(stamp):
                 lines.append(f"{stamp}: {job[stamp]}")

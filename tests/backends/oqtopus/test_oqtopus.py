@@ -371,3 +371,14 @@ def test_recorded_requests_mask_the_api_token(fake: OqtopusFake) -> None:
     request = fake.requests("/devices/anemone")[-1]
     assert "q-api-token" in request.sensitive
     assert fake.token not in repr(request)
+
+
+def test_a_registered_job_never_submitted_is_queued(fake: OqtopusFake) -> None:
+    import httpx
+
+    answer = httpx.post(fake.url + "/jobs", headers={"q-api-token": fake.token})
+    job_id = answer.json()["job_id"]
+    resource = qpu(fake)
+
+    assert resource.task_status(job_id) == TaskStatus.Queued
+    assert resource.task_logs(job_id) == f"job {job_id}: status registered"
