@@ -160,7 +160,7 @@ class QRMIBackend(BackendV2):  # type: ignore[misc]
             return "ibm_dynamic_and_fractional"
         return "ibm_dynamic_circuits"
 
-    def run(self, run_input: Any = None, **options: Any) -> Any:
+    def run(self, *args: Any, **kwargs: Any) -> Any:
         """Not supported: QRMI resources run primitives.
 
         Raises:
