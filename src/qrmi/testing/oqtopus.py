@@ -1,28 +1,31 @@
 """A fake OQTOPUS Cloud User API on 127.0.0.1 that runs OpenQASM 3 jobs on the emulator engine.
 
-Routes (every one but storage needs the ``q-api-token`` header; errors are
-``{"message": ...}`` with the User API's statuses: 400 bad request, 401 unauthorized,
-404 unknown job or device):
+Routes and answers follow the service's User API router (every route but storage needs the
+``q-api-token`` header; errors are ``{"message": ...}``; ``null`` fields are left out):
 
 * ``GET /devices``, ``GET /devices/{device_id}``: the device descriptions
   (``device_id``, ``device_type``, ``status`` ``available``/``unavailable``, ``available_at``,
   ``n_pending_jobs``, ``n_qubits``, ``basis_gates``, ``supported_instructions``,
   ``device_info``, ``calibrated_at``, ``description``). ``device_info`` is a storage URL of a
   zipped JSON document (``inline_device_info=True``: the JSON text itself).
-* ``POST /jobs`` registers a job (status ``registered``) and returns ``{job_id,
-  presigned_url: {url, fields}}``: an S3-style presigned POST form (``key``,
-  ``AWSAccessKeyId``, ``x-amz-security-token``, ``policy``, ``signature``).
+* ``POST /jobs`` registers a job (status ``registered``; ``GET /jobs/{id}`` shows only
+  ``{job_id, status}``) and returns ``{job_id, presigned_url: {url, fields}}``: an S3-style
+  presigned POST form (``key`` = ``{job_id}/input.zip``, ``AWSAccessKeyId``,
+  ``x-amz-security-token``, ``policy``, ``signature``).
 * ``POST /storage/{bucket}`` takes that form with a ``file`` part (a zip holding one JSON
   document ``{"program": [...], "operator": [...]}`` or ``{"sse_program": ...}``); a wrong
   signature, an expired policy or a key outside the policy is 403 (S3's XML error).
   ``GET /storage/{bucket}/{key}?AWSAccessKeyId=&Signature=&Expires=`` downloads job files.
 * ``POST /jobs/{id}/submit`` with ``{device_id, job_type, shots, name?, description?,
-  transpiler_info?, simulator_info?, mitigation_info?}`` queues a registered job whose input
-  was uploaded (else 400).
-* ``GET /jobs``, ``GET /jobs/{id}`` (``job_info`` holds storage URLs of ``input``, ``result``
-  and the ``message`` of a failure), ``GET /jobs/{id}/status``, ``POST /jobs/{id}/cancel``
-  (only ``submitted``/``ready``/``running`` jobs, else 400), ``DELETE /jobs/{id}`` (only final
-  jobs, else 400).
+  transpiler_info?, simulator_info?, mitigation_info?}``: 404 for an unknown job, 400 when the
+  job is not ``registered``, the device is unknown (``device not found``) or not available
+  (``device X is not available``: the service refuses new jobs then), or the input was not
+  uploaded; else ``{"message": "job submitted"}``.
+* ``GET /jobs``, ``GET /jobs/{id}`` (``job_info`` holds storage URLs of ``input`` and
+  ``result``, and the ``message`` of a failure), ``GET /jobs/{id}/status`` (404 ``job not
+  found with the given id``), ``POST /jobs/{id}/cancel`` (``registered``, ``submitted``,
+  ``ready``, ``running``: cancelled; ``cancelled``: accepted again; otherwise 400),
+  ``DELETE /jobs/{id}`` (final jobs only, else 400; the job and its files are gone).
 
 Execution: ``sampling`` runs the program on the emulator engine's sampler and returns
 ``{"sampling": {"counts": {bitstring: n}, "divided_counts": null}}`` (bit 0 rightmost, as
@@ -32,8 +35,8 @@ and returns ``{"estimation": {"exp_value", "stds"}}`` for ``operator`` (``"X 0 Y
 strings with ``coeff``). A program that does not parse or uses more qubits than the device
 has fails its job with a ``message``, as the service's transpiler does; ``sse`` jobs are
 accepted and fail (user Python does not run here). ``seconds_per_shot`` emulates QPU time;
-:meth:`OqtopusFake.set_available` makes a device unavailable (its jobs wait). Importing this
-module imports FastAPI.
+:meth:`OqtopusFake.set_available` makes a device unavailable (its queued jobs wait, new
+ones are refused). Importing this module imports FastAPI.
 """
 
 from __future__ import annotations
@@ -71,7 +74,9 @@ _STATUS = {
     FAILED: "failed",
     CANCELLED: "cancelled",
 }
-_CANCELLABLE = ("submitted", "ready", "running")
+_CANCELLABLE = ("registered", "submitted", "ready", "running")
+_INFO_FIELDS = ("transpiler_info", "simulator_info", "mitigation_info")
+NOT_FOUND = "job not found with the given id"
 _FINAL = ("succeeded", "failed", "cancelled")
 BASIS_GATES = [
     *("x", "y", "z", "h", "s", "sdg", "t", "tdg", "rx", "ry", "rz", "cx", "cz", "swap"),
@@ -421,33 +426,33 @@ class OqtopusFake(FakeServer):
         return _STATUS[job.state]
 
     def job_view(self, job_id: str) -> dict[str, Any] | None:
-        """JobsJob JSON, or ``None`` for an unknown id."""
+        """Job JSON as the service returns it (``null`` fields left out), or ``None`` for an
+        unknown id. A registered job is only ``{job_id, status}``."""
+        if job_id in self._deleted:
+            return None
         job = self.jobs.get(job_id)
         if job is None:
-            return {"job_id": job_id, "status": "registered"} if job_id in self.registered else None
+            registered = self.registered.get(job_id)
+            return None if registered is None else {"job_id": job_id, **registered["view"]}
         request = job.data["request"]
-        status = self.status_of(job)
         info: dict[str, Any] = {
-            "input": self.storage.download_url(self.url, job.data["input_key"]),
-            "combined_program": None,
-            "result": None,
-            "transpile_result": None,
-            "sse_log": None,
+            "input": self.storage.download_url(self.url, _input_key(job_id)),
             "message": job.error,
         }
         if job.state == DONE:
-            info["result"] = self.storage.download_url(self.url, f"jobs/{job_id}/result.zip")
+            info["result"] = self.storage.download_url(self.url, _result_key(job_id))
         running = job.started_at
-        return {
+        view = {
             "job_id": job.id,
-            # A fully defined job always has a name; the service stores "" when none was given.
+            # The service stores "" for a name or description that was not given.
             "name": request.get("name") or "",
-            **{k: request.get(k) for k in ("description", "job_type", "device_id")},
-            "status": status,
+            "description": request.get("description") or "",
+            "device_id": request["device_id"],
             "shots": request["shots"],
-            "job_info": info,
-            **{k: request.get(k) or {} for k in ("transpiler_info", "simulator_info")},
-            "mitigation_info": request.get("mitigation_info") or {},
+            "job_type": request["job_type"],
+            "job_info": _without_none(info),
+            "status": self.status_of(job),
+            **{k: request.get(k) or {} for k in _INFO_FIELDS},
             "execution_time": round(job.finished_at - running, 3)
             if job.finished_at and running
             else None,
@@ -456,6 +461,12 @@ class OqtopusFake(FakeServer):
             "running_at": _now(running) if running else None,
             "ended_at": _now(job.finished_at) if job.finished_at else None,
         }
+        return _without_none(view)
+
+    def job_status(self, job_id: str) -> str | None:
+        """The status word of a job, or ``None`` for an unknown id."""
+        view = self.job_view(job_id)
+        return None if view is None else str(view["status"])
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -465,28 +476,38 @@ class OqtopusFake(FakeServer):
         result = run_oqtopus_job(
             request["job_type"], job.work["input"], request["shots"], device, self.seed
         )
-        self.storage.objects[f"jobs/{job.id}/result.zip"] = _zip(result, "result.json")
+        self.storage.objects[_result_key(job.id)] = _zip(result, "result.json")
         return result
 
     def _register(self) -> dict[str, Any]:
         job_id = str(uuid.uuid4())
-        key = f"jobs/{job_id}/input.zip"
-        self.registered[job_id] = {"input_key": key}
-        return {"job_id": job_id, "presigned_url": self.storage.upload_form(self.url, key)}
+        self.registered[job_id] = {"view": {"status": "registered"}}
+        form = self.storage.upload_form(self.url, _input_key(job_id))
+        return {"job_id": job_id, "presigned_url": form}
 
     def _submit(self, job_id: str, body: Any) -> JSONResponse:
-        if job_id not in self.registered:
-            if self.jobs.get(job_id) is not None:
-                return _error(400, f"job {job_id} has already been submitted")
-            return _error(404, "job not found")
-        problem = self._request_problem(body)
+        """The service's checks, in its order."""
+        status = self.job_status(job_id)
+        if status is None:
+            return _error(404, NOT_FOUND)
+        if status != "registered":
+            return _error(
+                400,
+                f"{job_id} job is not in valid status for submission (valid status for "
+                "submission: 'registered')",
+            )
+        problem = _request_problem(body)
         if problem:
             return _error(400, problem)
-        key = self.registered[job_id]["input_key"]
-        if key not in self.storage.objects:
-            return _error(400, f"job information of job {job_id} has not been uploaded")
+        device = self.devices.get(body["device_id"])
+        if device is None:
+            return _error(400, "device not found")
+        if not device.available:
+            return _error(400, f"device {device.device_id} is not available")
+        if _input_key(job_id) not in self.storage.objects:
+            return _error(400, f"job information input for {job_id} job not found")
         try:
-            job_input = _unzip_json(self.storage.objects[key])
+            job_input = _unzip_json(self.storage.objects[_input_key(job_id)])
         except ValueError as exc:
             return _error(400, f"the uploaded job information is invalid: {exc}")
         problem = _input_problem(body["job_type"], job_input)
@@ -494,47 +515,40 @@ class OqtopusFake(FakeServer):
             return _error(400, problem)
         del self.registered[job_id]
         work = {"input": job_input, "shots": body["shots"]}
-        self.jobs.submit(work, job_id=job_id, request=dict(body), input_key=key)
-        return JSONResponse({"message": "submitted"})
-
-    def _request_problem(self, body: Any) -> str | None:
-        if not isinstance(body, dict):
-            return "Bad request malformed input data: the body must be a JSON object"
-        device_id, shots = body.get("device_id"), body.get("shots")
-        if not isinstance(device_id, str) or device_id not in self.devices:
-            return f"device_id {device_id!r} is not a known device"
-        if body.get("job_type") not in JOB_TYPES:
-            return f"job_type must be one of {', '.join(JOB_TYPES)}"
-        if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS:
-            return f"shots must be an integer between 1 and {MAX_SHOTS}"
-        for name in ("name", "description"):
-            if body.get(name) is not None and not isinstance(body[name], str):
-                return f"{name} must be a string"
-        for name in ("transpiler_info", "simulator_info", "mitigation_info"):
-            if body.get(name) is not None and not isinstance(body[name], dict):
-                return f"{name} must be an object"
-        return None
+        self.jobs.submit(work, job_id=job_id, request=dict(body))
+        return JSONResponse({"message": "job submitted"})
 
     def _cancel(self, job_id: str) -> JSONResponse:
-        job = self.jobs.get(job_id)
-        if job is None:
-            return _error(404, "job not found")
-        status = self.status_of(job)
-        if status not in _CANCELLABLE:
-            return _error(400, f"job {job_id} cannot be cancelled: its status is {status}")
-        self.jobs.cancel(job_id)
+        status = self.job_status(job_id)
+        if status is None:
+            return _error(404, NOT_FOUND)
+        if status not in (*_CANCELLABLE, "cancelling", "cancelled"):
+            return _error(
+                400,
+                f"{job_id} job is not in valid status for cancellation (valid statuses for "
+                "cancellation: 'registered', 'ready', 'submitted' and 'running')",
+            )
+        if job_id in self.registered:
+            self.registered[job_id]["view"] = {"status": "cancelled"}
+        else:
+            self.jobs.cancel(job_id)
         return JSONResponse({"message": "cancel request accepted"})
 
     def _delete(self, job_id: str) -> JSONResponse:
-        job = self.jobs.get(job_id)
-        if job is None:
-            return _error(404, "job not found")
-        status = self.status_of(job)
+        status = self.job_status(job_id)
+        if status is None:
+            return _error(404, NOT_FOUND)
         if status not in _FINAL:
-            return _error(400, f"job {job_id} cannot be deleted: its status is {status}")
-        self.storage.objects.pop(f"jobs/{job_id}/result.zip", None)
+            return _error(
+                400,
+                f"{job_id} job is not in valid status for deletion (valid statuses for "
+                "deletion: 'succeeded', 'failed' and 'cancelled')",
+            )
         self._deleted.add(job_id)
-        return JSONResponse({"message": "Quantum job deleted"})
+        self.registered.pop(job_id, None)
+        for key in [k for k in self.storage.objects if k.startswith(f"{job_id}/")]:
+            del self.storage.objects[key]
+        return JSONResponse({"message": "job deleted"})
 
     # -- the ASGI app ------------------------------------------------------------------------
 
@@ -546,9 +560,6 @@ class OqtopusFake(FakeServer):
             if token is not None and hmac.compare_digest(token, self.token):
                 return None
             return _error(401, "Unauthorized")
-
-        def known(job_id: str) -> bool:
-            return job_id not in self._deleted
 
         @app.get("/devices")
         async def list_devices(request: Request) -> JSONResponse:
@@ -562,15 +573,16 @@ class OqtopusFake(FakeServer):
                 return denied
             device = self.devices.get(device_id)
             if device is None:
-                return _error(404, f"device {device_id} not found")
+                return _error(404, "device not found with the given id")
             return JSONResponse(self.device_view(device))
 
         @app.get("/jobs")
         async def list_jobs(request: Request) -> JSONResponse:
             if (denied := refused(request)) is not None:
                 return denied
-            ids = [job.id for job in self.jobs.jobs() if known(job.id)]
-            return JSONResponse([self.job_view(job_id) for job_id in ids])
+            ids = [*self.registered, *(job.id for job in self.jobs.jobs())]
+            views = [self.job_view(job_id) for job_id in ids]
+            return JSONResponse([view for view in views if view is not None])
 
         @app.post("/jobs")
         async def register(request: Request) -> JSONResponse:
@@ -592,32 +604,28 @@ class OqtopusFake(FakeServer):
         async def get_job(job_id: str, request: Request) -> JSONResponse:
             if (denied := refused(request)) is not None:
                 return denied
-            view = self.job_view(job_id) if known(job_id) else None
-            return JSONResponse(view) if view is not None else _error(404, "job not found")
+            view = self.job_view(job_id)
+            return JSONResponse(view) if view is not None else _error(404, NOT_FOUND)
 
         @app.delete("/jobs/{job_id}")
         async def delete_job(job_id: str, request: Request) -> JSONResponse:
             if (denied := refused(request)) is not None:
                 return denied
-            return self._delete(job_id) if known(job_id) else _error(404, "job not found")
+            return self._delete(job_id)
 
         @app.get("/jobs/{job_id}/status")
         async def job_status(job_id: str, request: Request) -> JSONResponse:
             if (denied := refused(request)) is not None:
                 return denied
-            view = self.job_view(job_id) if known(job_id) else None
-            if view is None:
-                return _error(404, "job not found")
-            return JSONResponse({"job_id": job_id, "status": view["status"]})
+            status = self.job_status(job_id)
+            if status is None:
+                return _error(404, NOT_FOUND)
+            return JSONResponse({"job_id": job_id, "status": status})
 
         @app.post("/jobs/{job_id}/cancel")
         async def cancel(job_id: str, request: Request) -> JSONResponse:
             if (denied := refused(request)) is not None:
                 return denied
-            if not known(job_id):
-                return _error(404, "job not found")
-            if job_id in self.registered:
-                return _error(400, f"job {job_id} cannot be cancelled: its status is registered")
             return self._cancel(job_id)
 
         @app.post(f"/storage/{BUCKET}")
@@ -636,6 +644,39 @@ class OqtopusFake(FakeServer):
             return self.storage.read(key, dict(request.query_params))
 
         return app
+
+
+def _input_key(job_id: str) -> str:
+    return f"{job_id}/input.zip"
+
+
+def _result_key(job_id: str) -> str:
+    return f"{job_id}/result.zip"
+
+
+def _without_none(view: dict[str, Any]) -> dict[str, Any]:
+    """The service serialises its models with ``exclude_none``."""
+    return {key: value for key, value in view.items() if value is not None}
+
+
+def _request_problem(body: Any) -> str | None:
+    """What the service's request model refuses in a submit request, or ``None``."""
+    if not isinstance(body, dict):
+        return "Bad request malformed input data: the body must be a JSON object"
+    shots = body.get("shots")
+    if not isinstance(body.get("device_id"), str):
+        return "device_id is required and must be a string"
+    if body.get("job_type") not in JOB_TYPES:
+        return f"job_type must be one of {', '.join(JOB_TYPES)}"
+    if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS:
+        return f"shots must be an integer between 1 and {MAX_SHOTS}"
+    for name in ("name", "description"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            return f"{name} must be a string"
+    for name in _INFO_FIELDS:
+        if body.get(name) is not None and not isinstance(body[name], dict):
+            return f"{name} must be an object"
+    return None
 
 
 def _input_problem(job_type: str, job_input: Any) -> str | None:

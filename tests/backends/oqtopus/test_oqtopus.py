@@ -218,11 +218,16 @@ def test_status_follows_the_device_availability(fake: OqtopusFake) -> None:
     assert not resource.is_accessible()
 
 
-def test_jobs_wait_while_the_device_is_unavailable(fake: OqtopusFake) -> None:
+def test_queued_jobs_wait_while_the_device_is_unavailable_and_new_ones_are_refused(
+    fake: OqtopusFake,
+) -> None:
     resource = qpu(fake)
-    fake.set_available("anemone", False)
+    fake.jobs.hold()
     task_id = resource.task_start(job(program=BELL, shots=10))
+    fake.set_available("anemone", False)
 
+    with pytest.raises(InvalidInputError, match="device anemone is not available"):
+        resource.task_start(job(program=BELL, shots=10))
     assert resource.task_status(task_id) == TaskStatus.Queued
     assert resource.status().pending_job_count == 1
     fake.set_available("anemone", True)
@@ -382,3 +387,5 @@ def test_a_registered_job_never_submitted_is_queued(fake: OqtopusFake) -> None:
 
     assert resource.task_status(job_id) == TaskStatus.Queued
     assert resource.task_logs(job_id) == f"job {job_id}: status registered"
+    resource.task_stop(job_id)  # the service cancels registered jobs too
+    assert resource.task_status(job_id) == TaskStatus.Cancelled

@@ -114,9 +114,9 @@ def test_the_sdk_runs_jobs_on_the_fake_and_reads_ours(fake: OqtopusFake, tmp_pat
     assert out["estimation"] == pytest.approx(2.0)
     assert out["theirs"] == ours.task_result(our_job).json()["sampling"]["counts"]
     assert out["errors"]["cancel"][0] == 400
-    assert "cannot be cancelled: its status is succeeded" in out["errors"]["cancel"][1]
-    assert out["errors"]["unknown"] == [404, "job not found"]
-    assert out["delete"] == "Quantum job deleted"
+    assert "not in valid status for cancellation" in out["errors"]["cancel"][1]
+    assert out["errors"]["unknown"] == [404, "job not found with the given id"]
+    assert out["delete"] == "job deleted"
     assert sdk_job not in {job["job_id"] for job in _listed(fake)}
 
 
