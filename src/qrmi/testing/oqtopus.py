@@ -1,7 +1,8 @@
 """A fake OQTOPUS Cloud User API on 127.0.0.1 that runs OpenQASM 3 jobs on the emulator engine.
 
 Routes and answers follow the service's User API router (every route but storage needs the
-``q-api-token`` header; errors are ``{"message": ...}``; ``null`` fields are left out):
+``q-api-token`` header; errors are ``{"message": ...}``; ``null`` job fields are left out;
+``allowed_devices`` limits the devices the user may see and use, others are 403):
 
 * ``GET /devices``, ``GET /devices/{device_id}``: the device descriptions
   (``device_id``, ``device_type``, ``status`` ``available``/``unavailable``, ``available_at``,
@@ -333,6 +334,7 @@ class OqtopusFake(FakeServer):
         token: str = "fake-oqtopus-token",
         devices: list[FakeOqtopusDevice] | None = None,
         inline_device_info: bool = False,
+        allowed_devices: list[str] | None = None,
         delay: float = 0.0,
         seconds_per_shot: float = 0.0,
         seed: int | None = None,
@@ -351,6 +353,7 @@ class OqtopusFake(FakeServer):
         ]
         self.devices = {d.device_id: d for d in devices or default}
         self.inline_device_info = inline_device_info
+        self.allowed_devices = allowed_devices
         self.seed = seed
         self.storage = _Storage()
         self.registered: dict[str, dict[str, Any]] = {}
@@ -380,6 +383,10 @@ class OqtopusFake(FakeServer):
     def resource_config(self) -> dict[str, Any]:
         """A ``qrmi_config.json`` resource entry for this fake (used by ``qrmi fake serve``)."""
         return {"name": self.resource_name, "type": "oqtopus", "environment": self.settings()}
+
+    def may_use(self, device_id: str) -> bool:
+        """Whether the token's user may use ``device_id`` (``allowed_devices`` None: all)."""
+        return self.allowed_devices is None or device_id in self.allowed_devices
 
     def set_available(self, device_id: str, available: bool, until: str | None = None) -> None:
         """Mark a device (un)available; while any device is unavailable, queued jobs wait."""
@@ -504,6 +511,8 @@ class OqtopusFake(FakeServer):
             return _error(400, "device not found")
         if not device.available:
             return _error(400, f"device {device.device_id} is not available")
+        if not self.may_use(device.device_id):
+            return _error(403, f"cannot create job for device={device.device_id}")
         if _input_key(job_id) not in self.storage.objects:
             return _error(400, f"job information input for {job_id} job not found")
         try:
@@ -565,15 +574,18 @@ class OqtopusFake(FakeServer):
         async def list_devices(request: Request) -> JSONResponse:
             if (denied := refused(request)) is not None:
                 return denied
-            return JSONResponse([self.device_view(d) for d in self.devices.values()])
+            allowed = [d for d in self.devices.values() if self.may_use(d.device_id)]
+            return JSONResponse([self.device_view(d) for d in allowed])
 
         @app.get("/devices/{device_id}")
         async def get_device(device_id: str, request: Request) -> JSONResponse:
             if (denied := refused(request)) is not None:
                 return denied
+            if not self.may_use(device_id):
+                return _error(403, f"Cannot access device_id={device_id}.")
             device = self.devices.get(device_id)
             if device is None:
-                return _error(404, "device not found with the given id")
+                return _error(404, f"device_id={device_id} is not found.")
             return JSONResponse(self.device_view(device))
 
         @app.get("/jobs")

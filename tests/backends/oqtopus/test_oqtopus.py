@@ -389,3 +389,11 @@ def test_a_registered_job_never_submitted_is_queued(fake: OqtopusFake) -> None:
     assert resource.task_logs(job_id) == f"job {job_id}: status registered"
     resource.task_stop(job_id)  # the service cancels registered jobs too
     assert resource.task_status(job_id) == TaskStatus.Cancelled
+
+
+def test_a_device_the_user_may_not_use_is_a_service_error_with_403() -> None:
+    with OqtopusFake(allowed_devices=["qulacs"]) as limited:
+        with pytest.raises(ServiceError, match="Cannot access device_id=anemone") as caught:
+            qpu(limited).status()
+        assert caught.value.status_code == 403
+        assert qpu(limited, "qulacs").is_accessible()
