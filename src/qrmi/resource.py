@@ -30,11 +30,23 @@ def _log_task(path: str, resource_id: str, task_id: str) -> None:
         logger.warning("cannot log task %s to %s: %s", task_id, path, exc.strerror)
 
 
+def _gateway_class(kind: ResourceType | str, settings: Settings) -> type[Backend] | None:
+    """The gateway backend when the job's settings route this resource through the QRMI
+    gateway (``QRMI_GATEWAY_URL`` and ``{name}_QRMI_GATEWAY_TOKEN``), whatever its type."""
+    if not settings.get("QRMI_GATEWAY_TOKEN"):
+        return None
+    from qrmi.backends.gateway import gateway_backend_class, gateway_settings
+
+    return gateway_backend_class(kind) if gateway_settings(settings) else None
+
+
 class QuantumResource:
     """A quantum resource (QPU or emulator) reached through its vendor's backend.
 
     ``QuantumResource(resource_id, resource_type)`` reads the resource's settings from the
-    process environment (``{resource_id}_{KEY}``), as the reference does.
+    process environment (``{resource_id}_{KEY}``), as the reference does. In a job run in
+    gateway mode (``QRMI_GATEWAY_URL`` and ``{resource_id}_QRMI_GATEWAY_TOKEN`` set) every call
+    goes to the QRMI gateway instead, whatever the type.
     :meth:`from_config` takes them as a dict of unprefixed keys instead, which wins over the
     environment. Construction does no network I/O.
 
@@ -55,8 +67,9 @@ class QuantumResource:
     ) -> None:
         kind = parse_type(resource_type)
         type_string = kind.type_string if isinstance(kind, ResourceType) else kind
-        cls = backend_class(type_string)
-        self._backend: Backend = cls(resource_id, Settings(resource_id, config, environ))
+        settings = Settings(resource_id, config, environ)
+        cls = _gateway_class(kind, settings) or backend_class(type_string)
+        self._backend: Backend = cls(resource_id, settings)
 
     @classmethod
     def from_config(

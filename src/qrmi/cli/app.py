@@ -13,6 +13,7 @@ from qrmi._version import __version__
 from qrmi.cli._common import fail
 from qrmi.cli.config_cmd import config_app
 from qrmi.cli.fake import fake_app
+from qrmi.cli.gateway import gateway
 from qrmi.cli.resources import resources
 from qrmi.cli.run import run, task_app
 from qrmi.tools.runner import EXIT_FAILED
@@ -106,3 +107,4 @@ app.command("run")(run)
 app.add_typer(task_app, name="task")
 app.add_typer(config_app, name="config")
 app.add_typer(fake_app, name="fake")
+app.command("gateway")(gateway)

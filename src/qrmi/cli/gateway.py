@@ -1,0 +1,75 @@
+"""``qrmi gateway``: serve QRMI over HTTP for jobs (credentials stay on this host).
+
+Only Typer is imported here, so that ``qrmi --help`` stays fast; the server's modules (FastAPI,
+uvicorn) are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qrmi.cli._common import cli_errors
+
+__all__ = ["gateway"]
+
+_DEFAULT_STORE = "/var/lib/qrmi-gateway/gateway.db"
+
+
+def gateway(
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            "-c",
+            help="qrmi_config.json with the QPUs and their credentials.",
+            dir_okay=False,
+        ),
+    ],
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT to listen on (0.0.0.0:PORT for the cluster network).")
+    ] = "127.0.0.1:8765",
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="TLS certificate (PEM); enables HTTPS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    store: Annotated[
+        Path, typer.Option(help="SQLite store of jobs, token hashes, leases and tasks.")
+    ] = Path(_DEFAULT_STORE),
+    munge_socket: Annotated[
+        str | None, typer.Option(help="munged socket (default: /run/munge/munge.socket.2).")
+    ] = None,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(help="File of admin token hashes (sha256:<hex> per line) for /v1/admin."),
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Largest request body accepted (413 above).", min=1024)
+    ] = 16 * 1024 * 1024,
+    token_grace: Annotated[
+        float, typer.Option(help="Seconds a job token outlives the job's time limit.", min=0)
+    ] = 300.0,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Serve QRMI over HTTP/JSON to jobs holding a job token (API at /docs, /openapi.json)."""
+    from qrmi.gateway.server import GatewayOptions, parse_listen, serve
+
+    with cli_errors():
+        host, port = parse_listen(listen)
+        serve(
+            GatewayOptions(
+                config=config,
+                store=store,
+                host=host,
+                port=port,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                munge_socket=munge_socket,
+                admin_token_file=admin_token_file,
+                max_body_bytes=max_body_bytes,
+                token_grace_seconds=token_grace,
+                log_level=log_level,
+            )
+        )

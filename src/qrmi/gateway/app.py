@@ -1,0 +1,573 @@
+"""The gateway's HTTP/JSON API (FastAPI; the OpenAPI description is served at
+``/openapi.json`` and rendered at ``/docs``).
+
+Routes, all under ``/v1``:
+
+* ``GET /health``: no authentication.
+* ``POST /jobs``, ``DELETE /jobs/{job_id}``: root's MUNGE credential (the Slurm helper).
+* ``/qpus/...``: the QRMI calls, with the job's token (``Authorization: Bearer``).
+* ``/admin/...``: root's MUNGE credential or an admin token.
+
+Errors are always ``{"error": {"type", "message"}}`` with a status from
+:data:`qrmi.gateway.wire.ERROR_STATUS`; never a traceback. Bodies larger than
+``max_body_bytes`` get 413 without being read; a client slower than ``body_timeout`` seconds
+between two body chunks gets 408.
+"""
+
+# No "from __future__ import annotations": FastAPI reads the route signatures at run time, and
+# they use the local aliases Job and Admin.
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from qrmi._version import __version__
+from qrmi.backends.base import poll_intervals
+from qrmi.errors import QrmiError
+from qrmi.gateway.auth import AuthError, MungeVerifier, is_admin_token
+from qrmi.gateway.service import GatewayError, GatewayService
+from qrmi.gateway.store import JobRecord
+from qrmi.gateway.wire import ERROR_STATUS, error_body, payload_from_json
+from qrmi.log import redact
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
+
+logger = logging.getLogger("qrmi.gateway")
+access_logger = logging.getLogger("qrmi.gateway.access")
+
+#: Largest request body accepted by default (payloads of big circuit batches fit).
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Longest long-poll wait the gateway holds a request for.
+MAX_WAIT_SECONDS = 60.0
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+# ----- request and answer bodies ---------------------------------------------------------------
+
+
+class StartJobRequest(BaseModel):
+    """Acquire the job's QPUs and mint its token."""
+
+    job_id: str = Field(description="Slurm job id, e.g. 1234 or 1234_5")
+    uid: int = Field(description="numeric uid of the job's user")
+    qpus: list[str] = Field(description="QPU names, in the job's --qpu order")
+    time_limit: int | None = Field(
+        default=None, description="job time limit in seconds; null or 0 for none"
+    )
+
+
+class StartJobAnswer(BaseModel):
+    job_id: str
+    token: str = Field(description="the job token; shown once, stored only hashed")
+    expires: float | None = Field(description="Unix time the token expires, null: never")
+    variables: dict[str, str] = Field(description="variables for the job's environment")
+
+
+class FinishJobAnswer(BaseModel):
+    job_id: str
+    already_finished: bool
+    cancelled_tasks: list[str]
+    released: list[str]
+
+
+class TaskStartRequest(BaseModel):
+    payload: dict[str, Any] = Field(
+        description='{"variant": "QiskitPrimitive", "input": "...", "program_id": "sampler"}'
+    )
+
+
+class ReleaseRequest(BaseModel):
+    acquisition_token: str
+
+
+class PauseRequest(BaseModel):
+    reason: str = ""
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorAnswer(BaseModel):
+    error: ErrorDetail
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorAnswer} for status in (400, 401, 403, 404, 409, 413, 423, 502)
+}
+
+
+# ----- the application -------------------------------------------------------------------------
+
+
+def create_app(
+    service: GatewayService,
+    *,
+    munge_socket: str | None = None,
+    admin_hashes: frozenset[str] = frozenset(),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout: float = 30.0,
+    reap_interval: float = 30.0,
+) -> ASGIApp:
+    """The gateway application over ``service``."""
+    verifier = MungeVerifier(munge_socket, service.store.use_credential, service.clock)
+    app = FastAPI(
+        title="QRMI gateway",
+        version=__version__,
+        description="QRMI over HTTP/JSON: jobs reach their QPUs with a job-scoped token; "
+        "vendor credentials stay on the gateway host.",
+        lifespan=_lifespan(service, reap_interval),
+        responses=_ERRORS,
+    )
+    _install_error_handlers(app)
+    _add_job_routes(app, service, verifier)
+    _add_qpu_routes(app, service)
+    _add_admin_routes(app, service, verifier, admin_hashes)
+    return _Guard(app, max_body_bytes=max_body_bytes, body_timeout=body_timeout)
+
+
+def _lifespan(service: GatewayService, reap_interval: float) -> Callable[[FastAPI], Any]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        # Every QRMI call blocks a worker thread while the vendor answers: allow many at once.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 256
+        stop = threading.Event()
+        reaper = threading.Thread(
+            target=_reap_forever, args=(service, stop, reap_interval), daemon=True
+        )
+        reaper.start()
+        logger.info("gateway serving %d QPU(s)", len(service.config.resource_map))
+        try:
+            yield
+        finally:
+            stop.set()
+
+    return lifespan
+
+
+def _reap_forever(service: GatewayService, stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        try:
+            ended = service.reap_expired()
+        except Exception as exc:  # the reaper must outlive a bad round
+            logger.warning("expired-job sweep failed: %s", redact(str(exc)))
+            continue
+        if ended:
+            logger.info("ended expired job(s) %s", ", ".join(ended))
+
+
+def _error(kind: str, message: str) -> JSONResponse:
+    return JSONResponse(error_body(kind, message), status_code=ERROR_STATUS.get(kind, 502))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        return _error(exc.kind, str(exc))
+
+    @app.exception_handler(AuthError)
+    async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
+        kind = "AccessDeniedError" if exc.status == 403 else "InvalidTokenError"
+        return _error(kind, str(exc))
+
+    @app.exception_handler(QrmiError)
+    async def qrmi_error(request: Request, exc: QrmiError) -> JSONResponse:
+        return _error(type(exc).__name__, redact(str(exc)))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error("InvalidInputError", _describe_validation(exc))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Answered here; the exception then reaches _Guard, which logs it (redacted).
+        return _error("InternalError", "the gateway failed unexpectedly; see its log")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kinds = {404: "NotFound", 405: "MethodNotAllowed"}
+        kind = kinds.get(exc.status_code, "InvalidInputError")
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        if exc.status_code == 404:
+            message += "; the API is described at /openapi.json"
+        response = JSONResponse(error_body(kind, message), status_code=exc.status_code)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    problems = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        if error.get("type") == "json_invalid":
+            problems.append(
+                f"the request body is not valid JSON ({error.get('ctx', {}).get('error', '')})"
+            )
+        else:
+            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+    return "bad request: " + "; ".join(problems)
+
+
+# ----- authentication dependencies -------------------------------------------------------------
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _job_dependency(service: GatewayService) -> Callable[..., Awaitable[JobRecord]]:
+    async def current_job(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> JobRecord:
+        job = await run_in_threadpool(service.authenticate, _bearer(authorization))
+        request.state.job_id = job.job_id
+        return job
+
+    return current_job
+
+
+# ----- routes ------------------------------------------------------------------------------------
+
+
+def _add_job_routes(app: FastAPI, service: GatewayService, verifier: MungeVerifier) -> None:
+    @app.get("/v1/health", tags=["service"])
+    def health() -> dict[str, str]:
+        """Whether the gateway is up (no authentication)."""
+        return {"status": "ok", "version": __version__}
+
+    @app.post("/v1/jobs", status_code=201, tags=["jobs"], response_model=StartJobAnswer)
+    def start_job(
+        body: StartJobRequest,
+        x_munge_cred: Annotated[str | None, Header()] = None,
+    ) -> StartJobAnswer:
+        """Acquire the job's QPUs and mint its token (root's MUNGE credential, payload
+        ``qrmi-gateway POST /v1/jobs/{job_id}``)."""
+        verifier.verify_root(x_munge_cred, "POST", f"/v1/jobs/{body.job_id}")
+        started = service.start_job(body.job_id, body.uid, body.qpus, body.time_limit)
+        return StartJobAnswer(
+            job_id=started.job_id,
+            token=started.token,
+            expires=started.expires,
+            variables=started.variables,
+        )
+
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], response_model=FinishJobAnswer)
+    def finish_job(
+        job_id: str, x_munge_cred: Annotated[str | None, Header()] = None
+    ) -> FinishJobAnswer:
+        """End the job: revoke its token, stop its tasks, release its leases (exactly once;
+        root's MUNGE credential, payload ``qrmi-gateway DELETE /v1/jobs/{job_id}``)."""
+        verifier.verify_root(x_munge_cred, "DELETE", f"/v1/jobs/{job_id}")
+        done = service.finish_job(job_id)
+        return FinishJobAnswer(
+            job_id=done.job_id,
+            already_finished=done.already_finished,
+            cancelled_tasks=done.cancelled_tasks,
+            released=done.released,
+        )
+
+
+def _add_qpu_routes(app: FastAPI, service: GatewayService) -> None:
+    Job = Annotated[JobRecord, Depends(_job_dependency(service))]
+
+    @app.get("/v1/qpus", tags=["qpus"])
+    def list_qpus(job: Job) -> list[dict[str, str]]:
+        """The job's QPUs and their types."""
+        return [{"name": qpu, "type": service.type_string(qpu)} for qpu in job.qpus]
+
+    @app.get("/v1/qpus/{qpu}/status", tags=["qpus"])
+    def status(qpu: str, job: Job) -> dict[str, Any]:
+        """Status, capacity and queue length of the QPU."""
+        return service.status(job, qpu).to_dict()
+
+    @app.get("/v1/qpus/{qpu}/accessible", tags=["qpus"])
+    def accessible(qpu: str, job: Job) -> dict[str, bool]:
+        """Whether the QPU is online (and not paused)."""
+        return {"accessible": service.is_accessible(job, qpu)}
+
+    @app.get("/v1/qpus/{qpu}/target", tags=["qpus"])
+    def target(qpu: str, job: Job) -> dict[str, str]:
+        """The device description (JSON text in ``value``)."""
+        return {"value": service.target(job, qpu).value}
+
+    @app.get("/v1/qpus/{qpu}/metadata", tags=["qpus"])
+    def metadata(qpu: str, job: Job) -> dict[str, str]:
+        """Static facts about the QPU (``backend_name`` ...)."""
+        return service.metadata(job, qpu)
+
+    @app.post("/v1/qpus/{qpu}/acquire", tags=["qpus"])
+    def acquire(qpu: str, job: Job) -> dict[str, str]:
+        """One more lease for this job (released at the job's end at the latest)."""
+        return {"acquisition_token": service.acquire(job, qpu)}
+
+    @app.post("/v1/qpus/{qpu}/release", tags=["qpus"])
+    def release(qpu: str, body: ReleaseRequest, job: Job) -> dict[str, bool]:
+        """Release one of this job's leases (idempotent)."""
+        service.release(job, qpu, body.acquisition_token)
+        return {"released": True}
+
+    @app.post("/v1/qpus/{qpu}/tasks", status_code=201, tags=["tasks"])
+    def task_start(qpu: str, body: TaskStartRequest, job: Job) -> dict[str, str]:
+        """Start a task; the answer has its id at once."""
+        payload = payload_from_json(body.payload)
+        return {"task_id": service.task_start(job, qpu, payload)}
+
+    @app.get("/v1/qpus/{qpu}/tasks/{task_id}", tags=["tasks"])
+    def task_status(qpu: str, task_id: str, job: Job) -> dict[str, Any]:
+        """The task's status (``Queued``, ``Running``, ``Completed``, ``Failed``, ``Cancelled``)."""
+        status = service.task_status(job, qpu, task_id)
+        return {"task_id": task_id, "status": status.name, "final": status.is_final}
+
+    @app.get("/v1/qpus/{qpu}/tasks/{task_id}/result", tags=["tasks"])
+    def task_result(qpu: str, task_id: str, job: Job) -> dict[str, str]:
+        """The result of a completed task (409 ``TaskNotReadyError`` before)."""
+        return {"value": service.task_result(job, qpu, task_id).value}
+
+    @app.get("/v1/qpus/{qpu}/tasks/{task_id}/logs", tags=["tasks"])
+    def task_logs(qpu: str, task_id: str, job: Job) -> dict[str, str]:
+        """The task's logs."""
+        return {"logs": service.task_logs(job, qpu, task_id)}
+
+    @app.post("/v1/qpus/{qpu}/tasks/{task_id}/stop", tags=["tasks"])
+    def task_stop(qpu: str, task_id: str, job: Job) -> dict[str, bool]:
+        """Cancel the task unless it is final (a result is never deleted)."""
+        service.task_stop(job, qpu, task_id)
+        return {"stopped": True}
+
+    @app.get("/v1/qpus/{qpu}/tasks/{task_id}/wait", tags=["tasks"])
+    async def task_wait(
+        qpu: str,
+        task_id: str,
+        job: Job,
+        timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 30.0,
+    ) -> dict[str, Any]:
+        """Long poll: answers as soon as the task is final, or after ``timeout`` seconds with
+        its current status (``final`` false); call again to keep waiting."""
+        resource = await run_in_threadpool(service.task_resource, job, qpu, task_id)
+        deadline = time.monotonic() + timeout
+        for delay in poll_intervals():
+            status = await run_in_threadpool(resource.task_status, task_id)
+            remaining = deadline - time.monotonic()
+            if status.is_final or remaining <= 0:
+                return {"task_id": task_id, "status": status.name, "final": status.is_final}
+            await asyncio.sleep(min(delay, remaining))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _add_admin_routes(
+    app: FastAPI, service: GatewayService, verifier: MungeVerifier, admin_hashes: frozenset[str]
+) -> None:
+    def admin(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        x_munge_cred: Annotated[str | None, Header()] = None,
+    ) -> None:
+        token = _bearer(authorization)
+        if token is not None and admin_hashes and is_admin_token(token, admin_hashes):
+            return
+        if token is not None and x_munge_cred is None:
+            raise AuthError("the admin token is not valid")
+        verifier.verify_root(x_munge_cred, request.method, request.url.path)
+
+    Admin = Annotated[None, Depends(admin)]
+
+    @app.get("/v1/admin/jobs", tags=["admin"])
+    def list_jobs(_: Admin) -> list[dict[str, Any]]:
+        """Every job the gateway knows (never their tokens)."""
+        return [
+            {
+                "job_id": job.job_id,
+                "uid": job.uid,
+                "state": job.state,
+                "qpus": list(job.qpus),
+                "created": job.created,
+                "expires": job.expires,
+            }
+            for job in service.store.jobs()
+        ]
+
+    @app.get("/v1/admin/tasks", tags=["admin"])
+    def list_tasks(_: Admin) -> list[dict[str, Any]]:
+        """Every task the gateway started, with the job that owns it."""
+        return [
+            {"qpu": t.qpu, "task_id": t.task_id, "job_id": t.job_id, "created": t.created}
+            for t in service.store.tasks()
+        ]
+
+    @app.post("/v1/admin/qpus/{qpu}/tasks/{task_id}/stop", tags=["admin"])
+    def admin_stop(qpu: str, task_id: str, _: Admin) -> dict[str, bool]:
+        """Cancel any job's task."""
+        service.admin_stop(qpu, task_id)
+        return {"stopped": True}
+
+    @app.post("/v1/admin/qpus/{qpu}/pause", tags=["admin"])
+    def pause(qpu: str, body: PauseRequest, _: Admin) -> dict[str, bool]:
+        """Refuse new tasks on the QPU (running tasks continue); its status shows Paused."""
+        service.pause(qpu, body.reason)
+        return {"paused": True}
+
+    @app.post("/v1/admin/qpus/{qpu}/resume", tags=["admin"])
+    def resume(qpu: str, _: Admin) -> dict[str, bool]:
+        """Accept new tasks on the QPU again."""
+        service.resume(qpu)
+        return {"paused": False}
+
+
+# ----- the ASGI guard in front of the application ------------------------------------------------
+
+
+class _Guard:
+    """Body size and read-time limits, an access log line per request, and a typed 500 for
+    anything unexpected (its text is redacted, and no traceback leaves the gateway)."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout: float) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        answer = _Answer(send)
+        try:
+            rejection = self._oversize(scope)
+            if rejection is None:
+                body, rejection = await self._read_body(receive)
+            if rejection is not None:
+                await _send_json(answer, *rejection)
+            else:
+                await self.app(scope, _replay(body, receive), answer)
+        except Exception as exc:
+            logger.error(
+                "unexpected %s on %s %s: %s",
+                type(exc).__name__,
+                scope["method"],
+                scope["path"],
+                redact(str(exc)),
+            )
+            if not answer.started:
+                await _send_json(
+                    answer, 500, "InternalError", "the gateway failed unexpectedly; see its log"
+                )
+        finally:
+            _log_access(scope, answer.status, started)
+
+    def _oversize(self, scope: Scope) -> tuple[int, str, str] | None:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    return 400, "InvalidInputError", "the Content-Length header is not a number"
+                if size > self.max_body_bytes:
+                    return self._too_large()
+        return None
+
+    def _too_large(self) -> tuple[int, str, str]:
+        return (
+            413,
+            "PayloadTooLarge",
+            f"the request body is larger than the gateway's limit of {self.max_body_bytes} "
+            "bytes; send a smaller payload or ask the admin to raise --max-body-bytes",
+        )
+
+    async def _read_body(self, receive: Receive) -> tuple[bytes, tuple[int, str, str] | None]:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                return b"", (
+                    408,
+                    "RequestTimeout",
+                    f"the request body did not arrive within {self.body_timeout:g} s",
+                )
+            if message["type"] != "http.request":
+                return b"", None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return b"", self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), None
+
+
+class _Answer:
+    """A ``send`` that remembers whether and with which status the answer started."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.status: int | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = int(message["status"])
+        await self._send(message)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+async def _send_json(send: Send, status: int, kind: str, message: str) -> None:
+    body = json.dumps(error_body(kind, message)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status in (408, 413):
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _log_access(scope: Scope, status: int | None, started: float) -> None:
+    state = scope.get("state") or {}
+    access_logger.info(
+        "%s %s %s",
+        scope["method"],
+        scope["path"],
+        status,
+        extra={
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "ms": round((time.perf_counter() - started) * 1000, 2),
+            "job_id": state.get("job_id"),
+        },
+    )

@@ -1,0 +1,214 @@
+"""Calls to the gateway made as root: the job's start and end (the Slurm helper) and admin calls.
+
+Each call proves root with a fresh MUNGE credential made through the local ``munged`` and bound
+to the request (:func:`qrmi.gateway.auth.munge_binding`), so it only works for uid 0 on a host
+sharing the cluster's MUNGE key. Every call has a deadline: a gateway that is down or slow makes
+it raise :class:`GatewayUnavailableError` with a message that says so, never hang.
+
+The Slurm helper's use::
+
+    token, variables = start_job(url, job_id, uid, qpus, time_limit)   # at job start
+    # export `variables` into the job (they include QRMI_GATEWAY_URL and, per QPU,
+    # {qpu}_QRMI_GATEWAY_TOKEN); never log them: the token is the job's credential
+    finish_job(url, job_id)                                            # at job end / Epilog
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from qrmi.errors import QrmiError, ServiceError, ServiceUnavailableError
+from qrmi.gateway.auth import MUNGE_HEADER, munge_binding
+from qrmi.gateway.wire import error_class
+
+__all__ = [
+    "GatewayUnavailableError",
+    "admin_request",
+    "finish_job",
+    "start_job",
+]
+
+#: Default budget of a start or end call, retries included (seconds).
+DEFAULT_DEADLINE = 30.0
+
+
+class GatewayUnavailableError(ServiceUnavailableError):
+    """The gateway could not be reached (or kept failing) within the call's deadline."""
+
+
+def start_job(
+    url: str,
+    job_id: str,
+    uid: int,
+    qpus: Sequence[str],
+    time_limit: int | None,
+    *,
+    munge_socket: str | None = None,
+    ca_file: str | None = None,
+    deadline: float = DEFAULT_DEADLINE,
+) -> tuple[str, dict[str, str]]:
+    """Acquire the job's QPUs on the gateway at ``url``; return ``(token, variables)``.
+
+    ``variables`` is the job's whole QRMI environment: ``QRMI_GATEWAY_URL``, the reference's
+    job variables and ``{qpu}_QRMI_GATEWAY_TOKEN`` per QPU (``token`` is their value). Calling
+    it again for a running job keeps the leases and mints a new token.
+
+    Raises:
+        GatewayUnavailableError: the gateway did not answer within ``deadline``.
+        QrmiError: the gateway refused (unknown QPU, vendor acquisition failed, ...).
+    """
+    body = {"job_id": job_id, "uid": uid, "qpus": list(qpus), "time_limit": time_limit}
+    answer = _root_call(
+        "POST",
+        url,
+        "/v1/jobs",
+        binding_path=f"/v1/jobs/{job_id}",
+        json=body,
+        munge_socket=munge_socket,
+        ca_file=ca_file,
+        deadline=deadline,
+    )
+    variables = {str(k): str(v) for k, v in answer["variables"].items()}
+    variables["QRMI_GATEWAY_URL"] = url.rstrip("/")
+    return str(answer["token"]), variables
+
+
+def finish_job(
+    url: str,
+    job_id: str,
+    *,
+    munge_socket: str | None = None,
+    ca_file: str | None = None,
+    deadline: float = DEFAULT_DEADLINE,
+) -> dict[str, Any]:
+    """End the job on the gateway: revoke its token, stop its tasks, release its leases.
+
+    Safe to call more than once (the job step's end and the Epilog may both call it): the
+    gateway does the work once and later calls answer ``already_finished``.
+
+    Raises:
+        GatewayUnavailableError: the gateway did not answer within ``deadline``.
+        QrmiError: a lease could not be released (call again to retry).
+    """
+    path = f"/v1/jobs/{job_id}"
+    answer: dict[str, Any] = _root_call(
+        "DELETE",
+        url,
+        path,
+        binding_path=path,
+        munge_socket=munge_socket,
+        ca_file=ca_file,
+        deadline=deadline,
+    )
+    return answer
+
+
+def admin_request(
+    method: str,
+    url: str,
+    path: str,
+    *,
+    json: Any = None,
+    admin_token: str | None = None,
+    munge_socket: str | None = None,
+    ca_file: str | None = None,
+    deadline: float = DEFAULT_DEADLINE,
+) -> Any:
+    """An ``/v1/admin/...`` call, with ``admin_token`` or else root's MUNGE credential."""
+    return _root_call(
+        method,
+        url,
+        path,
+        binding_path=path,
+        json=json,
+        munge_socket=munge_socket,
+        ca_file=ca_file,
+        deadline=deadline,
+        admin_token=admin_token,
+    )
+
+
+def _root_call(
+    method: str,
+    url: str,
+    path: str,
+    *,
+    binding_path: str,
+    json: Any = None,
+    munge_socket: str | None,
+    ca_file: str | None,
+    deadline: float,
+    admin_token: str | None = None,
+) -> Any:
+    from qrmi.backends._munge import Munge, MungeError
+
+    base = url.rstrip("/")
+    verify: Any = True if ca_file is None else ca_file
+    give_up = time.monotonic() + deadline
+    delay, last = 0.1, "no try made"
+    with httpx.Client(verify=verify) as client:
+        while True:
+            headers = {}
+            if admin_token:
+                headers["Authorization"] = f"Bearer {admin_token}"
+            else:
+                try:  # a fresh credential per try: each is accepted once
+                    credential = Munge(munge_socket).encode(munge_binding(method, binding_path))
+                except MungeError as exc:
+                    raise ServiceError(f"cannot prove root to the QRMI gateway: {exc}") from None
+                headers[MUNGE_HEADER] = credential
+            remaining = give_up - time.monotonic()
+            try:
+                response = client.request(
+                    method, base + path, json=json, headers=headers, timeout=max(0.5, remaining)
+                )
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code not in (502, 503, 504) or _typed(response):
+                    return _answer(response, method, base + path)
+                last = f"HTTP {response.status_code}"
+            if time.monotonic() + delay >= give_up:
+                raise GatewayUnavailableError(
+                    f"the QRMI gateway at {base} did not answer {method} {path} within "
+                    f"{deadline:g} s (last: {last}); check that 'qrmi gateway' runs there and "
+                    "that this node can reach it"
+                )
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+
+def _typed(response: httpx.Response) -> bool:
+    try:
+        return isinstance(response.json().get("error"), dict)
+    except (ValueError, AttributeError):
+        return False
+
+
+def _answer(response: httpx.Response, method: str, where: str) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code < 400 and body is not None:
+        return body
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        raise ServiceError(
+            f"{method} {where} answered HTTP {response.status_code} without a QRMI error; is "
+            "this URL the QRMI gateway?",
+            status_code=response.status_code,
+        )
+    cls: type[QrmiError] = error_class(str(error.get("type")))
+    message = f"the QRMI gateway refused {method} {where}: {error.get('message')}"
+    if issubclass(cls, ServiceError):
+        return _raise(cls(message, status_code=response.status_code))
+    return _raise(cls(message))
+
+
+def _raise(exc: QrmiError) -> Any:
+    raise exc

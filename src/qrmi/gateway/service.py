@@ -1,0 +1,519 @@
+"""The gateway's logic, without HTTP: jobs, tokens, leases, task ownership and QRMI calls.
+
+:class:`GatewayService` holds one :class:`~qrmi.QuantumResource` per QPU of the configuration,
+shared by every job (one vendor token, one connection pool). Backends whose tasks run inside a
+per-job vendor session (:data:`JOB_SCOPED_TYPES`) get, in addition, one view per job and QPU,
+built from the same settings plus the job's lease, id and uid; the views are rebuilt from the
+store after a restart.
+
+Every call names the job (found from its token by :meth:`GatewayService.authenticate`), and the
+service checks that the job holds the QPU and owns the task: another job's task id is answered
+exactly like an unknown one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from qrmi.config import Config, ResourceDef
+from qrmi.errors import QrmiError, ResourceNotFoundError, ServiceError, TaskNotFoundError
+from qrmi.gateway.auth import hash_token, new_token
+from qrmi.gateway.store import JobRecord, Store
+from qrmi.models import (
+    Payload,
+    ResourceStatus,
+    ResourceStatusCode,
+    ResourceType,
+    Target,
+    TaskResult,
+    TaskStatus,
+)
+from qrmi.resource import QuantumResource
+
+__all__ = [
+    "INFINITE_TIMEOUT_SECONDS",
+    "JOB_SCOPED_TYPES",
+    "FinishedJob",
+    "GatewayError",
+    "GatewayService",
+    "StartedJob",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Backends whose tasks belong to a per-job vendor session (the lease), so each job needs its
+#: own backend object carrying that session, the job id and the uid.
+JOB_SCOPED_TYPES = frozenset(
+    {"ibm-quantum-compute-service", "qiskit-runtime-service", "pasqal-local"}
+)
+#: ``{name}_QRMI_JOB_TIMEOUT_SECONDS`` of a job without a time limit (the reference's value).
+INFINITE_TIMEOUT_SECONDS = 4294967295
+#: Job ids as Slurm writes them (``1234``, ``1234_5`` for an array task, ``1234+1`` het jobs).
+_JOB_ID = re.compile(r"[0-9]{1,20}(?:[_+][0-9]{1,10})?")
+_MAX_QPUS_PER_JOB = 64
+
+
+class GatewayError(Exception):
+    """An answer the gateway gives on its own behalf; ``kind`` is its wire error type."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class StartedJob:
+    """What a job start returns: the job's token (shown once) and its variables."""
+
+    job_id: str
+    token: str
+    expires: float | None
+    variables: dict[str, str]
+
+
+@dataclass
+class FinishedJob:
+    """What the end of a job did; ``already_finished`` when an earlier call did it."""
+
+    job_id: str
+    already_finished: bool = False
+    cancelled_tasks: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+
+
+class GatewayService:
+    """The gateway over ``config``'s QPUs, with its state in ``store``.
+
+    ``token_grace_seconds`` is added to a job's time limit before its token expires (Slurm lets
+    a job overrun by ``OverTimeLimit`` and ``KillWait``); a job still active that long after its
+    limit is ended by :meth:`reap_expired` (its node died before the Epilog ran).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        token_grace_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.token_grace_seconds = token_grace_seconds
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._job_locks: dict[str, threading.Lock] = {}
+        self._shared: dict[str, QuantumResource] = {}
+        self._views: dict[tuple[str, str], QuantumResource] = {}
+
+    # ----- resources ---------------------------------------------------------------------------
+
+    def definition(self, qpu: str) -> ResourceDef:
+        """The configuration of ``qpu``; unknown names are ``ResourceNotFoundError``."""
+        rdef = self.config.resource_map.get(qpu)
+        if rdef is None:
+            raise ResourceNotFoundError(
+                f"resource {qpu!r} is not served by this gateway; its resources are: "
+                f"{', '.join(sorted(self.config.resource_map)) or '(none)'}"
+            )
+        return rdef
+
+    def type_string(self, qpu: str) -> str:
+        """The type string of ``qpu`` (``ibm-quantum-system`` ...)."""
+        kind = self.definition(qpu).resource_type
+        return kind.type_string if isinstance(kind, ResourceType) else kind
+
+    def shared(self, qpu: str) -> QuantumResource:
+        """The one backend object of ``qpu`` that every job shares (built on first use)."""
+        rdef = self.definition(qpu)
+        with self._lock:
+            resource = self._shared.get(qpu)
+            if resource is None:
+                resource = _build(rdef, {})
+                self._shared[qpu] = resource
+            return resource
+
+    def _task_resource(self, job: JobRecord, qpu: str) -> QuantumResource:
+        if self.type_string(qpu) not in JOB_SCOPED_TYPES:
+            return self.shared(qpu)
+        with self._lock:
+            view = self._views.get((job.job_id, qpu))
+        if view is not None:
+            return view
+        leases = [lease for lease in self.store.leases(job.job_id) if lease.qpu == qpu]
+        lease = next((item.token for item in leases if item.main), None)
+        view = _build(self.definition(qpu), self._job_settings(job, lease))
+        with self._lock:
+            return self._views.setdefault((job.job_id, qpu), view)
+
+    def _job_settings(self, job: JobRecord, lease: str | None) -> dict[str, str]:
+        settings = {
+            "QRMI_JOB_ID": job.job_id,
+            "QRMI_JOB_UID": str(job.uid),
+            "QRMI_JOB_TIMEOUT_SECONDS": str(self._timeout_seconds(job)),
+        }
+        if lease is not None:
+            settings["QRMI_JOB_ACQUISITION_TOKEN"] = lease
+        return settings
+
+    def _timeout_seconds(self, job: JobRecord) -> int:
+        if job.expires is None:
+            return INFINITE_TIMEOUT_SECONDS
+        return max(1, round(job.expires - self.token_grace_seconds - job.created))
+
+    # ----- job lifecycle -----------------------------------------------------------------------
+
+    def start_job(
+        self, job_id: str, uid: int, qpus: list[str], time_limit: int | None
+    ) -> StartedJob:
+        """Acquire ``qpus`` for the job and mint its token.
+
+        Starting a job that is already active again (the helper retried) keeps its leases and
+        mints a new token, which replaces the previous one.
+
+        Raises:
+            GatewayError: malformed arguments, or the job id belongs to another or an ended job.
+            ResourceNotFoundError: a QPU is not configured here.
+            QrmiError: a vendor acquisition failed (nothing stays acquired).
+        """
+        _check_job_request(job_id, uid, qpus, time_limit)
+        for qpu in qpus:
+            self.definition(qpu)
+        with self._job_lock(job_id):
+            existing = self.store.job(job_id)
+            if existing is not None:
+                return self._restart_job(existing, uid, qpus)
+            token = new_token()
+            expires = None
+            if time_limit is not None and 0 < time_limit < INFINITE_TIMEOUT_SECONDS:
+                expires = self.clock() + time_limit + self.token_grace_seconds
+            self.store.add_job(job_id, uid, hash_token(token), expires)
+            job = self.store.job(job_id)
+            assert job is not None
+            self._acquire_all(job, qpus)
+            logger.info("job %s (uid %d) started on %s", job_id, uid, ",".join(qpus))
+            return self._started(job_id, token)
+
+    def _acquire_all(self, job: JobRecord, qpus: list[str]) -> None:
+        try:
+            for qpu in qpus:
+                lease = self._acquirer(job, qpu).acquire()
+                self.store.add_lease(job.job_id, qpu, lease, main=True)
+        except BaseException:
+            self._release_held(job.job_id, [])
+            self._forget_views(job.job_id)
+            self.store.delete_job(job.job_id)
+            raise
+
+    def _acquirer(self, job: JobRecord, qpu: str) -> QuantumResource:
+        if self.type_string(qpu) not in JOB_SCOPED_TYPES:
+            return self.shared(qpu)
+        view = _build(self.definition(qpu), self._job_settings(job, None))
+        with self._lock:
+            self._views[(job.job_id, qpu)] = view
+        return view
+
+    def _restart_job(self, job: JobRecord, uid: int, qpus: list[str]) -> StartedJob:
+        if job.state != "active":
+            raise GatewayError(
+                "JobConflictError",
+                f"job {job.job_id} has ended ({job.state}); a job id is started once",
+            )
+        if job.uid != uid or list(job.qpus) != list(qpus):
+            raise GatewayError(
+                "JobConflictError",
+                f"job {job.job_id} is already running for uid {job.uid} on "
+                f"{','.join(job.qpus)}; a repeated start must name the same uid and QPUs",
+            )
+        token = new_token()
+        self.store.set_token(job.job_id, hash_token(token))
+        logger.info("job %s started again: new token minted, leases kept", job.job_id)
+        return self._started(job.job_id, token)
+
+    def _started(self, job_id: str, token: str) -> StartedJob:
+        job = self.store.job(job_id)
+        assert job is not None
+        return StartedJob(job_id, token, job.expires, self.job_variables(job, token))
+
+    def job_variables(self, job: JobRecord, token: str) -> dict[str, str]:
+        """The job's environment: the reference's non-secret variables and, per QPU, the
+        gateway token (the gateway URL is added by the caller, which knows how it reached us)."""
+        names = ",".join(job.qpus)
+        types = ",".join(self.type_string(qpu) for qpu in job.qpus)
+        variables = {
+            "QRMI_JOB_ID": job.job_id,
+            "QRMI_JOB_UID": str(job.uid),
+            "QRMI_JOB_QPU_RESOURCES": names,
+            "QRMI_JOB_QPU_TYPES": types,
+            "SLURM_JOB_QPU_RESOURCES": names,
+            "SLURM_JOB_QPU_TYPES": types,
+        }
+        timeout = str(self._timeout_seconds(job))
+        for lease in self.store.leases(job.job_id):
+            if lease.main:
+                variables[f"{lease.qpu}_QRMI_JOB_ACQUISITION_TOKEN"] = lease.token
+                variables[f"{lease.qpu}_QRMI_JOB_TIMEOUT_SECONDS"] = timeout
+                variables[f"{lease.qpu}_QRMI_GATEWAY_TOKEN"] = token
+        return variables
+
+    def finish_job(self, job_id: str) -> FinishedJob:
+        """End a job exactly once: revoke its token, stop its unfinished tasks, release its
+        leases. A later call answers ``already_finished``; a call after a partial failure
+        finishes what is left.
+
+        Raises:
+            ServiceError: a lease could not be released (the job stays ``finishing``; call
+                again to retry).
+        """
+        with self._job_lock(job_id):
+            job = self.store.job(job_id)
+            if job is None or job.state == "finished":
+                return FinishedJob(job_id, already_finished=True)
+            self.store.revoke_token(job_id)
+            self.store.set_state(job_id, "finishing")
+            report = FinishedJob(job_id, cancelled_tasks=self._stop_tasks(job))
+            failures = self._release_held(job_id, report.released)
+            if failures:
+                raise ServiceError(
+                    f"job {job_id} ended but these leases could not be released: "
+                    f"{'; '.join(failures)}. Its token is revoked; call the job end again to retry."
+                )
+            self.store.set_state(job_id, "finished")
+            self._forget_views(job_id)
+            logger.info(
+                "job %s finished: %d task(s) cancelled, %d lease(s) released",
+                job_id,
+                len(report.cancelled_tasks),
+                len(report.released),
+            )
+            return report
+
+    def _stop_tasks(self, job: JobRecord) -> list[str]:
+        cancelled = []
+        for task in self.store.tasks(job.job_id):
+            try:
+                resource = self._task_resource(job, task.qpu)
+                if not resource.task_status(task.task_id).is_final:
+                    resource.task_stop(task.task_id)
+                    cancelled.append(task.task_id)
+            except QrmiError as exc:
+                logger.warning("job %s: cannot stop task %s: %s", job.job_id, task.task_id, exc)
+        return cancelled
+
+    def _release_held(self, job_id: str, released: list[str]) -> list[str]:
+        failures = []
+        job = self.store.job(job_id)
+        for lease in self.store.leases(job_id, held_only=True):
+            try:
+                resource = self.shared(lease.qpu)
+                if job is not None and self.type_string(lease.qpu) in JOB_SCOPED_TYPES:
+                    resource = self._task_resource(job, lease.qpu)
+                resource.release(lease.token)
+            except QrmiError as exc:
+                failures.append(f"{lease.qpu}: {exc}")
+                continue
+            if self.store.mark_released(lease.qpu, lease.token):
+                released.append(lease.qpu)
+        return failures
+
+    def reap_expired(self) -> list[str]:
+        """End the jobs whose token expired (their node died before the job end); return them."""
+        now = self.clock()
+        ended = []
+        for job in self.store.jobs():
+            if job.state == "finished" or job.expires is None or job.expires > now:
+                continue
+            try:
+                self.finish_job(job.job_id)
+                ended.append(job.job_id)
+            except QrmiError as exc:
+                logger.warning("cannot end expired job %s yet: %s", job.job_id, exc)
+        return ended
+
+    def _job_lock(self, job_id: str) -> threading.Lock:
+        with self._lock:
+            return self._job_locks.setdefault(job_id, threading.Lock())
+
+    def _forget_views(self, job_id: str) -> None:
+        with self._lock:
+            for key in [key for key in self._views if key[0] == job_id]:
+                del self._views[key]
+            self._job_locks.pop(job_id, None)
+
+    # ----- authentication ----------------------------------------------------------------------
+
+    def authenticate(self, token: str | None) -> JobRecord:
+        """The running job whose token this is.
+
+        Raises:
+            GatewayError: ``InvalidTokenError`` for a missing, forged, revoked or expired token.
+        """
+        if not token:
+            raise GatewayError(
+                "InvalidTokenError",
+                "this call needs a job token: send 'Authorization: Bearer <token>' with the "
+                "value of {qpu}_QRMI_GATEWAY_TOKEN from the job's environment",
+            )
+        digest = hash_token(token)
+        job = self.store.job_by_token(digest)
+        if job is None:
+            revoked = self.store.job_by_revoked_token(digest)
+            if revoked is not None:
+                raise GatewayError(
+                    "InvalidTokenError",
+                    f"the job token was revoked: job {revoked.job_id} has ended or was given a "
+                    "new token",
+                )
+            raise GatewayError(
+                "InvalidTokenError", "the job token is not valid (unknown to this gateway)"
+            )
+        if job.state != "active":
+            raise GatewayError(
+                "InvalidTokenError", f"the job token was revoked: job {job.job_id} has ended"
+            )
+        if job.expires is not None and job.expires <= self.clock():
+            raise GatewayError(
+                "InvalidTokenError",
+                f"the job token expired: job {job.job_id}'s time limit has passed",
+            )
+        return job
+
+    def check_qpu(self, job: JobRecord, qpu: str) -> None:
+        """Raise unless ``qpu`` is configured (404) and held by ``job`` (403)."""
+        self.definition(qpu)
+        if qpu not in job.qpus:
+            raise GatewayError(
+                "AccessDeniedError",
+                f"job {job.job_id} does not hold QPU {qpu!r} (it holds "
+                f"{', '.join(job.qpus) or 'none'}); submit the job with --qpu={qpu}",
+            )
+
+    def _owned(self, job: JobRecord, qpu: str, task_id: str) -> QuantumResource:
+        self.check_qpu(job, qpu)
+        record = self.store.task(qpu, task_id)
+        if record is None or record.job_id != job.job_id:
+            raise TaskNotFoundError(f"task {task_id} not found on resource {qpu!r}")
+        return self._task_resource(job, qpu)
+
+    # ----- QRMI calls on behalf of a job -------------------------------------------------------
+
+    def status(self, job: JobRecord, qpu: str) -> ResourceStatus:
+        """The QPU's status; ``Paused`` while an admin paused it here."""
+        self.check_qpu(job, qpu)
+        reason = self.store.paused(qpu)
+        if reason is not None:
+            return ResourceStatus(ResourceStatusCode.Paused, status_reason=reason)
+        return self.shared(qpu).status()
+
+    def is_accessible(self, job: JobRecord, qpu: str) -> bool:
+        """True when the QPU is online and not paused."""
+        return self.status(job, qpu).status == ResourceStatusCode.Online
+
+    def target(self, job: JobRecord, qpu: str) -> Target:
+        """The QPU's device description."""
+        self.check_qpu(job, qpu)
+        return self.shared(qpu).target()
+
+    def metadata(self, job: JobRecord, qpu: str) -> dict[str, str]:
+        """The QPU's metadata (for session backends, the job's session)."""
+        self.check_qpu(job, qpu)
+        return self._task_resource(job, qpu).metadata()
+
+    def acquire(self, job: JobRecord, qpu: str) -> str:
+        """One more lease for the job (released by :meth:`release` or at the job's end)."""
+        self.check_qpu(job, qpu)
+        lease = self._task_resource(job, qpu).acquire()
+        self.store.add_lease(job.job_id, qpu, lease, main=False)
+        return lease
+
+    def release(self, job: JobRecord, qpu: str, lease: str) -> None:
+        """Release one of the job's leases; another job's or an unknown lease is left alone."""
+        self.check_qpu(job, qpu)
+        record = self.store.lease(qpu, lease)
+        if record is None or record.job_id != job.job_id or record.released is not None:
+            return
+        self._task_resource(job, qpu).release(lease)
+        self.store.mark_released(qpu, lease)
+
+    def task_start(self, job: JobRecord, qpu: str, payload: Payload) -> str:
+        """Start a task for the job and record that the job owns it."""
+        self.check_qpu(job, qpu)
+        reason = self.store.paused(qpu)
+        if reason is not None:
+            raise GatewayError(
+                "ResourcePausedError", f"QPU {qpu!r} is paused by the administrator: {reason}"
+            )
+        task_id = self._task_resource(job, qpu).task_start(payload)
+        self.store.add_task(qpu, task_id, job.job_id)
+        return task_id
+
+    def task_status(self, job: JobRecord, qpu: str, task_id: str) -> TaskStatus:
+        """The status of one of the job's tasks."""
+        return self._owned(job, qpu, task_id).task_status(task_id)
+
+    def task_result(self, job: JobRecord, qpu: str, task_id: str) -> TaskResult:
+        """The result of one of the job's completed tasks."""
+        return self._owned(job, qpu, task_id).task_result(task_id)
+
+    def task_logs(self, job: JobRecord, qpu: str, task_id: str) -> str:
+        """The logs of one of the job's tasks."""
+        return self._owned(job, qpu, task_id).task_logs(task_id)
+
+    def task_stop(self, job: JobRecord, qpu: str, task_id: str) -> None:
+        """Stop one of the job's tasks (a finished task keeps its result)."""
+        self._owned(job, qpu, task_id).task_stop(task_id)
+
+    def task_resource(self, job: JobRecord, qpu: str, task_id: str) -> QuantumResource:
+        """The resource that runs one of the job's tasks (for the long-poll wait)."""
+        return self._owned(job, qpu, task_id)
+
+    # ----- administration ----------------------------------------------------------------------
+
+    def admin_stop(self, qpu: str, task_id: str) -> None:
+        """Stop any task the gateway started."""
+        record = self.store.task(qpu, task_id)
+        job = None if record is None else self.store.job(record.job_id)
+        if record is None or job is None:
+            raise TaskNotFoundError(f"task {task_id} not found on resource {qpu!r}")
+        self._task_resource(job, qpu).task_stop(task_id)
+
+    def pause(self, qpu: str, reason: str) -> None:
+        """Refuse new tasks on ``qpu`` (running ones continue)."""
+        self.definition(qpu)
+        self.store.pause(qpu, reason or "paused")
+
+    def resume(self, qpu: str) -> None:
+        """Accept new tasks on ``qpu`` again."""
+        self.definition(qpu)
+        self.store.resume(qpu)
+
+
+def _build(rdef: ResourceDef, job_settings: Mapping[str, str]) -> QuantumResource:
+    """A backend from the admin's settings alone (never the gateway's own environment)."""
+    settings = {**rdef.environment, **job_settings}
+    return QuantumResource(rdef.name, rdef.resource_type, config=settings, environ={})
+
+
+def _check_job_request(job_id: str, uid: int, qpus: list[str], time_limit: int | None) -> None:
+    if not _JOB_ID.fullmatch(job_id):
+        raise GatewayError(
+            "InvalidInputError",
+            f"job id {job_id!r} is not a Slurm job id; expected digits such as 1234 "
+            "(1234_5 for an array task)",
+        )
+    if uid < 0:
+        raise GatewayError("InvalidInputError", f"uid {uid} must be a non-negative user id")
+    if not qpus or len(qpus) > _MAX_QPUS_PER_JOB or len(set(qpus)) != len(qpus):
+        raise GatewayError(
+            "InvalidInputError",
+            f"qpus must list 1 to {_MAX_QPUS_PER_JOB} distinct QPU names; got {qpus!r}",
+        )
+    if time_limit is not None and time_limit < 0:
+        raise GatewayError(
+            "InvalidInputError", f"time_limit {time_limit} must be seconds >= 0 (0: none)"
+        )
