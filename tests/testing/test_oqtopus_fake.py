@@ -48,10 +48,28 @@ def register(api: httpx.Client, upload: dict[str, Any] | None = None) -> str:
     return str(answer["job_id"])
 
 
-def test_requests_without_the_token_are_unauthorized(fake: OqtopusFake) -> None:
-    answer = httpx.get(fake.url + "/devices", headers={"q-api-token": "wrong"})
-    assert answer.status_code == 401
-    assert answer.json() == {"message": "Unauthorized"}
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({}, "Missing Q-API-Token"),
+        ({"q-api-token": "no-dot"}, "Malformed Q-API-Token"),
+        ({"q-api-token": "id.wrong-secret"}, "Invalid API token"),
+    ],
+)
+def test_a_bad_token_is_unauthorized(
+    fake: OqtopusFake, headers: dict[str, str], message: str
+) -> None:
+    answer = httpx.get(fake.url + "/devices", headers=headers)
+    assert (answer.status_code, answer.json()) == (401, {"message": message})
+
+
+def test_a_user_not_approved_is_forbidden(api: httpx.Client, fake: OqtopusFake) -> None:
+    fake.approved = False
+    try:
+        answer = api.get("/devices")
+    finally:
+        fake.approved = True
+    assert (answer.status_code, answer.json()) == (403, {"message": "User is not approved"})
 
 
 def test_a_registered_job_shows_only_its_id_and_status(api: httpx.Client) -> None:

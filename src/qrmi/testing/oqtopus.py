@@ -1,8 +1,10 @@
 """A fake OQTOPUS Cloud User API on 127.0.0.1 that runs OpenQASM 3 jobs on the emulator engine.
 
-Routes and answers follow the service's User API router (every route but storage needs the
-``q-api-token`` header; errors are ``{"message": ...}``; ``null`` job fields are left out;
-``allowed_devices`` limits the devices the user may see and use, others are 403):
+Routes and answers follow the service's User API router. Every route but storage needs the
+``q-api-token`` header, ``<token id>.<secret>``: 401 when missing, malformed or unknown, 403
+when :attr:`OqtopusFake.approved` is false. Errors are ``{"message": ...}``; ``null`` job
+fields are left out; ``allowed_devices`` limits the devices the user may see and use (others
+are 403):
 
 * ``GET /devices``, ``GET /devices/{device_id}``: the device descriptions
   (``device_id``, ``device_type``, ``status`` ``available``/``unavailable``, ``available_at``,
@@ -331,7 +333,7 @@ class OqtopusFake(FakeServer):
     def __init__(
         self,
         *,
-        token: str = "fake-oqtopus-token",
+        token: str = "fake-token-id.fake-oqtopus-secret",
         devices: list[FakeOqtopusDevice] | None = None,
         inline_device_info: bool = False,
         allowed_devices: list[str] | None = None,
@@ -354,6 +356,7 @@ class OqtopusFake(FakeServer):
         self.devices = {d.device_id: d for d in devices or default}
         self.inline_device_info = inline_device_info
         self.allowed_devices = allowed_devices
+        self.approved = True
         self.seed = seed
         self.storage = _Storage()
         self.registered: dict[str, dict[str, Any]] = {}
@@ -565,10 +568,18 @@ class OqtopusFake(FakeServer):
         app = FastAPI(title="fake OQTOPUS Cloud User API")
 
         def refused(request: Request) -> JSONResponse | None:
+            """The service's token checks: 401 unless the token is known, 403 unless the
+            user is approved."""
             token = request.headers.get("q-api-token")
-            if token is not None and hmac.compare_digest(token, self.token):
-                return None
-            return _error(401, "Unauthorized")
+            if token is None:
+                return _error(401, "Missing Q-API-Token")
+            if "." not in token:
+                return _error(401, "Malformed Q-API-Token")
+            if not hmac.compare_digest(token, self.token):
+                return _error(401, "Invalid API token")
+            if not self.approved:
+                return _error(403, "User is not approved")
+            return None
 
         @app.get("/devices")
         async def list_devices(request: Request) -> JSONResponse:

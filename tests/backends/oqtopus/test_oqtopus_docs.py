@@ -81,7 +81,7 @@ def exported() -> Iterator[dict[str, str]]:
 def test_the_documented_example_runs_on_the_served_fake(
     exported: dict[str, str], tmp_path: Path
 ) -> None:
-    assert exported["anemone_QRMI_OQTOPUS_API_TOKEN"] == "fake-oqtopus-token"
+    assert exported["anemone_QRMI_OQTOPUS_API_TOKEN"] == "fake-token-id.fake-oqtopus-secret"
     script = tmp_path / "oqtopus_example.py"
     script.write_text(example_code())
 
