@@ -25,29 +25,51 @@ Protocol: the input is uploaded to ``input_{id}.json`` in the bucket; the job is
 for ``results_{id}.json`` and ``logs_{id}.json``, which the service fills itself. Results and
 logs are read back from S3 with the configured credentials.
 
-**task_stop never deletes.** The reference cancels *and deletes* the job on ``task_stop``, so a
-finished job's result vanished when a job script ended or a Python object was garbage
-collected. Here ``task_stop`` cancels a job that is still running and does nothing to a final
-one: no ``DELETE /v1/jobs/{id}``, no S3 deletion. Jobs and objects are left to the service's and
-the bucket's retention policies (configure an S3 lifecycle rule to expire old objects).
+**Finished jobs free their lanes; no result is lost.** The service keeps every job it ran
+until a client deletes it, and a stored job holds one of the backend's execution lanes: with
+all lanes held, every new job is refused (429, code 1232) even though nothing runs. So a job is
+deleted from the service once it is final *and* what it produced is safe in the bucket:
+
+1. its final status (and reason code) is recorded as tags of its input object
+   (``qrmi:status``, ``qrmi:status:reason_code``, ``qrmi:status:finished``: the tags the
+   reference's newer releases write too);
+2. a ``Completed`` job is deleted only once ``results_{id}.json`` is in the bucket;
+3. then ``DELETE /v1/jobs/{id}``.
+
+This happens when a caller sees the job final (``task_status``, ``task_wait``, ``task_result``,
+``task_stop``), and before every submission for the finished jobs of this backend whose input
+object is in our bucket and tagged with this process's user id (``qrmi:uid``; set at upload),
+so a job whose program died still frees its lane. ``task_status`` and ``task_result`` of a
+deleted job read the recorded status, and results and logs stay in the bucket (configure an S3
+lifecycle rule to expire old objects): nothing a caller has not read is lost. The reference
+instead deleted on ``task_stop`` only, and a job deleted that way could no longer be read.
+
+**Lanes.** ``status()`` reports the lanes as the service counts them: ``GET .../lanes`` gives
+the total, and every job the service still stores for the backend holds one.
 
 **Retries.** Every call goes through :class:`~qrmi.http.HttpClient`: connection errors, 408 and
 5xx are retried with backoff and jitter; a 401 refreshes the IAM token once. 423 (backend
-reserved) and 429 (lanes full / rate limit) at submission are retried with backoff until a
-deadline of ``min(QRMI_JOB_TIMEOUT_SECONDS, QRMI_IBM_QS_THROTTLE_WAIT_SECONDS)`` and then fail
-with :class:`~qrmi.errors.ServiceUnavailableError`; other calls use a 120 s budget. Nothing
-retries forever.
+reserved) and 429 (code 1232: execution lanes full; or rate limiting) at submission are retried
+with backoff, deleting our finished jobs between tries, until a deadline of
+``min(QRMI_JOB_TIMEOUT_SECONDS, QRMI_IBM_QS_THROTTLE_WAIT_SECONDS)`` and then fail with
+:class:`~qrmi.errors.ServiceUnavailableError` saying which it was; other calls use a 120 s
+budget. Nothing retries forever.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import random
 import re
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlencode
+
+import httpx
 
 from qrmi.backends._ibm_common import (
     IamToken,
@@ -85,6 +107,7 @@ from qrmi.models import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import TagTypeDef
 
 __all__ = ["PROGRAM_IDS", "QuantumSystemBackend"]
 
@@ -97,6 +120,11 @@ PROGRAM_IDS = ("estimator", "sampler")
 DEFAULT_THROTTLE_WAIT_SECONDS = 900
 #: Longest lifetime S3 SigV4 allows for a presigned URL.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+#: The service's error code for "every execution lane of the backend is taken".
+LANES_FULL_CODE = "1232"
+#: Final job states, and the tag of the input object that records them once a job is deleted.
+FINAL_STATES = ("Completed", "Failed", "Cancelled")
+STATUS_TAG = "qrmi:status"
 
 _BACKEND_STATUS = {
     "online": ResourceStatusCode.Online,
@@ -157,14 +185,16 @@ class QuantumSystemBackend(Backend):
         """Backend status, free execution lanes and this backend's running jobs."""
         backend = self._backend()
         code = self._status_code(backend)
-        pending = self._running_jobs()
-        capacity = self._capacity(pending)
+        jobs = self._stored_jobs()
+        running = None if jobs is None else sum(1 for j in jobs if j.get("status") == "Running")
+        capacity = self._capacity(None if jobs is None else len(jobs))
+        busy = None if capacity is None else capacity.available_slots == 0
         return ResourceStatus(
             status=code,
             status_reason=backend.get("message") or None,
-            busy=None if capacity is None else capacity.available_slots == 0,
+            busy=True if backend.get("locked") is True else busy,
             capacity=capacity,
-            pending_job_count=pending,
+            pending_job_count=running,
         )
 
     def _backend(self) -> dict[str, Any]:
@@ -176,7 +206,8 @@ class QuantumSystemBackend(Backend):
             str(backend.get("status", "")).lower(), ResourceStatusCode.Offline
         )
 
-    def _capacity(self, running: int | None) -> ResourceCapacity | None:
+    def _capacity(self, held: int | None) -> ResourceCapacity | None:
+        """Lanes of the backend; ``held`` is how many the service counts as taken."""
         try:
             lanes = json_object(self._http.get(self._backend_path() + "/lanes"), "lanes")
         except (ServiceError, InvalidInputError, QrmiError) as exc:
@@ -188,20 +219,15 @@ class QuantumSystemBackend(Backend):
         total = hpc.get("lanes") if isinstance(hpc, dict) else None
         if not isinstance(total, int):
             return None
-        return ResourceCapacity(available_slots=max(0, total - (running or 0)), max_slots=total)
+        return ResourceCapacity(available_slots=max(0, total - (held or 0)), max_slots=total)
 
-    def _running_jobs(self) -> int | None:
+    def _stored_jobs(self) -> list[dict[str, Any]] | None:
+        """The jobs the service stores for this backend (each holds a lane), or ``None``."""
         body = json_object(self._http.get("v1/jobs"), "job list")
         jobs = body.get("jobs")
         if not isinstance(jobs, list):
             return None
-        return sum(
-            1
-            for job in jobs
-            if isinstance(job, dict)
-            and job.get("backend") == self.resource_id
-            and job.get("status") in ("Queued", "Running")
-        )
+        return [j for j in jobs if isinstance(j, dict) and j.get("backend") == self.resource_id]
 
     def fetch_target(self) -> str:
         """``{"configuration": ..., "properties": ...}`` of the backend."""
@@ -220,8 +246,13 @@ class QuantumSystemBackend(Backend):
         primitive_input(payload.input, self.resource_id)
         timeout = self._job_timeout()
         storage = self._s3()
+        self._retire_finished_jobs()
         job_id = str(uuid.uuid4())
-        storage.put(f"input_{job_id}.json", payload.input.encode("utf-8"))
+        storage.put(
+            f"input_{job_id}.json",
+            payload.input.encode("utf-8"),
+            tags=_owner_tags(payload.program_id),
+        )
         expires = min(timeout, MAX_PRESIGN_SECONDS)
         body = {
             "id": job_id,
@@ -235,10 +266,59 @@ class QuantumSystemBackend(Backend):
                 "logs": _location(storage.presign("put", f"logs_{job_id}.json", expires)),
             },
         }
-        self._http.post(
-            "v1/jobs", json=body, expected=(204, 200, 201), deadline=self._submit_deadline(timeout)
-        )
+        self._create_job(body, self._submit_deadline(timeout))
         return job_id
+
+    def _create_job(self, body: dict[str, Any], deadline: float) -> None:
+        """``POST /v1/jobs`` until accepted; a 429 (lanes full) frees our finished jobs' lanes
+        and waits, up to ``deadline`` seconds in all."""
+        started = self.clock()
+        refusals = 0
+        while True:
+            left = max(1.0, deadline - (self.clock() - started))
+            response = self._http.post(
+                "v1/jobs", json=body, expected=(204, 200, 201, 429), deadline=left
+            )
+            if response.status_code != 429:
+                return
+            refusals += 1
+            self._retire_finished_jobs()
+            retry_after = _retry_after(response)
+            delay = self._http.retry.throttle_delay(refusals, retry_after, random.random)
+            elapsed = self.clock() - started
+            if elapsed + delay >= deadline:
+                raise self._throttled_error(response, refusals, elapsed)
+            logger.warning(
+                "%s refused job %s (%s); try %d, retrying in %.2f s",
+                self.resource_id,
+                body["id"],
+                _throttle_reason(response),
+                refusals,
+                delay,
+            )
+            self.sleep(delay)
+
+    def _throttled_error(
+        self, response: httpx.Response, refusals: int, elapsed: float
+    ) -> ServiceUnavailableError:
+        vendor = ibm_error_message(response) or "no detail"
+        if _error_code(response) == LANES_FULL_CODE:
+            what = (
+                f"the execution lanes of {self.resource_id} stayed full for {elapsed:.1f} s "
+                f"({refusals} tries; IBM Quantum System API: {vendor}). Our finished jobs were "
+                "deleted from the service between tries, so the lanes are held by running jobs "
+                "or by jobs of other clients. What to do: wait for running jobs to end, have "
+                "the other clients delete their finished jobs, or raise "
+                f"{self.settings.env_name('QRMI_JOB_TIMEOUT_SECONDS')} / "
+                f"{self.settings.env_name(PREFIX + 'THROTTLE_WAIT_SECONDS')}."
+            )
+        else:
+            what = (
+                f"the IBM Quantum System API kept rate-limiting job submissions to "
+                f"{self.resource_id} for {elapsed:.1f} s ({refusals} tries; {vendor}). What to "
+                "do: retry later or send fewer requests at once."
+            )
+        return ServiceUnavailableError(what, status_code=429)
 
     def cancel(self, task_id: str) -> None:
         """``POST /v1/jobs/{id}/cancel``; a job that ended meanwhile (409) is left alone."""
@@ -247,9 +327,22 @@ class QuantumSystemBackend(Backend):
         except InvalidInputError as exc:
             logger.info("cancel of task %s not needed: %s", task_id, exc)
 
+    def task_stop(self, task_id: str) -> None:
+        """Cancel the job unless it is final; then delete it from the service (its results,
+        logs and final status stay in the bucket)."""
+        job = self._job(task_id)
+        if job.get("status") not in FINAL_STATES:
+            self.cancel(task_id)
+            logger.info("task %s on %s cancelled", task_id, self.resource_id)
+            job = self._job(task_id)
+        self._retire(job)
+
     def fetch_state(self, task_id: str) -> str:
-        """The job's ``status`` (``Running``, ``Completed``, ``Failed``, ``Cancelled``)."""
-        return str(self._job(task_id).get("status"))
+        """The job's ``status`` (``Running``, ``Completed``, ``Failed``, ``Cancelled``); a
+        final job is deleted from the service once its outputs are safe (module docstring)."""
+        job = self._job(task_id)
+        self._retire(job)
+        return str(job.get("status"))
 
     def task_result(self, task_id: str) -> TaskResult:
         """The result JSON from ``results_{id}.json``, once the job has completed.
@@ -258,6 +351,7 @@ class QuantumSystemBackend(Backend):
             TaskNotReadyError: the job is running, failed (with IBM's reason) or cancelled.
         """
         job = self._job(task_id)
+        self._retire(job)
         state = str(job.get("status"))
         status = self.STATE_MAP.get(state, TaskStatus.Running)
         if status == TaskStatus.Failed:
@@ -296,8 +390,103 @@ class QuantumSystemBackend(Backend):
         return f"v1/backends/{self.resource_id}"
 
     def _job(self, task_id: str) -> dict[str, Any]:
-        response = self._http.get(f"v1/jobs/{task_id}", not_found=TaskNotFoundError)
+        """The job from the service or, once deleted, as recorded in the bucket.
+
+        Raises:
+            TaskNotFoundError: neither the service nor the bucket knows the job.
+        """
+        try:
+            response = self._http.get(f"v1/jobs/{task_id}", not_found=TaskNotFoundError)
+        except TaskNotFoundError:
+            recorded = self._recorded_job(task_id)
+            if recorded is None:
+                raise
+            return recorded
         return json_object(response, f"job {task_id}")
+
+    def _recorded_job(self, task_id: str) -> dict[str, Any] | None:
+        """The final state recorded in the input object's tags of a deleted job, or ``None``."""
+        if not self._s3_configured():
+            return None
+        try:
+            tags = self._s3().tags(f"input_{task_id}.json")
+        except QrmiError as exc:
+            logger.warning("cannot read the recorded state of task %s: %s", task_id, exc)
+            return None
+        status = (tags or {}).get(STATUS_TAG)
+        if status not in FINAL_STATES:
+            return None
+        assert tags is not None
+        job: dict[str, Any] = {"id": task_id, "backend": self.resource_id, "status": status}
+        code = tags.get(STATUS_TAG + ":reason_code")
+        if status == "Failed":
+            job["reason_code"] = int(code) if code and code.isdigit() else code
+            job["reason_message"] = "the job was deleted from the service after it failed"
+            job["reason_solution"] = f"read its logs (task_logs) or logs_{task_id}.json"
+        return {k: v for k, v in job.items() if v is not None}
+
+    # ----- deleting finished jobs (they hold execution lanes) -------------------------------
+
+    def _retire(self, job: Mapping[str, Any]) -> None:
+        """Delete a final job from the service once what it produced is safe in the bucket.
+
+        Best effort: a failure is logged, and the job is retired on a later call.
+        """
+        status, task_id = job.get("status"), str(job.get("id", ""))
+        if status not in FINAL_STATES or not task_id:
+            return
+        if "storage" not in job or not self._s3_configured():
+            return  # a recorded job (already deleted), or no bucket to keep the outputs in
+        try:
+            self._record_and_delete(job, task_id, str(status))
+        except QrmiError as exc:
+            logger.warning("finished task %s stays on the service for now: %s", task_id, exc)
+
+    def _record_and_delete(self, job: Mapping[str, Any], task_id: str, status: str) -> None:
+        storage = self._s3()
+        tags = storage.tags(f"input_{task_id}.json")
+        if tags is None:
+            logger.debug("task %s was not submitted through this bucket; not deleting", task_id)
+            return
+        if status == "Completed" and not storage.exists(f"results_{task_id}.json"):
+            logger.debug("results of task %s not in the bucket yet; not deleting", task_id)
+            return
+        tags[STATUS_TAG] = status
+        if job.get("reason_code") is not None:
+            tags[STATUS_TAG + ":reason_code"] = str(job["reason_code"])
+        if job.get("end_time"):
+            tags[STATUS_TAG + ":finished"] = str(job["end_time"])
+        storage.set_tags(f"input_{task_id}.json", tags)
+        try:
+            self._http.delete(
+                f"v1/jobs/{task_id}", expected=(204, 200), not_found=TaskNotFoundError
+            )
+        except TaskNotFoundError:
+            return  # another client deleted it first
+        logger.info("finished task %s (%s) deleted from %s", task_id, status, self.resource_id)
+
+    def _retire_finished_jobs(self) -> None:
+        """Delete this backend's finished jobs that this user submitted through our bucket."""
+        if not self._s3_configured():
+            return
+        try:
+            jobs = self._stored_jobs() or []
+            storage = self._s3()
+            mine = str(os.getuid())
+            for job in jobs:
+                if job.get("status") not in FINAL_STATES:
+                    continue
+                tags = storage.tags(f"input_{job.get('id')}.json")
+                if tags is not None and tags.get("qrmi:uid") == mine:
+                    self._retire(job)
+        except QrmiError as exc:
+            logger.warning("could not delete the finished jobs of %s: %s", self.resource_id, exc)
+
+    def _s3_configured(self) -> bool:
+        return all(
+            self.settings.get(PREFIX + key)
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_ENDPOINT", "S3_BUCKET")
+        )
 
     def _job_timeout(self) -> int:
         value = self.settings.get_int("QRMI_JOB_TIMEOUT_SECONDS", minimum=1)
@@ -328,6 +517,42 @@ def _location(url: str) -> dict[str, str]:
     return {"presigned_url": url, "type": "s3_compatible"}
 
 
+def _owner_tags(program_id: str) -> dict[str, str]:
+    """Tags of an input object: who submitted it (the reference's newer releases use these)."""
+    tags = {
+        "qrmi:uid": str(os.getuid()),
+        "qrmi:gid": str(os.getgid()),
+        "qrmi:program_type": program_id,
+    }
+    job_id = os.environ.get("QRMI_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if job_id and job_id.isdigit():
+        tags["qrmi:jid"] = job_id
+    return tags
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """``errors[0].code`` of an IBM error body."""
+    try:
+        errors = response.json().get("errors")
+        return str(errors[0].get("code"))
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return None
+
+
+def _throttle_reason(response: httpx.Response) -> str:
+    if _error_code(response) == LANES_FULL_CODE:
+        return "HTTP 429, code 1232: execution lanes full"
+    return "HTTP 429: rate limited"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
 class _S3Storage:
     """The job bucket: SigV4, path-style addressing, configurable endpoints (boto3)."""
 
@@ -351,11 +576,45 @@ class _S3Storage:
             presigner = _s3_client(qsapi_endpoint, region, key_id, secret)
         return cls(client, presigner, bucket)
 
-    def put(self, key: str, body: bytes) -> None:
-        """Store ``body`` at ``key``."""
+    def put(self, key: str, body: bytes, *, tags: Mapping[str, str] | None = None) -> None:
+        """Store ``body`` at ``key``, tagged with ``tags``."""
         with _s3_errors(f"uploading {key} to S3 bucket {self._bucket}"):
             self._client.put_object(
-                Bucket=self._bucket, Key=key, Body=body, ContentType="application/json"
+                Bucket=self._bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                Tagging=urlencode(dict(tags or {})),
+            )
+
+    def exists(self, key: str) -> bool:
+        """Whether there is an object at ``key``."""
+        with _s3_errors(f"looking up {key} in S3 bucket {self._bucket}") as errors:
+            try:
+                self._client.head_object(Bucket=self._bucket, Key=key)
+            except errors.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                    return False
+                raise
+        return True
+
+    def tags(self, key: str) -> dict[str, str] | None:
+        """The tags of the object at ``key``, or ``None`` if there is no such object."""
+        with _s3_errors(f"reading the tags of {key} in S3 bucket {self._bucket}") as errors:
+            try:
+                response = self._client.get_object_tagging(Bucket=self._bucket, Key=key)
+            except errors.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+        return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
+
+    def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
+        """Replace the tags of the object at ``key``."""
+        tag_set: list[TagTypeDef] = [{"Key": k, "Value": v[:256]} for k, v in tags.items()]
+        with _s3_errors(f"tagging {key} in S3 bucket {self._bucket}"):
+            self._client.put_object_tagging(
+                Bucket=self._bucket, Key=key, Tagging={"TagSet": tag_set}
             )
 
     def get(self, key: str) -> str | None:

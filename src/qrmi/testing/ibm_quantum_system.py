@@ -9,17 +9,37 @@ Endpoints (all need ``Authorization: Bearer <IAM token>`` and ``Service-CRN``):
 * ``GET /v1/backends`` -> ``{"backends": [{"name", "status", "message", "version", "locked"}]}``
 * ``GET /v1/backends/{name}`` and ``.../configuration``, ``.../properties``, ``.../lanes``
 * ``POST /v1/jobs`` -> 204. Body ``{"id", "backend", "program_id", "log_level"?, "timeout_secs",
-  "storage": {"input"|"results"|"logs": {"type": "s3_compatible", "presigned_url"}}}``. 423
-  while the backend is reserved (:meth:`QuantumSystemFake.reserve`), 409 for a reused id.
+  "storage": {"input"|"results"|"logs": {"type": "s3_compatible", "presigned_url"}}}``.
 * ``GET /v1/jobs`` -> ``{"jobs": [...]}``; ``GET /v1/jobs/{id}``; ``POST /v1/jobs/{id}/cancel``
-  -> 204 (409 once final); ``DELETE /v1/jobs/{id}`` -> 204 (409 unless final).
+  -> 204; ``DELETE /v1/jobs/{id}`` -> 204 (only once the job is final).
 * ``GET /version`` (no authentication).
 
+Errors carry the service's codes (``errors[0].code``):
+
+=====  ======  ==============================================================================
+HTTP   code    when
+=====  ======  ==============================================================================
+404    1216    unknown backend
+404    1291    unknown (or deleted) job
+409    1231    ``POST /v1/jobs`` with the id of an existing job
+409    1306    cancel of a job that is already final
+409    1337    delete of a job that is not final
+423    1233    the backend is reserved (:meth:`QuantumSystemFake.reserve`)
+429    1232    every execution lane of the backend is taken ("lanes full")
+=====  ======  ==============================================================================
+
+**Lanes.** A backend has ``lanes`` execution lanes. By default a lane is taken by a job that
+is ``Running``; with ``stored_jobs_hold_lanes=True`` every job the service still stores (final
+or not) holds its lane until a client deletes it, as IBM's own Quantum System API simulator
+counts them: clients must ``DELETE /v1/jobs/{id}`` finished jobs or new jobs get 429.
+
 Accepted jobs are ``Running`` at once (the API has no queued state) and run in a background
-thread, at most ``lanes`` at a time per backend: the fake reads the input through the presigned
-GET URL, runs it on the emulator engine, and writes results and logs through the presigned PUT
-URLs, as the real service does; then the job is ``Completed`` (``Failed`` with a reason code if
-the input was bad).
+thread: the fake reads the input through the presigned GET URL, checks that every circuit is
+an ISA circuit of the device (basis gates, coupled qubits, qubit count; otherwise the job
+fails with reason code 1517 and the service's "non-ISA circuits" message), runs it on the
+emulator engine, and writes results and logs through the presigned PUT URLs, as the real
+service does; then the job is ``Completed`` (``Failed`` with a reason code if the input was
+bad).
 """
 
 from __future__ import annotations
@@ -49,6 +69,7 @@ from qrmi.testing.ibm_shared import (
     devices_named,
     execute_primitive,
     ibm_error,
+    isa_violation,
     json_body,
     requested_seconds,
     unknown_backend,
@@ -113,10 +134,20 @@ class QsJob:
 class _State:
     """Backends and jobs of one fake; thread-safe."""
 
-    def __init__(self, devices: dict[str, FakeDevice], lanes: int, execution_seconds: float):
+    def __init__(
+        self,
+        devices: dict[str, FakeDevice],
+        lanes: int,
+        execution_seconds: float,
+        *,
+        stored_jobs_hold_lanes: bool = False,
+        check_isa: bool = True,
+    ):
         self.devices = devices
         self.lanes = lanes
         self.execution_seconds = execution_seconds
+        self.stored_jobs_hold_lanes = stored_jobs_hold_lanes
+        self.check_isa = check_isa
         self.lock = threading.Lock()
         self.jobs: dict[str, QsJob] = {}
         self.deleted: set[str] = set()
@@ -130,6 +161,14 @@ class _State:
             return sum(
                 1 for j in self.jobs.values() if j.backend == backend and j.status == "Running"
             )
+
+    def lanes_taken(self, backend: str) -> int:
+        """Lanes of ``backend`` in use (call with :attr:`lock` held)."""
+        return sum(
+            1
+            for job in self.jobs.values()
+            if job.backend == backend and (self.stored_jobs_hold_lanes or job.status not in FINAL)
+        )
 
     def finish(self, job: QsJob, status: str, **reason: Any) -> bool:
         """Move ``job`` to a final ``status`` unless it already is final; True if moved."""
@@ -226,11 +265,23 @@ def create_app(state: _State, issuer: Any, crn: str) -> Any:
         assert job is not None
         if job.backend in state.reserved:
             return ibm_error(
-                423, "1423", f"Backend {job.backend} is reserved; jobs are not accepted now."
+                423,
+                "1233",
+                "The requested backend is currently reserved and cannot run jobs outside of "
+                "the reservation.",
             )
         with state.lock:
             if job.id in state.jobs or job.id in state.deleted:
-                return ibm_error(409, "1409", f"A job with id {job.id} already exists.")
+                return ibm_error(
+                    409, "1231", f"Job with duplicate id already exists. Job ID: {job.id}"
+                )
+            if state.lanes_taken(job.backend) >= state.lanes:
+                return ibm_error(
+                    429,
+                    "1232",
+                    "The maximum number of execution lanes for backend "
+                    f"{job.backend} has been reached.",
+                )
             state.jobs[job.id] = job
         thread = threading.Thread(
             target=_execute, args=(state, job), name=f"qs-job-{job.id[:8]}", daemon=True
@@ -252,11 +303,7 @@ def create_app(state: _State, issuer: Any, crn: str) -> Any:
             return error
         with state.lock:
             job = state.jobs.get(job_id)
-            return (
-                JSONResponse(job.to_json())
-                if job
-                else ibm_error(404, "1244", f"Job {job_id} not found.")
-            )
+            return JSONResponse(job.to_json()) if job else _job_not_found(job_id)
 
     @app.post("/v1/jobs/{job_id}/cancel")
     async def cancel_job(job_id: str, request: Request) -> Any:
@@ -264,9 +311,9 @@ def create_app(state: _State, issuer: Any, crn: str) -> Any:
             return error
         job = state.jobs.get(job_id)
         if job is None:
-            return ibm_error(404, "1244", f"Job {job_id} not found.")
+            return _job_not_found(job_id)
         if not state.finish(job, "Cancelled"):
-            return ibm_error(409, "1245", f"Job {job_id} is {job.status} and cannot be cancelled.")
+            return ibm_error(409, "1306", f"Job is not cancellable. Job ID: {job_id}.")
         job.cancel.set()
         return Response(status_code=204)
 
@@ -277,14 +324,22 @@ def create_app(state: _State, issuer: Any, crn: str) -> Any:
         with state.lock:
             job = state.jobs.get(job_id)
             if job is None:
-                return ibm_error(404, "1244", f"Job {job_id} not found.")
+                return _job_not_found(job_id)
             if job.status not in FINAL:
-                return ibm_error(409, "1246", f"Job {job_id} is {job.status}; cancel it first.")
+                return ibm_error(
+                    409,
+                    "1337",
+                    f"Deleting a job in a non-terminal state is not possible. Job ID: {job_id}.",
+                )
             del state.jobs[job_id]
             state.deleted.add(job_id)
         return Response(status_code=204)
 
     return app
+
+
+def _job_not_found(job_id: str) -> Any:
+    return ibm_error(404, "1291", f"Job not found. Job ID: {job_id}.")
 
 
 def _validate_job(body: Mapping[str, Any], state: _State) -> tuple[QsJob | None, Any | None]:
@@ -357,6 +412,14 @@ def _outcome(job: QsJob, state: _State, log: list[str]) -> tuple[str, dict[str, 
     params = _read_input(job, log)
     if isinstance(params, tuple):
         return params
+    if state.check_isa and (problem := isa_violation(params, state.devices[job.backend])):
+        log.append(f"{utc_now()} failed: non-ISA circuits")
+        return _failed(
+            1517,
+            f"Circuits do not match the target definition (non-ISA circuits). {problem}",
+            "Transpile the circuits for the backend (e.g. with a preset pass manager) and "
+            "apply the layout to the observables, then submit again.",
+        )
     seconds = requested_seconds(params, state.execution_seconds)
     if job.cancel.wait(seconds) or state.stopping.is_set():
         return None
@@ -427,7 +490,9 @@ class QuantumSystemFake(IbmFakeServer):
 
     ``devices`` maps backend names to emulator snapshots (``{"ibm_perth": "fake_perth"}``);
     ``lanes`` is the number of execution lanes per backend; ``execution_seconds`` delays every
-    job (to observe ``Running``).
+    job (to observe ``Running``). ``stored_jobs_hold_lanes`` makes every stored job (final or
+    not) hold a lane until it is deleted; ``check_isa=False`` runs circuits that are not in the
+    device's instruction set (the real service fails them).
     """
 
     RESOURCE_TYPE = "ibm-quantum-system"
@@ -438,6 +503,8 @@ class QuantumSystemFake(IbmFakeServer):
         devices: Mapping[str, str] | None = None,
         lanes: int = 2,
         execution_seconds: float = 0.0,
+        stored_jobs_hold_lanes: bool = False,
+        check_isa: bool = True,
         apikey: str = DEFAULT_APIKEY,
         crn: str = DEFAULT_CRN,
         token_lifetime: float = 3600.0,
@@ -445,7 +512,13 @@ class QuantumSystemFake(IbmFakeServer):
         port: int = 0,
     ) -> None:
         self.s3 = S3Fake(host=host)
-        self.state = _State(devices_from(devices, DEFAULT_DEVICES), lanes, execution_seconds)
+        self.state = _State(
+            devices_from(devices, DEFAULT_DEVICES),
+            lanes,
+            execution_seconds,
+            stored_jobs_hold_lanes=stored_jobs_hold_lanes,
+            check_isa=check_isa,
+        )
         super().__init__(
             partial(create_app, self.state),
             self.state.devices,

@@ -9,7 +9,9 @@ it is another instance).
 from __future__ import annotations
 
 import copy
+import importlib
 import json
+import sys
 import threading
 import time
 import uuid
@@ -32,6 +34,7 @@ __all__ = [
     "devices_named",
     "execute_primitive",
     "ibm_error",
+    "isa_violation",
     "json_body",
     "requested_seconds",
     "unknown_backend",
@@ -133,6 +136,110 @@ def execute_primitive(program_id: str, params: Mapping[str, Any], device: FakeDe
     from qrmi.backends.local_emulator.engine import run_primitive
 
     return run_primitive(program_id, params, device=device.snapshot)
+
+
+#: Instructions a device runs beyond its ``basis_gates`` when its configuration does not list
+#: ``supported_instructions``.
+_ALWAYS_SUPPORTED = frozenset({"measure", "barrier", "delay", "reset"})
+#: Control flow whose bodies are checked instruction by instruction.
+_CONTROL_FLOW = frozenset({"if_else", "for_loop", "while_loop", "switch_case", "box"})
+
+
+def isa_violation(params: Mapping[str, Any], device: FakeDevice) -> str | None:
+    """Why the circuits of a primitive job are not ISA circuits of ``device``, or ``None``.
+
+    IBM's services run only circuits written in the device's instruction set (its basis gates,
+    on coupled qubits, within its qubit count) and fail other jobs. A circuit the fake cannot
+    parse is not judged here: the engine reports it.
+    """
+    configuration = device.description()[0]
+    supported = set(configuration.get("basis_gates") or ()) | set(
+        configuration.get("supported_instructions") or _ALWAYS_SUPPORTED
+    )
+    supported |= {"barrier"}
+    edges = {tuple(edge) for edge in configuration.get("coupling_map") or ()}
+    size = int(configuration.get("n_qubits", 0))
+    pubs = params.get("pubs")
+    for index, pub in enumerate(pubs if isinstance(pubs, list) else ()):
+        circuit = _parsed_circuit(pub[0] if isinstance(pub, list) and pub else pub)
+        if circuit is None:
+            continue
+        if circuit.num_qubits > size:
+            return (
+                f"pub {index}: the circuit has {circuit.num_qubits} qubits; {device.name} has "
+                f"{size}."
+            )
+        qubits = list(range(circuit.num_qubits))
+        problem = _non_isa_instruction(circuit, qubits, supported, edges)
+        if problem is not None:
+            return f"pub {index}: {problem}"
+    return None
+
+
+def _parsed_circuit(value: Any) -> Any | None:
+    """A QuantumCircuit from OpenQASM 3 text or a RuntimeEncoder QPY object; None if neither."""
+    try:
+        if isinstance(value, str):
+            return _imported("qiskit.qasm3").loads(value)
+        if isinstance(value, dict):
+            decoder = _imported("qiskit_ibm_runtime.utils").RuntimeDecoder
+            return json.loads(json.dumps(value), cls=decoder)
+    except Exception:  # any parse failure is the engine's to report
+        return None
+    return None
+
+
+_import_lock = threading.Lock()
+
+
+def _imported(name: str) -> Any:
+    """Module ``name``, imported from a thread that never exits.
+
+    Job threads are short-lived, and qiskit crashes the process (SIGSEGV) when it was first
+    imported by a thread that has since exited; see the emulator engine.
+    """
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    with _import_lock:
+        if threading.current_thread() is threading.main_thread():
+            return importlib.import_module(name)
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def import_and_park() -> None:
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:  # re-raised in the caller's thread
+                failure.append(exc)
+            done.set()
+            threading.Event().wait()
+
+        threading.Thread(target=import_and_park, name=f"import-{name}", daemon=True).start()
+        done.wait()
+        if failure:
+            raise failure[0]
+        return sys.modules[name]
+
+
+def _non_isa_instruction(
+    circuit: Any, qubits: list[int], supported: set[str], edges: set[tuple[int, ...]]
+) -> str | None:
+    """The first instruction of ``circuit`` the device cannot run; ``qubits`` maps the
+    circuit's qubits to device qubits."""
+    for instruction in getattr(circuit, "data", ()):
+        name = instruction.operation.name
+        where = tuple(qubits[circuit.find_bit(q).index] for q in instruction.qubits)
+        if name not in supported:
+            return f"the instruction {name} on qubits {where} is not supported by the target."
+        if name in _CONTROL_FLOW:
+            for block in instruction.operation.blocks:
+                problem = _non_isa_instruction(block, list(where), supported, edges)
+                if problem is not None:
+                    return problem
+        elif len(where) == 2 and name not in _ALWAYS_SUPPORTED and where not in edges:
+            return f"the instruction {name} on qubits {where} is not supported by the target."
+    return None
 
 
 def requested_seconds(params: Mapping[str, Any], default: float) -> float:

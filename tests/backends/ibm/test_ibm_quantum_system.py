@@ -107,6 +107,9 @@ def test_status_reports_lanes_and_running_jobs(qs: QuantumSystemFake) -> None:
     assert status.capacity is not None and status.capacity.max_slots == 2
     assert status.pending_job_count == 1
     assert status.capacity.available_slots == 1
+    after = qpu.status()
+    assert after.capacity is not None and after.capacity.available_slots == 2
+    assert after.busy is False
 
 
 def test_is_accessible_asks_the_backend_once(qs: QuantumSystemFake) -> None:
@@ -136,30 +139,49 @@ def test_target_has_configuration_and_properties(qs: QuantumSystemFake) -> None:
     assert target["properties"]["backend_name"] == NAME
 
 
-def test_stop_cancels_a_running_job_and_never_deletes(qs: QuantumSystemFake) -> None:
+def test_stop_cancels_a_running_job_then_deletes_it_keeping_its_status(
+    qs: QuantumSystemFake,
+) -> None:
     qpu = resource(qs)
     task = qpu.task_start(sampler(seconds=30))
 
     qpu.task_stop(task)
     qpu.task_stop(task)
 
+    assert len(qs.requests(f"/v1/jobs/{task}/cancel", "POST")) == 1
+    assert task in qs.deleted_jobs
     assert qpu.task_status(task) == TaskStatus.Cancelled
-    assert qs.requests(f"/v1/jobs/{task}", "DELETE") == []
-    assert task not in qs.deleted_jobs
+    assert resource(qs).task_status(task) == TaskStatus.Cancelled
+    with pytest.raises(TaskNotReadyError, match="cancelled"):
+        qpu.task_result(task)
 
 
-def test_stop_never_deletes_a_completed_job_or_its_result(qs: QuantumSystemFake) -> None:
+def test_a_completed_job_leaves_the_service_once_its_result_is_in_the_bucket(
+    qs: QuantumSystemFake,
+) -> None:
     qpu = resource(qs)
     task = run_to_completion(qpu, sampler())
-    before = qpu.task_result(task).value
 
-    qpu.task_stop(task)
-
-    assert qs.requests(f"/v1/jobs/{task}*", "DELETE") == []
-    assert qs.requests(f"/v1/jobs/{task}/cancel", "POST") == []
-    assert qs.job(task) is not None and qs.job(task).status == "Completed"  # type: ignore[union-attr]
+    assert task in qs.deleted_jobs and qs.job(task) is None
     assert f"results_{task}.json" in qs.s3.keys()  # noqa: SIM118 - a list of S3 keys
+    other_process = resource(qs)
+    assert other_process.task_status(task) == TaskStatus.Completed
+    before = other_process.task_result(task).value
+    assert decode(before)[0].data.meas.num_shots == 64
+    qpu.task_stop(task)
+    assert qs.requests(f"/v1/jobs/{task}/cancel", "POST") == []
     assert resource(qs).task_result(task).value == before
+    assert "completed" in qpu.task_logs(task)
+
+
+def test_a_failed_job_keeps_its_reason_code_after_deletion(qs: QuantumSystemFake) -> None:
+    qpu = resource(qs)
+    task = qpu.task_start(broken_sampler())
+    assert qpu.task_wait(task, 60) == TaskStatus.Failed
+
+    assert task in qs.deleted_jobs
+    with pytest.raises(TaskNotReadyError, match="task failed. code: 1517"):
+        resource(qs).task_result(task)
 
 
 def test_failed_job_reports_the_reason(qs: QuantumSystemFake) -> None:
@@ -243,8 +265,17 @@ def test_permanent_423_fails_within_the_job_deadline(qs: QuantumSystemFake) -> N
     with pytest.raises(ServiceUnavailableError, match="reserved") as caught:
         qpu.task_start(sampler())
 
-    assert "HTTP 423" in str(caught.value)
+    assert "HTTP 423" in str(caught.value) and "code 1233" in str(caught.value)
     assert len(qs.requests("/v1/jobs", "POST")) >= 2
+
+
+def test_rate_limiting_429_is_not_called_lanes_full(qs: QuantumSystemFake) -> None:
+    qs.faults.throttle(429, path="/v1/jobs", method="POST", retry_after=0)
+    qpu = resource(qs, QRMI_JOB_TIMEOUT_SECONDS="1")
+
+    with pytest.raises(ServiceUnavailableError, match="rate-limiting") as caught:
+        qpu.task_start(sampler())
+    assert "lanes" not in str(caught.value)
 
 
 def test_429_then_success_is_retried(qs: QuantumSystemFake) -> None:
