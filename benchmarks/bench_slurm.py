@@ -1,10 +1,10 @@
 """What ``--qpu`` adds to a Slurm job: delegates to ``benchmarks/slurm_overhead.py``.
 
 That script starts a throwaway Slurm cluster (root and Debian's Slurm packages needed) and
-times ``srun true`` against ``srun --qpu=emu true``, and a step inside a batch job with and
-without ``--qpu``. This module runs it, reads its summary lines, and records "skipped: reason"
-when it cannot run here. (The reference's Slurm side is a C SPANK plugin on a real cluster;
-it is not compared here.)
+times ``srun true`` against ``srun --qpu=emu true`` (free license) and back-to-back jobs on a
+1-license QPU, and a step inside a batch job with and without ``--qpu``. This module runs it,
+reads its summary lines, and records "skipped: reason" when it cannot run here. (The
+reference's Slurm side is a C SPANK plugin on a real cluster; it is not compared here.)
 
     .venv/bin/python benchmarks/bench_slurm.py [--quick]
 """
@@ -31,7 +31,13 @@ SUMMARY = re.compile(
 )
 #: (with --qpu, without), as labelled by slurm_overhead.py, and how the report names them.
 PAIRS = (
-    ("srun --qpu=emu true", "srun true", "`srun --qpu=emu true`", "`srun true`"),
+    ("srun --qpu=emu true", "srun true", "`srun --qpu=emu true`, free license", "`srun true`"),
+    (
+        "srun --qpu=emu1 true back-to-back",
+        "srun true",
+        "`srun --qpu=emu1 true` back to back on a 1-license QPU",
+        "`srun true`",
+    ),
     (
         "step in a --qpu batch job",
         "step in a batch job",
@@ -82,10 +88,16 @@ def run(ctx: Context) -> dict[str, object]:
         method=method.replace("N", str(runs)),
         rows=rows,
         notes=[
-            *(line for line in done.stdout.splitlines() if line.startswith("cluster up")),
+            *(
+                line
+                for line in done.stdout.splitlines()
+                if line.startswith(("cluster up", "load average", "added by"))
+            ),
             f"{SCRIPT.name} prints summaries, not samples: the ratios have no interval.",
-            "The QPU is the local emulator, whose acquire and release are SQLite writes; "
-            "against a vendor the acquire/release calls' own latency comes on top.",
+            "The QPUs are local emulators configured as the admin guide says "
+            '(`"environment": {}`, 1-2 licenses, no store made beforehand); their acquire and '
+            "release are SQLite writes: against a vendor the acquire/release calls' own "
+            "latency comes on top.",
         ],
     )
 

@@ -1,11 +1,18 @@
 """What ``--qpu`` adds to a job: median ``srun --qpu=X true`` against ``srun true``.
 
-Both run on the same throwaway Slurm cluster (``qrmi.testing.slurm_cluster``, needs root and
-Debian's Slurm packages) in the same run, interleaved, as an unprivileged user. The QPU is the
-local emulator (its acquire and release are SQLite writes), with enough licenses that no job
-waits for another. ``srun --qpu`` pays: one helper run to acquire (Python start, config, one
-``squeue`` for the time limit, acquire, state file) and one to release. Also measured: a step
-launched inside a ``--qpu`` batch job, which inherits the job's variables without the helper.
+All run on the same throwaway Slurm cluster (``qrmi.testing.slurm_cluster``, needs root and
+Debian's Slurm packages) in the same run, interleaved, as an unprivileged user, with the admin
+guide's emulator configuration: ``"environment": {}`` (the helper makes the emulator's store
+itself; nothing is created beforehand) and one or two licenses per QPU. Two cases:
+
+* free licenses: ``emu`` has 2 licenses and each job runs alone, so no job waits for one;
+* back to back on a 1-license QPU: ``emu1`` has 1 license and the timed job is submitted the
+  moment the previous ``emu1`` job returned, so it may wait for slurmctld to free the license.
+
+``srun --qpu`` pays one helper run to acquire (Python start, config, one ``squeue`` for the
+job's time limit and licenses, acquire, state file) and one, detached, to release. Also
+measured: a step launched inside a ``--qpu`` batch job, which inherits the job's variables
+without running the helper.
 
     sudo .venv/bin/python benchmarks/slurm_overhead.py [--runs 30]
 """
@@ -13,11 +20,14 @@ launched inside a ``--qpu`` batch job, which inherits the job's variables withou
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from qrmi.backends.local_emulator.backend import default_state_dir
 from qrmi.testing.slurm_cluster import ClusterUnavailable, SlurmCluster
 
 
@@ -49,7 +59,7 @@ def inner_steps(cluster: SlurmCluster, runs: int) -> tuple[list[float], list[flo
     )
     script.chmod(0o755)
     results = []
-    for extra in ([], ["--qpu=emu"]):
+    for extra in ([], [f"--qpu={FREE}"]):
         job = cluster.sbatch(*extra, str(script))
         cluster.wait_done(job, timeout=600)
         micros = [
@@ -61,44 +71,60 @@ def inner_steps(cluster: SlurmCluster, runs: int) -> tuple[list[float], list[flo
     return results[0], results[1]
 
 
+#: The QPUs of the run: (name, licenses); the names are unique to this benchmark because the
+#: guide's ``"environment": {}`` puts the emulator's store under root's home.
+FREE, SINGLE = "qrmibench-emu", "qrmibench-emu1"
+
+
+def guide_config() -> dict[str, object]:
+    """The admin guide's emulator QPUs (no settings at all)."""
+    return {
+        "resources": [
+            {"name": name, "type": "local-emulator", "environment": {}} for name in (FREE, SINGLE)
+        ]
+    }
+
+
+def measure(cluster: SlurmCluster, runs: int) -> dict[str, list[float]]:
+    """Interleaved rounds (round 0 is a warm-up): plain, free license, back to back."""
+    samples: dict[str, list[float]] = {"plain": [], "free": [], "b2b": []}
+    for i in range(runs + 1):
+        plain = timed(cluster, ["srun", "true"])
+        free = timed(cluster, ["srun", f"--qpu={FREE}", "true"])
+        timed(cluster, ["srun", f"--qpu={SINGLE}", "true"])
+        b2b = timed(cluster, ["srun", f"--qpu={SINGLE}", "true"])  # right after the last one
+        if i:
+            samples["plain"].append(plain)
+            samples["free"].append(free)
+            samples["b2b"].append(b2b)
+    return samples
+
+
+def added(label: str, samples: list[float], baseline: list[float]) -> str:
+    delta = statistics.median(samples) - statistics.median(baseline)
+    ratio = statistics.median(samples) / statistics.median(baseline)
+    return f"{label:32} {delta * 1000:+7.1f} ms   ratio {ratio:5.2f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="timed runs of each (default 30)")
     args = parser.parse_args()
     root = Path("/tmp") / f"qrmi-slurm-bench-{int(time.time())}"
     root.mkdir()
-    emulator = root / "shared" / "emu"
-    config = {
-        "resources": [
-            {
-                "name": "emu",
-                "type": "local-emulator",
-                "environment": {"QRMI_LOCAL_STATE_DIR": str(emulator)},
-            }
-        ]
-    }
-    cluster = SlurmCluster(config, root=root, licenses={"emu": 1000})
+    cluster = SlurmCluster(guide_config(), root=root, licenses={FREE: 2, SINGLE: 1})
     try:
         started = time.perf_counter()
         cluster.start()
         print(f"cluster up in {time.perf_counter() - started:.2f} s ({len(cluster.nodes)} nodes)")
-        code = (
-            "import sys; from qrmi.backends.local_emulator.store import TaskStore; "
-            "TaskStore(sys.argv[1]).leases()"
-        )
-        cluster.as_user([str(cluster.python), "-c", code, str(emulator)])
-        plain: list[float] = []
-        qpu: list[float] = []
-        for i in range(args.runs + 1):  # run 0 is a warm-up for each
-            p = timed(cluster, ["srun", "true"])
-            q = timed(cluster, ["srun", "--qpu=emu", "true"])
-            if i:
-                plain.append(p)
-                qpu.append(q)
-        print(summary("srun true", plain))
-        print(summary("srun --qpu=emu true", qpu))
-        delta = statistics.median(qpu) - statistics.median(plain)
-        print(f"{'overhead of --qpu (median)':32} {delta * 1000:+7.1f} ms")
+        print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
+        samples = measure(cluster, args.runs)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        print(summary("srun true", samples["plain"]))
+        print(summary("srun --qpu=emu true", samples["free"]))
+        print(summary("srun --qpu=emu1 true back-to-back", samples["b2b"]))
+        print(added("added by --qpu, free license", samples["free"], samples["plain"]))
+        print(added("added by --qpu, back-to-back", samples["b2b"], samples["plain"]))
         step_plain, step_qpu = inner_steps(cluster, min(args.runs, 20))
         print(summary("step in a batch job", step_plain))
         print(summary("step in a --qpu batch job", step_qpu))
@@ -107,6 +133,8 @@ def main() -> int:
         return 2
     finally:
         cluster.cleanup()
+        for name in (FREE, SINGLE):  # the guide's config put the stores under root's home
+            shutil.rmtree(default_state_dir(name, {}), ignore_errors=True)
     return 0
 
 

@@ -28,6 +28,7 @@ Which process acquires and which releases (the semantics documented in the user 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING
 from qrmi.errors import InvalidInputError, QrmiError
 
 if TYPE_CHECKING:
+    from qrmi.config import ResourceDef
     from qrmi.lifecycle import JobLifecycle
 
 INFINITE = "UNLIMITED"
@@ -236,6 +238,17 @@ def _step_plan(args: argparse.Namespace, names: list[str]) -> str:
     return "acquire-own" if args.own_allocation else "acquire"
 
 
+def _import_backends(definitions: Sequence[ResourceDef]) -> None:
+    """Import the QPUs' backend modules now, so that the import overlaps with the squeue call
+    (a failure is left to the acquisition, which reports it with the QPU's name)."""
+    from qrmi.lifecycle import type_string
+    from qrmi.registry import backend_class
+
+    for rdef in definitions:
+        with contextlib.suppress(QrmiError):
+            backend_class(type_string(rdef.resource_type))
+
+
 def cmd_acquire(args: argparse.Namespace) -> int:
     """Acquire (or reuse) the job's QPUs and print the variables for the shim to export."""
     from qrmi.lifecycle import JobContext, parse_qpu_list, resolve
@@ -246,7 +259,8 @@ def cmd_acquire(args: argparse.Namespace) -> int:
         return 0
     query = JobRecordQuery(args.job)
     lifecycle = _lifecycle(args)
-    resolve(lifecycle.config, names)  # an unknown name first: it gets the list of known ones
+    definitions = resolve(lifecycle.config, names)  # an unknown name first: it lists the known
+    _import_backends(definitions)  # while squeue runs
     record = query.record()
     check_licenses(args.job, names, record.licenses)
     ctx = JobContext(args.job, args.uid, record.time_limit_seconds)
