@@ -31,10 +31,11 @@ import time
 import warnings
 from typing import Any
 
-# Physical qubits, so that the circuit is valid on the device as it is (no transpiling).
+# An ISA circuit of fake_perth (physical qubits, basis gates; h = rz sx rz), so that the
+# circuit is valid on the device as it is: IBM's services (and their fakes) refuse others.
 BELL_QASM3 = (
     'OPENQASM 3.0;\ninclude "stdgates.inc";\nbit[2] meas;\n'
-    "h $0;\ncx $0, $1;\nmeas[0] = measure $0;\nmeas[1] = measure $1;\n"
+    "rz(pi/2) $0;\nsx $0;\nrz(pi/2) $0;\ncx $0, $1;\nmeas[0] = measure $0;\nmeas[1] = measure $1;\n"
 )
 FINAL_STATUSES = ("Completed", "Failed", "Cancelled")
 DEADLINE_SECONDS = 120.0

@@ -48,9 +48,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 FAKEQPU = REPO / "tests" / "slurm" / "fakeqpu"
+# ISA for fake_perth (IBM's services and their fakes refuse other circuits).
 BELL = (
-    'OPENQASM 3.0; include "stdgates.inc"; bit[2] c; qubit[2] q; h q[0]; cx q[0], q[1]; '
-    "c[0] = measure q[0]; c[1] = measure q[1];"
+    'OPENQASM 3.0; include "stdgates.inc"; bit[2] c; rz(pi/2) $0; sx $0; rz(pi/2) $0; '
+    "cx $0, $1; c[0] = measure $0; c[1] = measure $1;"
 )
 SHOTS = 64
 EMULATORS = ("emu", "emu2")
