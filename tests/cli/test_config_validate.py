@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -108,3 +109,17 @@ def test_warnings_do_not_fail(tmp_path: Path) -> None:
     assert "garnet: no backend reads QRMI_IBM_ISA_TOKEN; did you mean QRMI_IQM_ISA_TOKEN?" in err
     assert "other users can read it" in err
     assert "k-123" not in result.output
+
+
+def test_a_fifo_or_a_non_utf8_file_is_refused_with_a_message(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    result = runner.invoke(app, ["config", "validate", str(fifo)])
+    assert result.exit_code != 0
+    assert "is a FIFO (named pipe)" in result.output
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"resources": [], "x": "\xe9"}')
+    result = runner.invoke(app, ["config", "validate", str(latin)])
+    assert result.exit_code != 0
+    assert "is not UTF-8 text" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
