@@ -78,7 +78,8 @@ def setup_cluster_files(
     shutil.copy(CHECKOUT / "slurm" / "job_submit.lua", tmp_path / "job_submit.lua")
     (tmp_path / admin.LUA_DATA_FILE).write_text(admin.render_lua_data(["a", "b"]))
     epilog = tmp_path / "epilog.sh"
-    epilog.write_text(admin.render_epilog_script("/usr/bin/python3", str(config), "/tmp/x"))
+    state = str(tmp_path / "state")
+    epilog.write_text(admin.render_epilog_script(python, str(config), state))
     conf = tmp_path / "slurm.conf"
     conf.write_text(
         f"ClusterName=x\nJobSubmitPlugins=lua\n{licenses}\nEpilog={epilog}\n"
@@ -175,6 +176,18 @@ def test_check_refuses_a_config_in_a_directory_others_can_write(tmp_path: Path) 
         )
     finally:
         tmp_path.chmod(0o700)
+
+
+def test_check_finds_an_epilog_looking_elsewhere_and_a_relative_python(tmp_path: Path) -> None:
+    config, conf = setup_cluster_files(tmp_path, "Licenses=a:1,b:2", python="python3")
+    epilog = tmp_path / "epilog.sh"
+    epilog.write_text(admin.render_epilog_script(sys.executable, str(config), "/var/lib/other"))
+    problems = check_problems(config, conf)
+    assert "python=python3 must be an absolute path" in problems
+    assert (
+        f"error: Epilog {epilog} looks for job state in /var/lib/other, but plugstack.conf's "
+        f"state_dir is {tmp_path / 'state'}"
+    ) in problems
 
 
 def test_check_lists_the_variables_a_job_sees_without_secret_values(tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ def check(config_path: Path, slurm_conf: Path, plugstack: Path | None = None) ->
         findings += _check_state_dir(Path(args.get("state_dir", DEFAULT_STATE_DIR)))
     findings += _check_licenses(config, conf.get("licenses", ""))
     findings += _check_job_submit(conf, slurm_conf.parent, names)
-    findings += _check_epilog(conf.get("epilog", ""))
+    findings += _check_epilog(conf.get("epilog", ""), args)
     findings += [_job_view(config, name) for name in names]
     return findings
 
@@ -235,6 +235,8 @@ def _check_plugstack(stack: Path, config_path: Path) -> tuple[list[Finding], dic
 
 def _check_python(python: str, stack: Path) -> list[Finding]:
     """Run ``python=`` as the shim runs the helper: isolated (-I), with a minimal environment."""
+    if not os.path.isabs(python):
+        return [Finding("error", f"{stack}: python={python} must be an absolute path")]
     if not Path(python).is_file():
         return [Finding("error", f"{stack}: python={python} does not exist")]
     try:
@@ -420,7 +422,7 @@ def _check_job_submit(conf: Mapping[str, str], etc: Path, names: list[str]) -> l
     return found or [Finding("ok", f"{data}: {len(listed)} QPUs")]
 
 
-def _check_epilog(epilog: str) -> list[Finding]:
+def _check_epilog(epilog: str, plugstack_args: Mapping[str, str] | None) -> list[Finding]:
     if not epilog:
         return [
             Finding(
@@ -432,8 +434,33 @@ def _check_epilog(epilog: str) -> list[Finding]:
     scripts = [Path(p) for p in glob.glob(epilog)] or [Path(epilog)]
     for script in scripts:
         try:
-            if "qrmi.slurm.helper epilog" in script.read_text():
-                return [Finding("ok", f"Epilog {script} runs the QRMI safety net")]
+            text = script.read_text()
         except OSError:
             continue
+        if "qrmi.slurm.helper epilog" in text:
+            ok = Finding("ok", f"Epilog {script} runs the QRMI safety net")
+            return [ok, *_epilog_matches_plugstack(script, text, plugstack_args)]
     return [Finding("warning", f"Epilog={epilog} does not run 'qrmi.slurm.helper epilog'")]
+
+
+def _epilog_matches_plugstack(
+    script: Path, text: str, plugstack_args: Mapping[str, str] | None
+) -> list[Finding]:
+    """The Epilog must look for job state where the helper writes it (plugstack state_dir=)."""
+    if plugstack_args is None:
+        return []
+    found = re.search(r"^STATE_DIR=(.+)$", text, re.MULTILINE)
+    if found is None:
+        return []
+    in_script = shlex.split(found.group(1))[0] if found.group(1).strip() else ""
+    in_plugstack = plugstack_args.get("state_dir", DEFAULT_STATE_DIR)
+    if os.path.abspath(in_script) == os.path.abspath(in_plugstack):
+        return []
+    return [
+        Finding(
+            "error",
+            f"Epilog {script} looks for job state in {in_script}, but plugstack.conf's "
+            f"state_dir is {in_plugstack}: the safety net would never release anything; "
+            "regenerate it with qrmi slurm epilog-script --state-dir",
+        )
+    ]
