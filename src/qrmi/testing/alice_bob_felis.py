@@ -6,8 +6,8 @@ base64 of ``user:password``). Jobs follow Felis's flow: ``POST /v1/jobs/`` creat
 (``FETCHING_INPUT``, ``INPUT_READY``), execution adds ``COMPILING`` ... ``EXECUTING`` and ends
 with ``SUCCEEDED``, ``COMPILATION_FAILED`` (a program this fake cannot read),
 ``EXECUTION_FAILED`` or ``CANCELLED`` (``DELETE /v1/jobs/{id}``). The output
-(``GET /v1/jobs/{id}/output``, ``text/csv``) is a histogram, one ``bitstring,count`` line per
-outcome, where character *i* of the bitstring is result *i*.
+(``GET /v1/jobs/{id}/output``, ``text/plain`` as Felis serves it) is a histogram, one
+``bitstring,count`` line per outcome, where character *i* of the bitstring is result *i*.
 
 Execution: the human-readable QIR's quantum calls (``__quantum__qis__{h,x,y,z,s,s__adj,t,
 t__adj,rx,ry,rz,cnot,cx,cz,mz,m,reset}__body`` with static qubit and result ids, ``null`` being
@@ -365,7 +365,7 @@ class FelisFake(FakeServer):
             if job is None or job.state != DONE:
                 return JSONResponse({"message": "the job has no output yet"}, status_code=409)
             lines = [f"{bits},{count}" for bits, count in sorted(job.result.items())]
-            return PlainTextResponse("\n".join(lines) + "\n", media_type="text/csv")
+            return PlainTextResponse("\n".join(lines) + "\n")
 
         return app
 

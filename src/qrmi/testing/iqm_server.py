@@ -207,6 +207,35 @@ class IQMServerFake(FakeServer):
         name = self.alias.split(":")[0].capitalize()
         return {"id": self.qc_id, "alias": self.alias, "display_name": name}
 
+    def computer_details(self) -> dict[str, Any]:
+        """The quantum computer as ``GET /api/v1/quantum-computers/{qc}`` describes it."""
+        return {
+            **self.computer_view(),
+            "description": f"Fake IQM quantum computer with {len(self.qubits)} qubits",
+            "backend_type": "qpu",
+            "number_of_qubits": len(self.qubits),
+            "pulla_enabled": False,
+            "limits": {
+                "max_circuits_per_job": 200,
+                "max_executions_per_job": MAX_SHOTS * 200,
+                "max_instructions_per_circuit": 10_000,
+                "max_shots_per_circuit": MAX_SHOTS,
+            },
+            "operational": "online" if self.healthy else "maintenance",
+            "health": {"healthy": self.healthy, "updated_at": _now()},
+            "queue_length": sum(1 for job in self.jobs.jobs() if job.state == QUEUED),
+            "pricing": {
+                "payg_price_per_second": "0.00",
+                "timeslot": {"slot_duration": "PT1H", "slot_price": "0.00"},
+            },
+            "additional_info": {
+                "academy_url": "",
+                "best_suited_for": [],
+                "documentation_url": "",
+                "mock_url": "",
+            },
+        }
+
     def dynamic_architecture(self) -> dict[str, Any]:
         """The calibrated gates and loci."""
 
@@ -367,7 +396,7 @@ class IQMServerFake(FakeServer):
                 return denied
             if not known_qc(qc):
                 return _error(404, f"quantum computer {qc} not found")
-            return JSONResponse(self.computer_view())
+            return JSONResponse(self.computer_details())
 
         @app.get(v1 + "/quantum-computers/{qc}/artifacts/static-quantum-architectures")
         async def static(qc: str, request: Request) -> JSONResponse:
