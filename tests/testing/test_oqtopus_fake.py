@@ -100,6 +100,15 @@ def test_submit_checks_in_the_service_order(api: httpx.Client, fake: OqtopusFake
     assert "not in valid status for submission" in again.json()["message"]
 
 
+def test_a_body_the_request_model_refuses_is_fastapi_422_before_any_lookup(
+    api: httpx.Client,
+) -> None:
+    answer = api.post("/jobs/no-such-job/submit", json={**REQUEST, "shots": 0})
+    assert answer.status_code == 422
+    (detail,) = answer.json()["detail"]
+    assert detail["loc"] == ["body", "shots"] and detail["input"] == 0
+
+
 def test_cancel_and_delete_follow_the_job_status(api: httpx.Client, fake: OqtopusFake) -> None:
     job_id = register(api, {"program": [BELL]})
     fake.jobs.hold()

@@ -20,7 +20,8 @@ are 403):
   signature, an expired policy or a key outside the policy is 403 (S3's XML error).
   ``GET /storage/{bucket}/{key}?AWSAccessKeyId=&Signature=&Expires=`` downloads job files.
 * ``POST /jobs/{id}/submit`` with ``{device_id, job_type, shots, name?, description?,
-  transpiler_info?, simulator_info?, mitigation_info?}``: 404 for an unknown job, 400 when the
+  transpiler_info?, simulator_info?, mitigation_info?}``: a body the request model refuses is
+  FastAPI's 422 ``{"detail": [{type, loc, msg, input}]}``; then 404 for an unknown job, 400 when the
   job is not ``registered``, the device is unknown (``device not found``) or not available
   (``device X is not available``: the service refuses new jobs then), or the input was not
   uploaded; else ``{"message": "job submitted"}``.
@@ -506,9 +507,6 @@ class OqtopusFake(FakeServer):
                 f"{job_id} job is not in valid status for submission (valid status for "
                 "submission: 'registered')",
             )
-        problem = _request_problem(body)
-        if problem:
-            return _error(400, problem)
         device = self.devices.get(body["device_id"])
         if device is None:
             return _error(400, "device not found")
@@ -620,8 +618,8 @@ class OqtopusFake(FakeServer):
             try:
                 body = json.loads(await request.body() or b"null")
             except ValueError:
-                return _error(400, "Bad request malformed input data: the body is not JSON")
-            return self._submit(job_id, body)
+                return _invalid([], "JSON decode error", "json_invalid", None)
+            return _request_problem(body) or self._submit(job_id, body)
 
         @app.get("/jobs/{job_id}")
         async def get_job(job_id: str, request: Request) -> JSONResponse:
@@ -682,24 +680,33 @@ def _without_none(view: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in view.items() if value is not None}
 
 
-def _request_problem(body: Any) -> str | None:
-    """What the service's request model refuses in a submit request, or ``None``."""
+def _request_problem(body: Any) -> JSONResponse | None:
+    """FastAPI's 422 for what the service's request model refuses (checked before the handler
+    runs, so before any 404), or ``None``."""
     if not isinstance(body, dict):
-        return "Bad request malformed input data: the body must be a JSON object"
+        return _invalid([], "Input should be a valid dictionary", "dict_type", body)
     shots = body.get("shots")
     if not isinstance(body.get("device_id"), str):
-        return "device_id is required and must be a string"
+        return _invalid(["device_id"], "Input should be a valid string", "string_type", body)
     if body.get("job_type") not in JOB_TYPES:
-        return f"job_type must be one of {', '.join(JOB_TYPES)}"
+        choices = ", ".join(f"'{t}'" for t in JOB_TYPES)
+        return _invalid(["job_type"], f"Input should be {choices}", "enum", body)
     if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS:
-        return f"shots must be an integer between 1 and {MAX_SHOTS}"
+        message = f"Input should be an integer between 1 and {MAX_SHOTS}"
+        return _invalid(["shots"], message, "int_type", body)
     for name in ("name", "description"):
         if body.get(name) is not None and not isinstance(body[name], str):
-            return f"{name} must be a string"
+            return _invalid([name], "Input should be a valid string", "string_type", body)
     for name in _INFO_FIELDS:
         if body.get(name) is not None and not isinstance(body[name], dict):
-            return f"{name} must be an object"
+            return _invalid([name], "Input should be a valid dictionary", "dict_type", body)
     return None
+
+
+def _invalid(loc: list[str], message: str, kind: str, body: Any) -> JSONResponse:
+    value = body.get(loc[0]) if loc and isinstance(body, dict) else body
+    detail = {"type": kind, "loc": ["body", *loc], "msg": message, "input": value}
+    return JSONResponse({"detail": [detail]}, status_code=422)
 
 
 def _input_problem(job_type: str, job_input: Any) -> str | None:
