@@ -48,6 +48,9 @@ def gateway(
     max_body_bytes: Annotated[
         int, typer.Option(help="Largest request body accepted (413 above).", min=1024)
     ] = 16 * 1024 * 1024,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds a client may pause while sending a body (408).", min=0.1)
+    ] = 30.0,
     token_grace: Annotated[
         float, typer.Option(help="Seconds a job token outlives the job's time limit.", min=0)
     ] = 300.0,
@@ -69,6 +72,7 @@ def gateway(
                 munge_socket=munge_socket,
                 admin_token_file=admin_token_file,
                 max_body_bytes=max_body_bytes,
+                body_timeout=body_timeout,
                 token_grace_seconds=token_grace,
                 log_level=log_level,
             )

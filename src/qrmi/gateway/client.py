@@ -147,7 +147,11 @@ def _root_call(
     from qrmi.backends._munge import Munge, MungeError
 
     base = url.rstrip("/")
-    verify: Any = True if ca_file is None else ca_file
+    verify: Any = True
+    if ca_file is not None:
+        import ssl
+
+        verify = ssl.create_default_context(cafile=ca_file)
     give_up = time.monotonic() + deadline
     delay, last = 0.1, "no try made"
     with httpx.Client(verify=verify) as client:

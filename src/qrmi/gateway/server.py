@@ -72,6 +72,7 @@ class GatewayOptions:
     munge_socket: str | None = None
     admin_token_file: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout: float = 30.0
     token_grace_seconds: float = 300.0
     log_level: str = "INFO"
 
@@ -116,6 +117,7 @@ def build_app(options: GatewayOptions) -> tuple[ASGIApp, GatewayService]:
         munge_socket=options.munge_socket,
         admin_hashes=admin_hashes,
         max_body_bytes=options.max_body_bytes,
+        body_timeout=options.body_timeout,
     )
     return app, service
 

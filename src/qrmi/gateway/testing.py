@@ -68,10 +68,12 @@ class LocalGateway:
         return create_app(self.service, **self._app_options)
 
     def start(self) -> LocalGateway:
-        """Serve on a free port; return ``self``."""
+        """Serve (on a free port the first time, on the same port after :meth:`stop`), with
+        fresh objects over the same store file, as a restarted gateway; return ``self``."""
         from qrmi.testing.server import FakeServer
 
-        self.server = FakeServer(self._build(), name="qrmi-gateway").start()
+        port = self.server.port if self.server is not None else 0
+        self.server = FakeServer(self._build(), name="qrmi-gateway", port=port).start()
         return self
 
     def stop(self) -> None:
@@ -83,11 +85,8 @@ class LocalGateway:
 
     def restart(self) -> None:
         """Stop, then serve a fresh gateway (new objects, same store file) on the same port."""
-        from qrmi.testing.server import FakeServer
-
-        port = self.server.port
         self.stop()
-        self.server = FakeServer(self._build(), name="qrmi-gateway", port=port).start()
+        self.start()
 
     def open_job(
         self, job_id: str, *, uid: int = 1000, qpus: list[str], time_limit: int | None = 3600

@@ -1,0 +1,107 @@
+"""Fixtures of the gateway tests: a private munged, and gateways over the local emulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qrmi.backends.local_emulator.worker import stop_worker
+from qrmi.gateway.testing import LocalGateway
+from qrmi.models import Payload
+from qrmi.testing.munge import MungeDaemon, MungeUnavailableError, munge_available
+
+#: A value planted in the config as a vendor secret: it must never leave the gateway.
+SECRET = "s3cr3t-APIKEY-do-not-leak-7f3a"
+
+BELL = """OPENQASM 3.0;
+include "stdgates.inc";
+bit[2] c;
+qubit[2] q;
+h q[0];
+cx q[0], q[1];
+c[0] = measure q[0];
+c[1] = measure q[1];
+"""
+
+
+def bell(seconds: float = 0.0, shots: int = 100) -> Payload:
+    """A Bell sampler job for the emulator, held Running ``seconds`` of emulated QPU time."""
+    params: dict[str, Any] = {"pubs": [[BELL, None, shots]], "version": 2}
+    if seconds:
+        params["options"] = {"emulator": {"min_duration_seconds": seconds}}
+    return Payload.QiskitPrimitive(input=json.dumps(params), program_id="sampler")
+
+
+def emulator_config(state_dir: Path, *, lanes: int = 1) -> dict[str, Any]:
+    """Two QPUs (emulators) whose config also holds a secret-looking setting."""
+    return {
+        "resources": [
+            {
+                "name": name,
+                "type": "local-emulator",
+                "environment": {
+                    "QRMI_LOCAL_STATE_DIR": str(state_dir / name),
+                    "QRMI_LOCAL_LANES": str(lanes),
+                    "QRMI_LOCAL_IDLE_SECONDS": "10",
+                    "QRMI_IBM_QS_IAM_APIKEY": SECRET,
+                },
+            }
+            for name in ("emu", "emu2")
+        ]
+    }
+
+
+@pytest.fixture(scope="session")
+def munge() -> Iterator[MungeDaemon]:
+    if not munge_available():
+        pytest.skip("munged is not installed (apt install munge)")
+    try:
+        daemon = MungeDaemon().start()
+    except MungeUnavailableError as exc:
+        pytest.skip(f"munged cannot start: {exc}")
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The emulators' state directory, shared by the session; their workers stop at the end."""
+    state = tmp_path_factory.mktemp("emulators")
+    try:
+        yield state
+    finally:
+        for name in ("emu", "emu2"):
+            stop_worker(state / name)
+
+
+MakeGateway = Callable[..., LocalGateway]
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path, emulators: Path, munge: MungeDaemon) -> Iterator[MakeGateway]:
+    started: list[LocalGateway] = []
+
+    def make(**options: Any) -> LocalGateway:
+        directory = tmp_path / f"gateway{len(started)}"
+        gateway = LocalGateway(
+            emulator_config(emulators), directory, munge_socket=munge.socket, **options
+        )
+        started.append(gateway.start())
+        return gateway
+
+    try:
+        yield make
+    finally:
+        for gateway in started:
+            gateway.stop()
+
+
+@pytest.fixture
+def gateway(make_gateway: MakeGateway) -> LocalGateway:
+    return make_gateway()

@@ -1,0 +1,179 @@
+"""``qrmi gateway`` as a process: JSON logs, TLS, slow clients, and ``kill -9`` mid-job."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.conftest import SECRET, bell, emulator_config
+from qrmi.gateway.client import finish_job, start_job
+from qrmi.models import TaskStatus
+from qrmi.resource import QuantumResource
+from qrmi.testing.munge import MungeDaemon
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the job lifecycle is root's")
+
+QRMI = [sys.executable, "-m", "qrmi.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Gateway:
+    """A ``qrmi gateway`` process; :meth:`start` waits until /v1/health answers."""
+
+    def __init__(
+        self, args: list[str], url: str, log: Path, verify: ssl.SSLContext | bool = True
+    ) -> None:
+        self.args, self.url, self.log, self.verify = args, url, log, verify
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Gateway:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*QRMI, "gateway", *self.args], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/v1/health", verify=self.verify).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError(f"the gateway did not start: {self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(30)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, emulators: Path) -> Path:
+    path = tmp_path / "qrmi_config.json"
+    path.write_text(json.dumps(emulator_config(emulators)))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def served(tmp_path: Path, config_file: Path, munge: MungeDaemon) -> Iterator[Gateway]:
+    port = _free_port()
+    args = [
+        "--config", str(config_file),
+        "--listen", f"127.0.0.1:{port}",
+        "--store", str(tmp_path / "store" / "gateway.db"),
+        "--munge-socket", munge.socket,
+        "--body-timeout", "0.5",
+    ]  # fmt: skip
+    gateway = Gateway(args, f"http://127.0.0.1:{port}", tmp_path / "gateway.log").start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop(signal.SIGKILL)
+
+
+def test_kill_9_and_restart_mid_job_loses_nothing(served: Gateway, munge: MungeDaemon) -> None:
+    token, variables = start_job(served.url, "501", 1000, ["emu"], 3600, munge_socket=munge.socket)
+    qpu = QuantumResource("emu", "local-emulator", environ=variables)
+    task = qpu.task_start(bell(seconds=2))
+
+    served.stop(signal.SIGKILL)
+    served.start()
+
+    assert qpu.task_wait(task, 60) == TaskStatus.Completed
+    assert qpu.task_result(task).json()["__type__"] == "PrimitiveResult"
+    assert finish_job(served.url, "501", munge_socket=munge.socket)["released"] == ["emu"]
+    log = served.log.read_text()
+    assert token not in log and SECRET not in log
+
+
+def test_logs_are_json_lines_with_an_access_record(served: Gateway, munge: MungeDaemon) -> None:
+    _, variables = start_job(served.url, "502", 1000, ["emu"], 3600, munge_socket=munge.socket)
+    QuantumResource("emu", "local-emulator", environ=variables).status()
+
+    assert served.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM once shut down
+    records = [json.loads(line) for line in served.log.read_text().splitlines() if line]
+    access = [r for r in records if r["logger"] == "qrmi.gateway.access"]
+    assert {key: access[-1][key] for key in ("method", "path", "status", "job_id")} == {
+        "method": "GET",
+        "path": "/v1/qpus/emu/status",
+        "status": 200,
+        "job_id": "502",
+    }
+
+
+def test_a_client_that_stops_sending_its_body_gets_408(served: Gateway) -> None:
+    port = int(served.url.rsplit(":", 1)[1])
+    request = (
+        b"POST /v1/jobs HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = sock.recv(65536)
+
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b'"RequestTimeout"' in answer
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_tls(tmp_path: Path, config_file: Path, munge: MungeDaemon) -> None:
+    cert, key = tmp_path / "gateway.crt", tmp_path / "gateway.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port = _free_port()
+    args = [
+        "--config", str(config_file), "--listen", f"127.0.0.1:{port}",
+        "--store", str(tmp_path / "gateway.db"), "--munge-socket", munge.socket,
+        "--tls-cert", str(cert), "--tls-key", str(key),
+    ]  # fmt: skip
+    url = f"https://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(cert))
+    gateway = Gateway(args, url, tmp_path / "gateway.log", verify=context).start()
+    try:
+        _, variables = start_job(
+            url, "503", 1000, ["emu"], 60, munge_socket=munge.socket, ca_file=str(cert)
+        )
+        variables["emu_QRMI_GATEWAY_CA_FILE"] = str(cert)
+
+        assert QuantumResource("emu", "local-emulator", environ=variables).is_accessible()
+    finally:
+        gateway.stop(signal.SIGKILL)
+
+
+def test_a_bad_config_is_refused_at_start(tmp_path: Path) -> None:
+    bad = tmp_path / "qrmi_config.json"
+    bad.write_text('{"resources": [{"name": "x"}]}')
+
+    done = subprocess.run(
+        [*QRMI, "gateway", "--config", str(bad), "--store", str(tmp_path / "g.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 2
+    assert "required key 'type' is missing" in done.stderr
