@@ -30,8 +30,9 @@ until a client deletes it, and a stored job holds one of the backend's execution
 all lanes held, every new job is refused (429, code 1232) even though nothing runs. So a job is
 deleted from the service once it is final *and* what it produced is safe in the bucket:
 
-1. its final status (and reason code) is recorded as tags of its input object
-   (``qrmi:status``, ``qrmi:status:reason_code``, ``qrmi:status:finished``: the tags the
+1. the job as the service last described it (status, reason code, message and solution; not
+   its presigned URLs) is stored as ``job_{id}.json``, and its final status as tags of its input
+   object (``qrmi:status``, ``qrmi:status:reason_code``, ``qrmi:status:finished``: the tags the
    reference's newer releases write too);
 2. a ``Completed`` job is deleted only once ``results_{id}.json`` is in the bucket;
 3. then ``DELETE /v1/jobs/{id}``.
@@ -58,6 +59,7 @@ budget. Nothing retries forever.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -405,12 +407,16 @@ class QuantumSystemBackend(Backend):
         return json_object(response, f"job {task_id}")
 
     def _recorded_job(self, task_id: str) -> dict[str, Any] | None:
-        """The final state recorded in the input object's tags of a deleted job, or ``None``."""
+        """The final state of a deleted job as recorded in the bucket, or ``None``."""
         if not self._s3_configured():
             return None
         try:
+            text = self._s3().get(f"job_{task_id}.json")
+            record = json.loads(text) if text else None
+            if isinstance(record, dict) and record.get("status") in FINAL_STATES:
+                return record
             tags = self._s3().tags(f"input_{task_id}.json")
-        except QrmiError as exc:
+        except (QrmiError, ValueError) as exc:
             logger.warning("cannot read the recorded state of task %s: %s", task_id, exc)
             return None
         status = (tags or {}).get(STATUS_TAG)
@@ -451,6 +457,8 @@ class QuantumSystemBackend(Backend):
         if status == "Completed" and not storage.exists(f"results_{task_id}.json"):
             logger.debug("results of task %s not in the bucket yet; not deleting", task_id)
             return
+        record = {key: value for key, value in job.items() if key != "storage"}
+        storage.put(f"job_{task_id}.json", json.dumps(record).encode("utf-8"))
         tags[STATUS_TAG] = status
         if job.get("reason_code") is not None:
             tags[STATUS_TAG + ":reason_code"] = str(job["reason_code"])
@@ -579,13 +587,18 @@ class _S3Storage:
     def put(self, key: str, body: bytes, *, tags: Mapping[str, str] | None = None) -> None:
         """Store ``body`` at ``key``, tagged with ``tags``."""
         with _s3_errors(f"uploading {key} to S3 bucket {self._bucket}"):
-            self._client.put_object(
-                Bucket=self._bucket,
-                Key=key,
-                Body=body,
-                ContentType="application/json",
-                Tagging=urlencode(dict(tags or {})),
-            )
+            if tags:
+                self._client.put_object(
+                    Bucket=self._bucket,
+                    Key=key,
+                    Body=body,
+                    ContentType="application/json",
+                    Tagging=urlencode(dict(tags)),
+                )
+            else:
+                self._client.put_object(
+                    Bucket=self._bucket, Key=key, Body=body, ContentType="application/json"
+                )
 
     def exists(self, key: str) -> bool:
         """Whether there is an object at ``key``."""

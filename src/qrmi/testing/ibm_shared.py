@@ -182,7 +182,7 @@ def _parsed_circuit(value: Any) -> Any | None:
         if isinstance(value, str):
             return _imported("qiskit.qasm3").loads(value)
         if isinstance(value, dict):
-            decoder = _imported("qiskit_ibm_runtime.utils").RuntimeDecoder
+            decoder = _imported("qiskit_ibm_runtime").RuntimeDecoder
             return json.loads(json.dumps(value), cls=decoder)
     except Exception:  # any parse failure is the engine's to report
         return None
