@@ -122,7 +122,7 @@ def _ibm_compute_service() -> tuple[Any, str, str, dict[str, Any], dict[str, str
     example = json.loads((REPO / "examples" / "inputs" / "bell_sampler.json").read_text())
     args = {"input": json.dumps(example["parameters"]), "program_id": "sampler"}
     payload = {"kind": "QiskitPrimitive", "args": args}
-    return fake, fake.resource_names[0], "IBMQuantumComputeService", payload, fake.settings
+    return fake, "ibm_perth", "IBMQuantumComputeService", payload, fake.settings
 
 
 def _pasqal_cloud() -> tuple[Any, str, str, dict[str, Any], dict[str, str]]:

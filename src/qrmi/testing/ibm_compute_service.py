@@ -49,6 +49,7 @@ from qrmi.testing.ibm_shared import (
     devices_named,
     execute_primitive,
     ibm_error,
+    isa_violation,
     json_body,
     requested_seconds,
     unknown_backend,
@@ -70,6 +71,10 @@ _STATUS = {
     CANCELLED: "Cancelled",
 }
 RAN_TOO_LONG = "Cancelled - Ran too long"
+
+
+class NonIsaCircuits(Exception):
+    """A job's circuits are not in the device's instruction set; the service fails it."""
 
 
 class _RanTooLong(Exception):
@@ -112,9 +117,12 @@ class FakeSession:
 
 
 class _State:
-    def __init__(self, devices: dict[str, FakeDevice], execution_seconds: float) -> None:
+    def __init__(
+        self, devices: dict[str, FakeDevice], execution_seconds: float, check_isa: bool = True
+    ) -> None:
         self.devices = devices
         self.execution_seconds = execution_seconds
+        self.check_isa = check_isa
         self.lock = threading.Lock()
         self.sessions: dict[str, FakeSession] = {}
         self.deleted: set[str] = set()
@@ -127,6 +135,11 @@ class _State:
             time.sleep(0.02)
         if job.cancel_requested:
             return ""
+        device = self.devices[job.data["backend"]]
+        if self.check_isa and (problem := isa_violation(job.work, device)):
+            raise NonIsaCircuits(
+                f"Circuits do not match the target definition (non-ISA circuits). {problem}"
+            )
         result = execute_primitive(
             job.data["program_id"], job.work, self.devices[job.data["backend"]]
         )
@@ -169,7 +182,7 @@ class _State:
         state: dict[str, Any] = {"status": status}
         if job.state == FAILED:
             state.update(
-                reason=job.error or "job failed",
+                reason=(job.error or "job failed").removeprefix(f"{NonIsaCircuits.__name__}: "),
                 reason_code=1517 if status != RAN_TOO_LONG else 1305,
                 reason_solution="fix the input and submit again",
             )
@@ -472,7 +485,8 @@ class ComputeServiceFake(IbmFakeServer):
     """The Quantum Compute Service fake with its own IAM; see the module docstring.
 
     ``devices`` maps backend names to emulator snapshots; ``execution_seconds`` delays every
-    job (to observe ``Queued``/``Running`` or exceed a job's ``cost``).
+    job (to observe ``Queued``/``Running`` or exceed a job's ``cost``); ``check_isa=False`` runs
+    circuits that are not in the device's instruction set (the real service fails them).
     """
 
     RESOURCE_TYPE = "ibm-quantum-compute-service"
@@ -482,13 +496,14 @@ class ComputeServiceFake(IbmFakeServer):
         *,
         devices: Mapping[str, str] | None = None,
         execution_seconds: float = 0.0,
+        check_isa: bool = True,
         apikey: str = DEFAULT_APIKEY,
         crn: str = DEFAULT_CRN,
         token_lifetime: float = 3600.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.state = _State(devices_from(devices, DEFAULT_DEVICES), execution_seconds)
+        self.state = _State(devices_from(devices, DEFAULT_DEVICES), execution_seconds, check_isa)
         super().__init__(
             partial(create_app, self.state),
             self.state.devices,

@@ -14,6 +14,7 @@ from ibm_helpers import NON_ISA_BELL, decode, run_to_completion
 from qrmi.errors import TaskNotReadyError
 from qrmi.models import Payload, TaskStatus
 from qrmi.resource import QuantumResource
+from qrmi.testing.ibm_compute_service import ComputeServiceFake
 from qrmi.testing.ibm_quantum_system import QuantumSystemFake
 
 NAME = "ibm_perth"
@@ -146,3 +147,12 @@ def test_qpy_circuits_from_the_runtime_encoder_are_judged_and_run(qs: QuantumSys
 
     refused = qpu.task_start(sampler_of(bell))
     assert qpu.task_wait(refused, 60) == TaskStatus.Failed
+
+
+def test_the_compute_service_fake_fails_non_isa_circuits_too(qcs: ComputeServiceFake) -> None:
+    qpu = QuantumResource.from_config(NAME, "ibm-quantum-compute-service", qcs.settings)
+    task = qpu.task_start(sampler_of(NON_ISA_BELL))
+
+    assert qpu.task_wait(task, 60) == TaskStatus.Failed
+    with pytest.raises(TaskNotReadyError, match="code: 1517.*non-ISA circuits"):
+        qpu.task_result(task)
