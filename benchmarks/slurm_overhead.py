@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,6 +71,39 @@ def inner_steps(cluster: SlurmCluster, runs: int) -> tuple[list[float], list[flo
         ]
         results.append([m / 1e6 for m in micros[1:]])
     return results[0], results[1]
+
+
+def helper_cost(cluster: SlurmCluster, runs: int) -> dict[str, tuple[list[float], list[float]]]:
+    """The helper alone, run as the shim runs it (clean environment, the cluster's config, a
+    held ``--qpu`` job for squeue to find): ``{command: (wall times, CPU times)}``. CPU time
+    (user + system, the helper and its squeue) depends less on the machine's load."""
+    job = cluster.sbatch(f"--qpu={FREE}", "--hold", "--wrap", "true")
+    state = cluster.root / "helper-bench-state"
+    base = [str(cluster.python), "-I", "-m", "qrmi.slurm.helper"]
+    common = ["--config", str(cluster.config_path), "--state-dir", str(state), "--job", str(job)]
+    acquire = [*base, "acquire", *common, "--step", "0", "--uid", "0", "--qpu", FREE]
+    commands = {"acquire": [*acquire, "--own-allocation"], "release": [*base, "release", *common]}
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    env["SLURM_CONF"] = str(cluster.slurm_conf)
+    costs: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in commands}
+    try:
+        for i in range(runs + 1):
+            for name, command in commands.items():
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                start = time.perf_counter()
+                done = subprocess.run(command, env=env, capture_output=True, text=True)
+                wall = time.perf_counter() - start
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if done.returncode != 0:
+                    raise SystemExit(f"helper {name} failed: {done.stdout.strip()}")
+                if i:  # run 0 is a warm-up
+                    costs[name][0].append(wall)
+                    costs[name][1].append(
+                        after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+                    )
+    finally:
+        cluster.run(["scancel", str(job)])
+    return costs
 
 
 #: The QPUs of the run: (name, licenses); the names are unique to this benchmark because the
@@ -125,6 +160,9 @@ def main() -> int:
         print(summary("srun --qpu=emu1 true back-to-back", samples["b2b"]))
         print(added("added by --qpu, free license", samples["free"], samples["plain"]))
         print(added("added by --qpu, back-to-back", samples["b2b"], samples["plain"]))
+        for name, (wall, cpu) in helper_cost(cluster, min(args.runs, 20)).items():
+            print(summary(f"helper {name} (wall)", wall))
+            print(summary(f"helper {name} (CPU)", cpu))
         step_plain, step_qpu = inner_steps(cluster, min(args.runs, 20))
         print(summary("step in a batch job", step_plain))
         print(summary("step in a --qpu batch job", step_qpu))
