@@ -26,33 +26,26 @@ anything else -> INFO.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from qrmi.errors import QrmiError
-from qrmi.log import redact
-from qrmi.models import TaskStatus
-from qrmi.tools.runner import (
-    Interrupted,
-    RunOutcome,
-    build_resource,
-    check_output_writable,
-    exit_code_for_error,
-    resolve_resource,
-    run_task,
-    write_result,
-)
+# The rest of qrmi is imported when a task runs, not at start-up: ``task_runner --help`` (and a
+# bad command line) answers without loading the models, the backends or the runner.
+if TYPE_CHECKING:
+    import logging
+
+    from qrmi.tools.runner import RunOutcome
 
 __all__ = ["main", "run"]
 
-logger = logging.getLogger("qrmi.task_runner")
+LOGGER_NAME = "qrmi.task_runner"
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 """The reference's log line format."""
 
-OWN_LOGGERS = ("qrmi.task_runner", "qrmi.tools")
+OWN_LOGGERS = (LOGGER_NAME, "qrmi.tools")
 """Loggers shown at INFO; every other one (HTTP clients, backends) starts at WARNING."""
 
 
@@ -63,12 +56,16 @@ def run(argv: Sequence[str] | None = None) -> int:
     the return value becomes the process exit status.
     """
     args = _parser().parse_args(argv)
+    from qrmi.errors import QrmiError
+    from qrmi.log import redact
+    from qrmi.tools.runner import Interrupted, exit_code_for_error
+
     _load_dotenv()
     _configure_logging(os.environ.get("SRUN_DEBUG"))
     try:
         return _run(args.name, args.input, args.output)
     except (QrmiError, Interrupted, KeyboardInterrupt) as exc:
-        logger.error("%s", redact(str(exc)) or type(exc).__name__)
+        _logger().error("%s", redact(str(exc)) or type(exc).__name__)
         return exit_code_for_error(exc)
 
 
@@ -87,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(name: str, input_file: str, output: str | None) -> int:
     from qrmi.tools.inputs import load_payload
+    from qrmi.tools.runner import build_resource, check_output_writable, resolve_resource, run_task
 
     check_output_writable(output)
     rdef, _ = resolve_resource(name, job_only=True)
@@ -96,27 +94,38 @@ def _run(name: str, input_file: str, output: str | None) -> int:
         resource,
         payload,
         on_started=lambda task_id: print(f"Task ID: {task_id}", file=sys.stderr, flush=True),
-        on_status=lambda status: logger.debug("task status: %s", status.name),
+        on_status=lambda status: _logger().debug("task status: %s", status.name),
     )
     return _report(outcome, output)
 
 
 def _report(outcome: RunOutcome, output: str | None) -> int:
+    from qrmi.models import TaskStatus
+    from qrmi.tools.runner import write_result
+
     if outcome.interrupted_by is not None:
         after = outcome.status.name if outcome.status else "unknown"
-        logger.error("interrupted; task %s is now %s", outcome.task_id, after)
+        _logger().error("interrupted; task %s is now %s", outcome.task_id, after)
     elif outcome.status == TaskStatus.Completed and outcome.result is not None:
         write_result(outcome.result, output)
         if output is not None:
-            logger.info("wrote the result of task %s to %s", outcome.task_id, output)
+            _logger().info("wrote the result of task %s to %s", outcome.task_id, output)
     elif outcome.status == TaskStatus.Failed:
-        logger.error("task %s failed: %s", outcome.task_id, outcome.reason)
+        _logger().error("task %s failed: %s", outcome.task_id, outcome.reason)
     elif outcome.status == TaskStatus.Cancelled:
-        logger.error("task %s was cancelled", outcome.task_id)
+        _logger().error("task %s was cancelled", outcome.task_id)
     return outcome.exit_code
 
 
+def _logger() -> logging.Logger:
+    import logging  # not at start-up (see the imports)
+
+    return logging.getLogger(LOGGER_NAME)
+
+
 def _configure_logging(srun_debug: str | None) -> None:
+    import logging
+
     try:
         verbosity = int(srun_debug) if srun_debug else None
     except ValueError:
