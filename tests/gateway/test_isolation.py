@@ -137,3 +137,16 @@ def test_a_paused_qpu_refuses_new_tasks(make_gateway: MakeGateway, munge: MungeD
         qpu.task_start(bell())
     admin_request("POST", gateway.url, "/v1/admin/qpus/emu/resume", munge_socket=munge.socket)
     assert qpu.is_accessible() is True
+
+
+def test_a_start_cut_short_is_completed_by_the_helpers_retry(gateway: LocalGateway) -> None:
+    """The gateway died after acquiring the first of two QPUs: the retry acquires the rest."""
+    assert gateway.service is not None
+    store = gateway.service.store
+    store.add_job("208", 1000, hash_token(new_token()), expires=None)
+    store.add_lease("208", "emu", gateway.service.shared("emu").acquire(), main=True)
+
+    _, variables = gateway.open_job("208", uid=1000, qpus=["emu", "emu2"])
+
+    assert variables["QRMI_JOB_QPU_RESOURCES"] == "emu,emu2"
+    assert _qpu(variables, "emu2").is_accessible()

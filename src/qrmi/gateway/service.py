@@ -224,12 +224,17 @@ class GatewayService:
                 "JobConflictError",
                 f"job {job.job_id} has ended ({job.state}); a job id is started once",
             )
-        if job.uid != uid or list(job.qpus) != list(qpus):
+        if job.uid != uid or not set(job.qpus) <= set(qpus):
             raise GatewayError(
                 "JobConflictError",
                 f"job {job.job_id} is already running for uid {job.uid} on "
                 f"{','.join(job.qpus)}; a repeated start must name the same uid and QPUs",
             )
+        # A start cut short (gateway killed while acquiring) holds only some QPUs: finish it.
+        for qpu in qpus:
+            if qpu not in job.qpus:
+                lease = self._acquirer(job, qpu).acquire()
+                self.store.add_lease(job.job_id, qpu, lease, main=True)
         token = new_token()
         self.store.set_token(job.job_id, hash_token(token))
         logger.info("job %s started again: new token minted, leases kept", job.job_id)
