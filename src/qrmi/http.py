@@ -40,6 +40,7 @@ from __future__ import annotations
 import email.utils
 import json as jsonlib
 import logging
+import os
 import random
 import threading
 import time
@@ -52,6 +53,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from qrmi._http_wire import Wire, wire_target
 from qrmi.errors import (
     AuthenticationFailedError,
     ConfigError,
@@ -353,6 +355,54 @@ class _Attempts:
     last_status: int | None = None
 
 
+@dataclass
+class _Outgoing:
+    """One request ready to send (and resend): by the wire, or by httpx when ``built`` is set."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None = None
+    built: httpx.Request | None = None
+    target: tuple[tuple[str, str, int], str, str] | None = None  # wire_target(url)
+
+    def set_header(self, name: str, value: str) -> None:
+        if self.built is not None:
+            self.built.headers[name] = value
+        else:
+            self.headers[name] = value
+
+
+#: What httpx sends unless told otherwise; the wire sends the same (but asks only for the
+#: encodings it decodes).
+_HTTPX_DEFAULT_HEADERS = {
+    "Accept": "*/*",
+    "Accept-Encoding": "gzip, deflate",
+    "Connection": "keep-alive",
+    "User-Agent": f"python-httpx/{httpx.__version__}",
+}
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+
+
+def _merged_headers(base: Mapping[str, str], extra: Mapping[str, str] | None) -> dict[str, str]:
+    """``base`` updated with ``extra``, header names compared without case."""
+    merged = dict(base)
+    if extra:
+        lower = {name.lower(): name for name in merged}
+        for name, value in extra.items():
+            old = lower.get(name.lower())
+            if old is not None and old != name:
+                del merged[old]
+            merged[name] = value
+            lower[name.lower()] = name
+    return merged
+
+
+def _proxies_in_environment() -> bool:
+    """Whether ``HTTP(S)_PROXY`` / ``ALL_PROXY`` is set: httpx then routes through the proxy."""
+    return any(key.lower() in _PROXY_VARIABLES and value for key, value in os.environ.items())
+
+
 class HttpClient:
     """An HTTP client for one vendor service with retries, token refresh and typed errors.
 
@@ -362,6 +412,10 @@ class HttpClient:
     logs. ``auth`` supplies the credential sent as ``{auth_header}: {auth_scheme} {token}``.
     ``transport``, ``clock``, ``sleep`` and ``rng`` are injectable for tests. Safe to share
     between threads.
+
+    Requests go out through :mod:`qrmi._http_wire` (pooled ``http.client`` connections, a
+    third of httpx's cost per call) except form and multipart bodies, a custom ``transport``
+    and proxies set in the environment, which httpx sends.
     """
 
     def __init__(
@@ -399,9 +453,22 @@ class HttpClient:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
-        self._client = httpx.Client(
-            headers=dict(headers or {}), timeout=timeout, transport=transport
-        )
+        self._headers = dict(headers or {})
+        self._transport = transport
+        self._httpx_client: httpx.Client | None = None
+        self._httpx_lock = threading.Lock()
+        self._wire = Wire() if transport is None and not _proxies_in_environment() else None
+        self._wire_headers = _merged_headers(_HTTPX_DEFAULT_HEADERS, self._headers)
+
+    @property
+    def _client(self) -> httpx.Client:
+        """The httpx client for what the wire does not send (made on first use)."""
+        with self._httpx_lock:
+            if self._httpx_client is None:
+                self._httpx_client = httpx.Client(
+                    headers=self._headers, timeout=self.timeout, transport=self._transport
+                )
+            return self._httpx_client
 
     # -- public API --------------------------------------------------------------------------
 
@@ -428,11 +495,9 @@ class HttpClient:
         ``deadline`` overrides :attr:`RetryPolicy.deadline` for this call; ``timeout``
         overrides the per-try timeout (long-poll endpoints).
         """
-        method = method.upper()
-        url = _join_url(self.base_url, path)
-        request = self._client.build_request(
-            method,
-            url,
+        outgoing = self._prepare(
+            method.upper(),
+            _join_url(self.base_url, path),
             params=params,
             json=json,
             content=content,
@@ -440,16 +505,56 @@ class HttpClient:
             files=files,
             headers=headers,
         )
-        request.read()  # materialise the body once so every retry can resend it
         budget = self.retry.deadline if deadline is None else deadline
         return self._send_with_retries(
-            request,
+            outgoing,
             expected=expected,
             not_found=not_found,
             budget=budget,
             authenticated=authenticated,
             timeout=timeout or self.timeout,
         )
+
+    def _prepare(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Any,
+        json: Any,
+        content: bytes | str | None,
+        data: Mapping[str, Any] | None,
+        files: Any,
+        headers: Mapping[str, str] | None,
+    ) -> _Outgoing:
+        """The request with its body encoded once, so that every retry resends the same bytes."""
+        if params:
+            url = str(httpx.URL(url).copy_merge_params(params))
+        target = wire_target(url) if self._wire is not None else None
+        if target is not None and data is None and files is None:
+            merged = _merged_headers(self._wire_headers, headers)
+            body: bytes | None = None
+            if content is not None:
+                body = content.encode("utf-8") if isinstance(content, str) else content
+            elif json is not None:
+                # As httpx 0.28 encodes it.
+                body = jsonlib.dumps(
+                    json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+                ).encode("utf-8")
+                if not any(name.lower() == "content-type" for name in merged):
+                    merged["Content-Type"] = "application/json"
+            return _Outgoing(method, url, merged, body, target=target)
+        request = self._client.build_request(
+            method,
+            url,
+            json=json,
+            content=content,
+            data=data,
+            files=files,
+            headers=headers,
+        )
+        request.read()  # materialise the body once so every retry can resend it
+        return _Outgoing(method, url, {}, built=request)
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         """``request("GET", path, **kwargs)``."""
@@ -473,7 +578,11 @@ class HttpClient:
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._client.close()
+        if self._wire is not None:
+            self._wire.close()
+        with self._httpx_lock:
+            if self._httpx_client is not None:
+                self._httpx_client.close()
 
     def __enter__(self) -> HttpClient:
         return self
@@ -493,7 +602,7 @@ class HttpClient:
 
     def _send_with_retries(
         self,
-        request: httpx.Request,
+        request: _Outgoing,
         *,
         expected: Collection[int],
         not_found: type[QrmiError],
@@ -522,7 +631,7 @@ class HttpClient:
             delay = self._retry_delay(request, response, state, not_found)
             self._wait_or_give_up(request, state, budget, delay)
 
-    def _authorize(self, request: httpx.Request, *, refresh: bool) -> None:
+    def _authorize(self, request: _Outgoing, *, refresh: bool) -> None:
         assert self._auth is not None
         try:
             if refresh:
@@ -535,22 +644,21 @@ class HttpClient:
                 f"could not obtain credentials for {self.service}: {redact(str(exc))} "
                 f"Check the API key / credentials for {self.service}."
             ) from exc
-        request.headers[self._auth_header] = (
-            f"{self._auth_scheme} {token}" if self._auth_scheme else token
+        request.set_header(
+            self._auth_header, f"{self._auth_scheme} {token}" if self._auth_scheme else token
         )
 
     def _try_once(
-        self, request: httpx.Request, state: _Attempts, budget: float | None, timeout: float
+        self, request: _Outgoing, state: _Attempts, budget: float | None, timeout: float
     ) -> httpx.Response | None:
         """One try; ``None`` means a transport failure, recorded in ``state``."""
         state.tries += 1
         per_try = timeout
         if budget is not None:
             per_try = max(0.001, min(timeout, budget - (self._clock() - state.started)))
-        request.extensions["timeout"] = httpx.Timeout(per_try).as_dict()
         sent_at = time.perf_counter()
         try:
-            response = self._client.send(request)
+            response = self._send(request, per_try)
         except httpx.TransportError as exc:
             state.last_status = None
             state.last_failure = self._describe_transport_error(exc, per_try)
@@ -558,19 +666,29 @@ class HttpClient:
                 "%s %s %s -> %s",
                 self.service,
                 request.method,
-                _display_url(str(request.url)),
+                _display_url(request.url),
                 type(exc).__name__,
             )
             return None
-        logger.debug(
-            "%s %s %s -> %d in %.1f ms",
-            self.service,
-            request.method,
-            _display_url(str(request.url)),
-            response.status_code,
-            (time.perf_counter() - sent_at) * 1000,
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s %s -> %d in %.1f ms",
+                self.service,
+                request.method,
+                _display_url(request.url),
+                response.status_code,
+                (time.perf_counter() - sent_at) * 1000,
+            )
         return response
+
+    def _send(self, request: _Outgoing, timeout: float) -> httpx.Response:
+        if request.built is None:
+            assert self._wire is not None
+            return self._wire.send(
+                request.method, request.url, request.headers, request.body, timeout, request.target
+            )
+        request.built.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
+        return self._client.send(request.built)
 
     def _describe_transport_error(self, exc: httpx.TransportError, per_try: float) -> str:
         if isinstance(exc, httpx.TimeoutException):
@@ -580,7 +698,7 @@ class HttpClient:
 
     def _retry_delay(
         self,
-        request: httpx.Request,
+        request: _Outgoing,
         response: httpx.Response | None,
         state: _Attempts,
         not_found: type[QrmiError],
@@ -603,7 +721,7 @@ class HttpClient:
         raise self._status_error(request, response, not_found)
 
     def _wait_or_give_up(
-        self, request: httpx.Request, state: _Attempts, budget: float | None, delay: float
+        self, request: _Outgoing, state: _Attempts, budget: float | None, delay: float
     ) -> None:
         elapsed = self._clock() - state.started
         out_of_tries = state.transient_retries >= self.retry.max_attempts or (
@@ -631,11 +749,11 @@ class HttpClient:
         status = _status_text(response.status_code)
         return f"{status}: {redact(vendor)}" if vendor else status
 
-    def _where(self, request: httpx.Request) -> str:
-        return f"{self.service} {request.method} {_display_url(str(request.url))}"
+    def _where(self, request: _Outgoing) -> str:
+        return f"{self.service} {request.method} {_display_url(request.url)}"
 
     def _status_error(
-        self, request: httpx.Request, response: httpx.Response, not_found: type[QrmiError]
+        self, request: _Outgoing, response: httpx.Response, not_found: type[QrmiError]
     ) -> QrmiError:
         status = response.status_code
         what = self._describe_response(response)
@@ -659,7 +777,7 @@ class HttpClient:
         return ServiceError(f"{where} answered {what}.", status_code=status)
 
     def _auth_error(
-        self, request: httpx.Request, response: httpx.Response, refreshed: bool
+        self, request: _Outgoing, response: httpx.Response, refreshed: bool
     ) -> AuthenticationFailedError:
         what = self._describe_response(response)
         if refreshed:
@@ -674,7 +792,7 @@ class HttpClient:
         )
 
     def _unavailable_error(
-        self, request: httpx.Request, state: _Attempts, elapsed: float
+        self, request: _Outgoing, state: _Attempts, elapsed: float
     ) -> ServiceUnavailableError:
         if state.last_status is None:
             advice = _NETWORK_ADVICE
