@@ -127,6 +127,9 @@ LANES_FULL_CODE = "1232"
 #: Final job states, and the tag of the input object that records them once a job is deleted.
 FINAL_STATES = ("Completed", "Failed", "Cancelled")
 STATUS_TAG = "qrmi:status"
+#: Final jobs remembered per backend object (a final state never changes, so asking the service
+#: or the bucket again would only cost round trips); the oldest are forgotten beyond this.
+MAX_REMEMBERED_FINAL_JOBS = 10_000
 
 _BACKEND_STATUS = {
     "online": ResourceStatusCode.Online,
@@ -176,6 +179,11 @@ class QuantumSystemBackend(Backend):
         )
         self._storage: _S3Storage | None = None
         self._storage_lock = threading.Lock()
+        # Final jobs already retired (or not ours to retire): answered from memory. And the
+        # tags put on the inputs this object uploaded, so that retiring needs not read them.
+        self._final_jobs: dict[str, dict[str, Any]] = {}
+        self._own_tags: dict[str, dict[str, str]] = {}
+        self._memory_lock = threading.Lock()
 
     # ----- resource ------------------------------------------------------------------------
 
@@ -250,11 +258,10 @@ class QuantumSystemBackend(Backend):
         storage = self._s3()
         self._retire_finished_jobs()
         job_id = str(uuid.uuid4())
-        storage.put(
-            f"input_{job_id}.json",
-            payload.input.encode("utf-8"),
-            tags=_owner_tags(payload.program_id),
-        )
+        tags = _owner_tags(payload.program_id)
+        storage.put(f"input_{job_id}.json", payload.input.encode("utf-8"), tags=tags)
+        with self._memory_lock:
+            self._own_tags[job_id] = tags
         expires = min(timeout, MAX_PRESIGN_SECONDS)
         body = {
             "id": job_id,
@@ -397,6 +404,10 @@ class QuantumSystemBackend(Backend):
         Raises:
             TaskNotFoundError: neither the service nor the bucket knows the job.
         """
+        with self._memory_lock:
+            remembered = self._final_jobs.get(task_id)
+        if remembered is not None:
+            return remembered
         try:
             response = self._http.get(f"v1/jobs/{task_id}", not_found=TaskNotFoundError)
         except TaskNotFoundError:
@@ -414,6 +425,7 @@ class QuantumSystemBackend(Backend):
             text = self._s3().get(f"job_{task_id}.json")
             record = json.loads(text) if text else None
             if isinstance(record, dict) and record.get("status") in FINAL_STATES:
+                self._remember_final(task_id, record)
                 return record
             tags = self._s3().tags(f"input_{task_id}.json")
         except (QrmiError, ValueError) as exc:
@@ -429,7 +441,18 @@ class QuantumSystemBackend(Backend):
             job["reason_code"] = int(code) if code and code.isdigit() else code
             job["reason_message"] = "the job was deleted from the service after it failed"
             job["reason_solution"] = f"read its logs (task_logs) or logs_{task_id}.json"
-        return {k: v for k, v in job.items() if v is not None}
+        recorded_job = {k: v for k, v in job.items() if v is not None}
+        self._remember_final(task_id, recorded_job)
+        return recorded_job
+
+    def _remember_final(self, task_id: str, job: Mapping[str, Any]) -> None:
+        """Answer ``task_id`` from memory from now on (its state is final and settled)."""
+        record = {key: value for key, value in job.items() if key != "storage"}
+        with self._memory_lock:
+            self._final_jobs[task_id] = record
+            self._own_tags.pop(task_id, None)
+            while len(self._final_jobs) > MAX_REMEMBERED_FINAL_JOBS:
+                del self._final_jobs[next(iter(self._final_jobs))]
 
     # ----- deleting finished jobs (they hold execution lanes) -------------------------------
 
@@ -442,21 +465,28 @@ class QuantumSystemBackend(Backend):
         if status not in FINAL_STATES or not task_id:
             return
         if "storage" not in job or not self._s3_configured():
-            return  # a recorded job (already deleted), or no bucket to keep the outputs in
+            # A recorded job (already deleted), or no bucket to keep the outputs in.
+            self._remember_final(task_id, job)
+            return
         try:
-            self._record_and_delete(job, task_id, str(status))
+            if self._record_and_delete(job, task_id, str(status)):
+                self._remember_final(task_id, job)
         except QrmiError as exc:
             logger.warning("finished task %s stays on the service for now: %s", task_id, exc)
 
-    def _record_and_delete(self, job: Mapping[str, Any], task_id: str, status: str) -> None:
+    def _record_and_delete(self, job: Mapping[str, Any], task_id: str, status: str) -> bool:
+        """Record the final job in the bucket and delete it from the service; ``False`` when
+        that has to wait (its results are not in the bucket yet)."""
         storage = self._s3()
-        tags = storage.tags(f"input_{task_id}.json")
+        with self._memory_lock:
+            own = self._own_tags.get(task_id)
+        tags = dict(own) if own is not None else _input_tags(storage, task_id)
         if tags is None:
             logger.debug("task %s was not submitted through this bucket; not deleting", task_id)
-            return
+            return True
         if status == "Completed" and not storage.exists(f"results_{task_id}.json"):
             logger.debug("results of task %s not in the bucket yet; not deleting", task_id)
-            return
+            return False
         record = {key: value for key, value in job.items() if key != "storage"}
         storage.put(f"job_{task_id}.json", json.dumps(record).encode("utf-8"))
         tags[STATUS_TAG] = status
@@ -464,14 +494,18 @@ class QuantumSystemBackend(Backend):
             tags[STATUS_TAG + ":reason_code"] = str(job["reason_code"])
         if job.get("end_time"):
             tags[STATUS_TAG + ":finished"] = str(job["end_time"])
-        storage.set_tags(f"input_{task_id}.json", tags)
+        try:
+            storage.set_tags(f"input_{task_id}.json", tags)
+        except QrmiError as exc:  # the job_{id}.json record is enough to answer for it
+            logger.debug("cannot tag the input of task %s: %s", task_id, exc)
         try:
             self._http.delete(
                 f"v1/jobs/{task_id}", expected=(204, 200), not_found=TaskNotFoundError
             )
         except TaskNotFoundError:
-            return  # another client deleted it first
+            return True  # another client deleted it first
         logger.info("finished task %s (%s) deleted from %s", task_id, status, self.resource_id)
+        return True
 
     def _retire_finished_jobs(self) -> None:
         """Delete this backend's finished jobs that this user submitted through our bucket."""
@@ -523,6 +557,15 @@ class QuantumSystemBackend(Backend):
 
 def _location(url: str) -> dict[str, str]:
     return {"presigned_url": url, "type": "s3_compatible"}
+
+
+def _input_tags(storage: _S3Storage, task_id: str) -> dict[str, str] | None:
+    """The tags of a job's input object; ``{}`` when the store keeps no tags (or may not read
+    them) but the object is there; ``None`` when the job's input is not in the bucket."""
+    try:
+        return storage.tags(f"input_{task_id}.json")
+    except QrmiError:
+        return {} if storage.exists(f"input_{task_id}.json") else None
 
 
 def _owner_tags(program_id: str) -> dict[str, str]:
@@ -585,20 +628,30 @@ class _S3Storage:
         return cls(client, presigner, bucket)
 
     def put(self, key: str, body: bytes, *, tags: Mapping[str, str] | None = None) -> None:
-        """Store ``body`` at ``key``, tagged with ``tags``."""
-        with _s3_errors(f"uploading {key} to S3 bucket {self._bucket}"):
+        """Store ``body`` at ``key``, tagged with ``tags`` if the store takes tags.
+
+        Tags are informative: a store that refuses them (no tagging support, or a key without
+        ``s3:PutObjectTagging``) gets the object untagged rather than a failed task.
+        """
+        with _s3_errors(f"uploading {key} to S3 bucket {self._bucket}") as errors:
             if tags:
-                self._client.put_object(
-                    Bucket=self._bucket,
-                    Key=key,
-                    Body=body,
-                    ContentType="application/json",
-                    Tagging=urlencode(dict(tags)),
-                )
-            else:
-                self._client.put_object(
-                    Bucket=self._bucket, Key=key, Body=body, ContentType="application/json"
-                )
+                try:
+                    self._client.put_object(
+                        Bucket=self._bucket,
+                        Key=key,
+                        Body=body,
+                        ContentType="application/json",
+                        Tagging=urlencode(dict(tags)),
+                    )
+                    return
+                except errors.ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code")
+                    if code not in _TAGGING_REFUSALS:
+                        raise
+                    logger.info("S3 refused object tags (%s); storing %s untagged", code, key)
+            self._client.put_object(
+                Bucket=self._bucket, Key=key, Body=body, ContentType="application/json"
+            )
 
     def exists(self, key: str) -> bool:
         """Whether there is an object at ``key``."""
@@ -738,6 +791,11 @@ class _S3Errors:
         if isinstance(exc, errors.BotoCoreError):
             raise ServiceError(f"{self.what} failed: {type(exc).__name__}") from None
 
+
+#: S3 error codes of a store that does not take tags on upload.
+_TAGGING_REFUSALS = frozenset(
+    {"AccessDenied", "NotImplemented", "InvalidArgument", "InvalidTag", "MalformedXML"}
+)
 
 _S3_AUTH_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "403"}
