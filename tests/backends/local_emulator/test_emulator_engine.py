@@ -274,9 +274,64 @@ def test_a_circuit_wider_than_the_device_is_refused() -> None:
         engine.run_primitive("sampler", {"pubs": [[too_wide()]]})
 
 
-def test_a_circuit_beyond_simulation_is_refused() -> None:
-    with pytest.raises(InvalidInputError, match="matrix product state"):
-        engine.run_primitive("sampler", {"pubs": [[too_entangled()]]}, device="fake_sherbrooke")
+@pytest.mark.slow
+def test_a_circuit_too_entangled_for_an_exact_mps_runs_approximately() -> None:
+    notes: list[str] = []
+
+    result = run(
+        "sampler", [[too_entangled(), None, 100]], device="fake_sherbrooke", seed=1, notes=notes
+    )
+
+    simulator = result[0].metadata["simulator"]
+    assert simulator["method"] == "matrix_product_state"
+    assert simulator["max_bond_dimension"] == engine.Limits().mps_max_bond_dimension
+    assert simulator["approximate"] is True
+    assert simulator["truncations"] > 0 and simulator["discarded_weight"] > 0
+    assert result.metadata["emulator"]["approximate"] is True
+    assert len(notes) == 1 and "APPROXIMATE" in notes[0] and "discarding" in notes[0]
+    assert sum(result[0].data.meas.get_counts().values()) == 100
+
+
+def chain(width: int = 30, layers: int = 40) -> str:
+    """A chain whose cuts each see ``layers`` gates (beyond the exact bound) yet whose real
+    bond dimension stays at 2, so a cap truncates nothing."""
+    circuit = QuantumCircuit(width)
+    circuit.h(0)
+    for _ in range(layers):
+        for qubit in range(width - 1):
+            circuit.cx(qubit, qubit + 1)
+    circuit.measure_all()
+    return qasm3.dumps(circuit)
+
+
+def test_a_capped_mps_that_fits_reports_an_exact_result() -> None:
+    notes: list[str] = []
+
+    result = run("sampler", [[chain(), None, 50]], device="fake_sherbrooke", notes=notes)
+
+    simulator = result[0].metadata["simulator"]
+    assert simulator["approximate"] is False and simulator["truncations"] == 0
+    assert result.metadata["emulator"]["approximate"] is False
+    assert "exact" in notes[0]
+    assert len(result[0].data.meas.get_counts()) <= 2  # a product of two basis states
+
+
+def test_the_bond_dimension_cap_is_a_setting() -> None:
+    limits = engine.Limits(mps_max_bond_dimension=4)
+
+    result = run("sampler", [[chain(), None, 10]], device="fake_sherbrooke", limits=limits)
+
+    assert result[0].metadata["simulator"]["max_bond_dimension"] == 4
+
+
+def test_a_circuit_beyond_even_an_approximate_simulation_is_refused() -> None:
+    limits = engine.Limits(timeout_seconds=0.01)
+
+    with pytest.raises(InvalidInputError, match="time budget of 0.01 s") as caught:
+        engine.run_primitive(
+            "sampler", {"pubs": [[too_entangled()]]}, device="fake_sherbrooke", limits=limits
+        )
+    assert "QRMI_LOCAL_TASK_TIMEOUT_SECONDS" in str(caught.value)
 
 
 def test_unknown_device_is_refused() -> None:

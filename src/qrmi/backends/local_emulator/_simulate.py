@@ -35,8 +35,11 @@ try:
 except ImportError:  # qiskit-ibm-runtime < 0.48
     from qiskit_ibm_runtime.utils.json import RuntimeDecoder, RuntimeEncoder
 
+import itertools
+
 from qrmi.backends.local_emulator import engine
 from qrmi.backends.local_emulator.devices import device_snapshot, snapshot_files
+from qrmi.backends.local_emulator.inputs import Limits
 from qrmi.errors import InvalidInputError, QrmiError
 
 # Instructions that occupy no qubit state worth simulating.
@@ -107,19 +110,31 @@ class _Run:
     device: _Device
     noise: bool
     seed: int | None
+    limits: Limits
+    notes: list[str]
 
 
 def run(
-    program_id: str, params: Mapping[str, Any], *, device: str, noise: bool, seed: int | None
+    program_id: str,
+    params: Mapping[str, Any],
+    *,
+    device: str,
+    noise: bool,
+    seed: int | None,
+    limits: Limits,
+    notes: list[str],
 ) -> str:
-    """Execute already shape-checked primitive input; see :func:`engine.run_primitive`."""
+    """Execute already shape-checked primitive input; see :func:`engine.run_primitive`.
+
+    Lines for the task's log (approximations made) are appended to ``notes``.
+    """
     decoded = _decode(params)
     options = decoded.get("options") or {}
     if not isinstance(options, Mapping):
         raise InvalidInputError(f'"options" must be a JSON object, got {type(options).__name__}')
     if seed is None:
         seed = _option_seed(options)
-    ctx = _Run(_device(device), noise, seed)
+    ctx = _Run(_device(device), noise, seed, limits, notes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if program_id == "sampler":
@@ -134,9 +149,10 @@ def run(
             results = [
                 _run_estimator_pub(i, pub, precision, ctx) for i, pub in enumerate(decoded["pubs"])
             ]
+    approximate = any(result.metadata["simulator"]["approximate"] for result in results)
     metadata = {
         "version": 2,
-        "emulator": {"device": device, "noise": noise, "seed": seed},
+        "emulator": {"device": device, "noise": noise, "seed": seed, "approximate": approximate},
     }
     return json.dumps(PrimitiveResult(results, metadata=metadata), cls=RuntimeEncoder)
 
@@ -283,43 +299,187 @@ def _is_isa(circuit: QuantumCircuit, target: Target) -> bool:
 # ----- simulation method ----------------------------------------------------------------------
 
 
-def _choose_method(
-    index: int, circuit: QuantumCircuit, active: list[int], *, exact_noise: bool
-) -> str:
-    if exact_noise and len(active) <= engine.DENSITY_MATRIX_MAX_QUBITS:
-        return "density_matrix"
+@dataclass(frozen=True)
+class _Plan:
+    """How a pub is simulated."""
+
+    method: str
+    #: Matrix product state only: the circuit's qubits in site order (``None``: index order).
+    order: list[int] | None = None
+    #: Matrix product state only: the bond dimension cap (``None``: exact, no cap).
+    max_bond: int | None = None
+
+
+#: Seconds per ``(2 chi)**3`` of one two-qubit step of a capped matrix product state, and per
+#: ``chi**2`` of one measured qubit of one shot (measured on 2 cores, rounded up).
+_MPS_SECONDS_PER_GATE_UNIT = 1e-8
+_MPS_SECONDS_PER_SAMPLE_UNIT = 2e-8
+
+
+def _plan(
+    index: int, circuit: QuantumCircuit, active: list[int], ctx: _Run, *, shots: int, exact: bool
+) -> _Plan:
+    """Exact when it fits (statevector, density matrix, bounded MPS), else a capped MPS."""
+    if exact and len(active) <= engine.DENSITY_MATRIX_MAX_QUBITS:
+        return _Plan("density_matrix")
     if len(active) <= engine.STATEVECTOR_MAX_QUBITS:
-        return "statevector"
-    needed = _mps_memory_bound(circuit, active)
-    if needed > engine.MPS_MEMORY_LIMIT_BYTES:
+        return _Plan("statevector")
+    order, crossings = _site_order(circuit, active)
+    if _mps_memory_bound(crossings) <= min(
+        engine.MPS_MEMORY_LIMIT_BYTES, ctx.limits.memory_mb * 2**19
+    ):
+        return _Plan("matrix_product_state", order)
+    cap = ctx.limits.mps_max_bond_dimension
+    seconds = _capped_mps_seconds(circuit, crossings, cap, shots=shots, measured=len(active))
+    if seconds > ctx.limits.timeout_seconds:
         raise InvalidInputError(
-            f"pub {index}: the circuit acts on {len(active)} qubits and its multi-qubit gates "
-            f"may entangle them beyond what the emulator can hold (up to "
-            f"{needed / 2**30:.3g} GiB as a matrix product state, limit "
-            f"{engine.MPS_MEMORY_LIMIT_BYTES / 2**30:g} GiB); use at most "
-            f"{engine.STATEVECTOR_MAX_QUBITS} active qubits, fewer or shorter-range two-qubit "
-            "gates, or a real QPU"
+            f"pub {index}: the circuit acts on {len(active)} qubits with {sum(crossings)} "
+            "crossings of two-qubit gates; even an approximate matrix product state with bond "
+            f"dimension {cap} would take about {seconds:.0f} s, more than the task's time budget "
+            f"of {ctx.limits.timeout_seconds:g} s (QRMI_LOCAL_TASK_TIMEOUT_SECONDS); use fewer "
+            "gates or shots, a smaller QRMI_LOCAL_MPS_MAX_BOND_DIMENSION, or a real QPU"
         )
-    return "matrix_product_state"
+    return _Plan("matrix_product_state", order, cap)
 
 
-def _mps_memory_bound(circuit: QuantumCircuit, active: list[int]) -> float:
-    """Upper bound (bytes) of a matrix product state over the active qubits, in index order.
+def _site_order(circuit: QuantumCircuit, active: list[int]) -> tuple[list[int], list[int]]:
+    """The active qubits in the MPS site order with the fewest gate crossings, and those.
 
-    Each gate spanning qubits a..b can at most double the bond dimension of every cut between
-    them; a cut's dimension is also at most 2**(qubits on its smaller side).
+    Aer lays the sites out in qubit index order; a transpiled circuit's index order follows the
+    device's numbering, not its entangling structure, so a bandwidth-reducing order (reverse
+    Cuthill-McKee on the two-qubit interaction graph) is tried too and the cheaper one kept.
     """
+    best: tuple[list[int], list[int]] | None = None
+    for order in (active, _bandwidth_order(circuit, active)):
+        crossings = _crossings(circuit, order)
+        if best is None or sum(crossings) < sum(best[1]):
+            best = (order, crossings)
+    assert best is not None
+    return best
+
+
+def _bandwidth_order(circuit: QuantumCircuit, active: list[int]) -> list[int]:
+    from scipy.sparse import csr_matrix  # type: ignore[import-untyped]
+    from scipy.sparse.csgraph import reverse_cuthill_mckee  # type: ignore[import-untyped]
+
     position = {qubit: i for i, qubit in enumerate(active)}
+    rows: list[int] = []
+    cols: list[int] = []
+    for sites in _multi_qubit_sites(circuit, position):
+        for a, b in itertools.pairwise(sites):
+            rows += [a, b]
+            cols += [b, a]
     size = len(active)
-    crossings = [0] * max(size - 1, 0)
-    for item in circuit.data:
-        if item.operation.name in _PASSIVE or len(item.qubits) < 2:
-            continue
-        sites = [position[circuit.find_bit(q).index] for q in item.qubits]
+    graph = csr_matrix(([1.0] * len(rows), (rows, cols)), shape=(size, size))
+    return [active[int(i)] for i in reverse_cuthill_mckee(graph, symmetric_mode=True)]
+
+
+def _multi_qubit_sites(circuit: QuantumCircuit, position: Mapping[int, int]) -> list[list[int]]:
+    return [
+        [position[circuit.find_bit(q).index] for q in item.qubits]
+        for item in circuit.data
+        if item.operation.name not in _PASSIVE and len(item.qubits) >= 2
+    ]
+
+
+def _crossings(circuit: QuantumCircuit, order: list[int]) -> list[int]:
+    """For each cut between consecutive sites, how many multi-qubit gates span it."""
+    position = {qubit: i for i, qubit in enumerate(order)}
+    crossings = [0] * max(len(order) - 1, 0)
+    for sites in _multi_qubit_sites(circuit, position):
         for cut in range(min(sites), max(sites)):
             crossings[cut] += 1
+    return crossings
+
+
+def _mps_memory_bound(crossings: list[int]) -> float:
+    """Upper bound (bytes) of an exact matrix product state with these cut crossings.
+
+    Each gate spanning a cut can at most double its bond dimension; a cut's dimension is also
+    at most 2**(sites on its smaller side).
+    """
+    size = len(crossings) + 1
     log_bonds = [0] + [min(c, i + 1, size - i - 1, 60) for i, c in enumerate(crossings)] + [0]
     return float(sum(2.0 * 16.0 * 2.0 ** (log_bonds[i] + log_bonds[i + 1]) for i in range(size)))
+
+
+def _capped_mps_seconds(
+    circuit: QuantumCircuit, crossings: list[int], cap: int, *, shots: int, measured: int
+) -> float:
+    """Rough time of a matrix product state capped at bond dimension ``cap`` (for refusals).
+
+    A two-qubit step costs an SVD of a ``2 cap`` square matrix; a gate between distant sites
+    adds swaps there and back; sampling costs ``cap**2`` per measured qubit and shot.
+    """
+    gates = sum(
+        1 for item in circuit.data if item.operation.name not in _PASSIVE and len(item.qubits) >= 2
+    )
+    steps = gates + 2 * sum(crossings)
+    return (
+        steps * (2 * cap) ** 3 * _MPS_SECONDS_PER_GATE_UNIT
+        + shots * measured * cap**2 * _MPS_SECONDS_PER_SAMPLE_UNIT
+    )
+
+
+def _in_site_order(circuit: QuantumCircuit, order: list[int] | None) -> QuantumCircuit:
+    """The circuit with qubit ``order[k]`` moved to index ``k`` (idle qubits after them).
+
+    Classical bits are unchanged, so measured counts are the same; estimator observables are
+    moved with :func:`_site_of`.
+    """
+    if order is None or order == list(range(len(order))):
+        return circuit
+    site = _site_of(order, circuit.num_qubits)
+    moved = circuit.copy_empty_like()
+    for item in circuit.data:
+        qubits = [moved.qubits[site[circuit.find_bit(q).index]] for q in item.qubits]
+        moved.append(item.operation, qubits, item.clbits, copy=False)
+    return moved
+
+
+def _site_of(order: list[int] | None, width: int) -> list[int]:
+    """``site[qubit]``: where each qubit of the circuit sits after :func:`_in_site_order`."""
+    if order is None:
+        return list(range(width))
+    rest = [q for q in range(width) if q not in set(order)]
+    site = [0] * width
+    for position, qubit in enumerate([*order, *rest]):
+        site[qubit] = position
+    return site
+
+
+_DISCARDED = re.compile(r"discarded_value=([0-9.eE+-]+)")
+
+
+def _truncation(plan: _Plan, experiment_metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What a capped matrix product state discarded, from Aer's ``MPS_log_data``."""
+    if plan.max_bond is None:
+        return {}
+    log = str(experiment_metadata.get("MPS_log_data") or "")
+    discarded = [float(v) for v in _DISCARDED.findall(log)]
+    return {
+        "approximate": bool(discarded),
+        "max_bond_dimension": plan.max_bond,
+        "truncations": len(discarded),
+        "discarded_weight": float(sum(discarded)),
+    }
+
+
+def _note_truncation(index: int, plan: _Plan, truncation: Mapping[str, Any], ctx: _Run) -> None:
+    if plan.max_bond is None:
+        return
+    if truncation.get("approximate"):
+        ctx.notes.append(
+            f"pub {index}: APPROXIMATE result: matrix product state with bond dimension capped "
+            f"at {plan.max_bond} (QRMI_LOCAL_MPS_MAX_BOND_DIMENSION); Aer truncated "
+            f"{truncation['truncations']} times, discarding a total weight of "
+            f"{truncation['discarded_weight']:.3g}"
+        )
+    else:
+        ctx.notes.append(
+            f"pub {index}: matrix product state with bond dimension capped at {plan.max_bond}; "
+            "nothing was truncated, the result is exact"
+        )
 
 
 @functools.cache
@@ -356,20 +516,45 @@ def _unroll_for_aer(index: int, circuit: QuantumCircuit, method: str) -> Quantum
     return unrolled
 
 
-def _backend_options(method: str, ctx: _Run) -> dict[str, Any]:
-    options: dict[str, Any] = {"method": method}
+def _backend_options(plan: _Plan, ctx: _Run) -> dict[str, Any]:
+    options: dict[str, Any] = {"method": plan.method, "max_memory_mb": ctx.limits.memory_mb}
+    if plan.max_bond is not None:
+        options["matrix_product_state_max_bond_dimension"] = plan.max_bond
+        options["mps_log_data"] = True  # the only place Aer reports what it truncated
     if ctx.noise:
         options["noise_model"] = _noise_model(ctx.device.name)
     return options
 
 
-def _describe(method: str, active: list[int], ctx: _Run, transpiled: bool) -> dict[str, Any]:
+class _RecordingSimulator(AerSimulator):  # type: ignore[misc]
+    """An AerSimulator that keeps its last job, whose per-experiment metadata Aer's SamplerV2
+    does not pass on (the truncation log lives there)."""
+
+    last_job: Any = None
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.last_job = super().run(*args, **kwargs)
+        return self.last_job
+
+
+def _experiment_metadata(simulator: _RecordingSimulator) -> Mapping[str, Any]:
+    if simulator.last_job is None:
+        return {}
+    results = simulator.last_job.result().results
+    return results[0].metadata if results else {}
+
+
+def _describe(
+    plan: _Plan, active: list[int], ctx: _Run, transpiled: bool, truncation: Mapping[str, Any]
+) -> dict[str, Any]:
     return {
-        "method": method,
+        "method": plan.method,
         "active_qubits": len(active),
         "device": ctx.device.name,
         "noise": ctx.noise,
         "transpiled_for_noise": transpiled,
+        "approximate": False,
+        **truncation,
     }
 
 
@@ -389,16 +574,19 @@ def _run_sampler_pub(index: int, raw: Any, default_shots: int, ctx: _Run) -> Sam
     circuit, mapping = _for_device(circuit, ctx)
     pub = _coerce(index, lambda: SamplerPub.coerce((circuit, values, shots)))
     active = _active_qubits(circuit)
-    method = _choose_method(index, circuit, active, exact_noise=False)
-    circuit = _unroll_for_aer(index, circuit, method)
+    plan = _plan(index, circuit, active, ctx, shots=shots, exact=False)
+    metadata_source = circuit.metadata
+    circuit = _in_site_order(_unroll_for_aer(index, circuit, plan.method), plan.order)
     pub = _coerce(index, lambda: SamplerPub.coerce((circuit, values, shots)))
-    options = {"backend_options": _backend_options(method, ctx)}
-    sampler = AerSamplerV2(seed=ctx.seed, options=options)
+    simulator = _RecordingSimulator(**_backend_options(plan, ctx))
+    sampler = AerSamplerV2.from_backend(simulator, seed=ctx.seed)
     result = _simulate(index, lambda: sampler.run([pub]).result()[0])
+    truncation = _truncation(plan, _experiment_metadata(simulator))
+    _note_truncation(index, plan, truncation, ctx)
     metadata = {
         "shots": shots,
-        "circuit_metadata": pub.circuit.metadata,
-        "simulator": _describe(method, active, ctx, mapping is not None),
+        "circuit_metadata": metadata_source,
+        "simulator": _describe(plan, active, ctx, mapping is not None, truncation),
     }
     return SamplerPubResult(result.data, metadata=metadata)
 
@@ -464,9 +652,12 @@ def _run_estimator_pub(index: int, raw: Any, default_precision: float, ctx: _Run
     if mapping is not None:
         observables = _relabel(observables, mapping, circuit.num_qubits)
     active = _active_qubits(circuit)
-    method = _choose_method(index, circuit, active, exact_noise=ctx.noise)
-    circuit = _unroll_for_aer(index, circuit, method)
-    evs = _simulate(index, lambda: _expectation_values(circuit, pub, observables, method, ctx))
+    plan = _plan(index, circuit, active, ctx, shots=0, exact=ctx.noise)
+    circuit = _unroll_for_aer(index, circuit, plan.method)
+    evs, truncation = _simulate(
+        index, lambda: _expectation_values(circuit, pub, observables, plan, ctx)
+    )
+    _note_truncation(index, plan, truncation, ctx)
     if ctx.noise and precision > 0:
         evs = np.random.default_rng(ctx.seed).normal(evs, precision)
         stds = np.full(evs.shape, precision)
@@ -475,7 +666,7 @@ def _run_estimator_pub(index: int, raw: Any, default_precision: float, ctx: _Run
     metadata = {
         "target_precision": precision,
         "circuit_metadata": pub.circuit.metadata,
-        "simulator": _describe(method, active, ctx, mapping is not None),
+        "simulator": _describe(plan, active, ctx, mapping is not None, truncation),
     }
     return PubResult(DataBin(evs=evs, stds=stds, shape=evs.shape), metadata=metadata)
 
@@ -501,15 +692,17 @@ def _expectation_values(
     circuit: QuantumCircuit,
     pub: EstimatorPub,
     observables: ObservablesArray,
-    method: str,
+    plan: _Plan,
     ctx: _Run,
-) -> np.ndarray:
-    circuit = circuit.copy()
+) -> tuple[np.ndarray, dict[str, Any]]:
+    site = _site_of(plan.order, circuit.num_qubits)
+    circuit = _in_site_order(circuit, plan.order)
+    circuit = circuit.copy() if plan.order is None else circuit
     flat_obs = list(observables.ravel())
-    labels = _save_paulis(circuit, {p for obs in flat_obs for p in obs})
+    labels = _save_paulis(circuit, {p for obs in flat_obs for p in obs}, site)
     binds = _binds(pub, circuit)
-    trajectories = ctx.noise and method != "density_matrix"
-    job = AerSimulator(**_backend_options(method, ctx)).run(
+    trajectories = ctx.noise and plan.method != "density_matrix"
+    job = AerSimulator(**_backend_options(plan, ctx)).run(
         circuit,
         parameter_binds=[binds] if binds else None,
         shots=1024 if trajectories else 1,
@@ -518,6 +711,7 @@ def _expectation_values(
     result = job.result()
     if not result.success:
         raise QrmiError(f"Aer reported: {result.status}")
+    truncation = _truncation(plan, result.results[0].metadata if result.results else {})
     values = pub.parameter_values
     param_index = np.arange(values.size).reshape(values.shape)
     obs_array = np.empty(len(flat_obs), dtype=object)
@@ -531,13 +725,16 @@ def _expectation_values(
             coeff * (1.0 if labels[p] is None else float(np.real(data[labels[p]])))
             for p, coeff in observable.items()
         )
-    return evs
+    return evs, truncation
 
 
-def _save_paulis(circuit: QuantumCircuit, paulis: Iterable[str]) -> dict[str, str | None]:
+def _save_paulis(
+    circuit: QuantumCircuit, paulis: Iterable[str], site: list[int]
+) -> dict[str, str | None]:
     """Save each Pauli's expectation value on its support only (idle qubits stay truncated).
 
-    Returns Pauli label -> Aer result key (``None`` for the identity, whose value is 1).
+    ``site[q]`` is where the circuit's qubit ``q`` sits (see :func:`_in_site_order`). Returns
+    Pauli label -> Aer result key (``None`` for the identity, whose value is 1).
     """
     labels: dict[str, str | None] = {}
     width = circuit.num_qubits
@@ -548,7 +745,7 @@ def _save_paulis(circuit: QuantumCircuit, paulis: Iterable[str]) -> dict[str, st
             continue
         reduced = "".join(pauli[width - 1 - q] for q in reversed(support))
         key = f"pauli_{number}"
-        circuit.save_expectation_value(Pauli(reduced), qubits=support, label=key)
+        circuit.save_expectation_value(Pauli(reduced), qubits=[site[q] for q in support], label=key)
         labels[pauli] = key
     return labels
 

@@ -12,15 +12,25 @@ Settings (``config`` dict key, or environment variable ``{name}_{KEY}``):
 * ``QRMI_LOCAL_STATE_DIR``: task store and worker files (default below).
 * ``QRMI_LOCAL_LANES``: tasks executed at the same time, the execution lanes (default 2).
 * ``QRMI_LOCAL_DEVICE``: device snapshot emulated, e.g. ``fake_sherbrooke`` (default
-  ``fake_perth``; see :mod:`~qrmi.backends.local_emulator.devices`).
+  ``fake_perth``; see :mod:`~qrmi.backends.local_emulator.devices`). The unprefixed variable
+  ``QRMI_LOCAL_DEVICE`` applies to every emulator resource that sets none of its own.
 * ``QRMI_LOCAL_NOISE``: apply the device's noise model, true/false (default false).
 * ``QRMI_LOCAL_SEED``: simulator seed for reproducible results (default: random).
 * ``QRMI_LOCAL_IDLE_SECONDS``: the worker exits after this long with nothing to do (default 60).
+* ``QRMI_LOCAL_MPS_MAX_BOND_DIMENSION``: bond dimension cap of the approximate matrix product
+  state used when an exact simulation does not fit (default 16).
+* ``QRMI_LOCAL_TASK_TIMEOUT_SECONDS``: wall-clock budget of one task's simulation (default 300).
+* ``QRMI_LOCAL_TASK_MEMORY_MB``: memory budget of one task's simulation, MiB (default 4096).
+* ``QRMI_LOCAL_MAX_INPUT_BYTES``: largest payload input (default 16 MiB).
+* ``QRMI_LOCAL_MAX_CLBITS``: most classical bits a circuit may declare (default 4096).
+* ``QRMI_LOCAL_MAX_LOOP_ITERATIONS``: most iterations of nested ``for`` loops (default 100000).
+* ``QRMI_LOCAL_RETENTION_DAYS``: finished tasks are deleted this long after they ended
+  (default 7; fractions allowed).
 
 The default state directory is ``$XDG_STATE_HOME/qrmi/local-emulator/<name>``, or
 ``~/.local/state/qrmi/local-emulator/<name>`` when ``XDG_STATE_HOME`` is unset. Device, noise and
-seed are captured per task at ``task_start``; lanes and idle time are written to the store and
-apply to the shared worker (the last ``task_start`` wins).
+seed, and the limits and budgets are captured per task at ``task_start``; lanes, idle time and
+retention are written to the store and apply to the shared worker (the last ``task_start`` wins).
 
 Emulated QPU time: a payload whose input has ``"options": {"emulator": {"min_duration_seconds":
 S}}`` stays ``Running`` for at least ``S`` seconds (at most one hour; a ``task_stop`` ends the wait
@@ -42,9 +52,16 @@ from qrmi.backends.local_emulator import worker
 from qrmi.backends.local_emulator.devices import (
     DEFAULT_DEVICE,
     canonical_device_name,
+    device_qubits,
     device_snapshot,
 )
-from qrmi.backends.local_emulator.inputs import check_params, parse_input
+from qrmi.backends.local_emulator.inputs import (
+    Limits,
+    check_input_size,
+    check_limits,
+    check_params,
+    parse_input,
+)
 from qrmi.backends.local_emulator.store import (
     CANCELLED,
     COMPLETED,
@@ -54,7 +71,7 @@ from qrmi.backends.local_emulator.store import (
     TaskStore,
 )
 from qrmi.config import Settings
-from qrmi.errors import TaskNotReadyError
+from qrmi.errors import ConfigError, TaskNotReadyError
 from qrmi.models import (
     Payload,
     QiskitPrimitivePayload,
@@ -69,6 +86,7 @@ __all__ = ["LocalEmulatorBackend", "default_state_dir"]
 
 DEFAULT_LANES = 2
 DEFAULT_IDLE_SECONDS = 60.0
+DEFAULT_RETENTION_DAYS = 7.0
 #: How long a queued task may wait with no live worker before the client starts another one.
 _WORKER_CHECK_SECONDS = 1.0
 
@@ -108,10 +126,17 @@ class LocalEmulatorBackend(Backend):
             Path(state_dir).expanduser() if state_dir else default_state_dir(resource_id)
         )
         self.lanes = settings.get_int("QRMI_LOCAL_LANES", DEFAULT_LANES, minimum=1) or 1
-        self.device_setting = settings.get("QRMI_LOCAL_DEVICE", DEFAULT_DEVICE) or DEFAULT_DEVICE
+        self.device_setting = (
+            settings.get("QRMI_LOCAL_DEVICE")
+            or settings.get_global("QRMI_LOCAL_DEVICE")
+            or DEFAULT_DEVICE
+        )
         self.noise = settings.get_bool("QRMI_LOCAL_NOISE", False)
         self.seed = settings.get_int("QRMI_LOCAL_SEED", None)
         self.idle_seconds = settings.get_float("QRMI_LOCAL_IDLE_SECONDS", DEFAULT_IDLE_SECONDS)
+        self.limits = _limits(settings)
+        retention_days = _positive(settings, "QRMI_LOCAL_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)
+        self.retention_seconds = retention_days * 86400.0
         self.store = TaskStore(self.state_dir)
         self._worker_checked_at = float("-inf")
 
@@ -162,13 +187,21 @@ class LocalEmulatorBackend(Backend):
 
     def submit(self, payload: Payload) -> str:
         assert isinstance(payload, QiskitPrimitivePayload)
+        check_input_size(payload.input, self.limits)
         params = parse_input(payload.input)
         check_params(payload.program_id, params)
         device = self.device
+        check_limits(params, self.limits, device=device, device_qubits=device_qubits(device))
         self.store.set_meta("lanes", str(self.lanes))
         self.store.set_meta("idle_seconds", str(self.idle_seconds))
+        self.store.set_meta("retention_seconds", str(self.retention_seconds))
         task_id = self.store.add_task(
-            payload.program_id, payload.input, device=device, noise=self.noise, seed=self.seed
+            payload.program_id,
+            payload.input,
+            device=device,
+            noise=self.noise,
+            seed=self.seed,
+            limits=self.limits.to_json(),
         )
         worker.wake(self.state_dir)
         worker.ensure_worker(self.state_dir)
@@ -192,11 +225,18 @@ class LocalEmulatorBackend(Backend):
         return task.status
 
     def _keep_worker_alive(self) -> None:
-        """Restart the worker if it is gone while tasks wait (checked at most once a second)."""
+        """Restart the worker if it is gone while tasks wait (checked at most once a second).
+
+        Before starting one, a write to the store proves the state directory writable, so a
+        full or read-only directory raises StateDirectoryError here instead of leaving the
+        task Queued behind a worker that keeps failing to start.
+        """
         now = self.clock()
         if now - self._worker_checked_at < _WORKER_CHECK_SECONDS:
             return
         self._worker_checked_at = now
+        if not worker.worker_running(self.state_dir):
+            self.store.set_meta("checked_writable_at", str(time.time()))
         worker.ensure_worker(self.state_dir)
 
     def fetch_result(self, task_id: str) -> str:
@@ -211,3 +251,35 @@ class LocalEmulatorBackend(Backend):
         if task.status == QUEUED and not logs:
             return "queued; waiting for a free execution lane\n"
         return logs
+
+
+def _limits(settings: Settings) -> Limits:
+    """The task limits and budgets from the settings (defaults: :class:`Limits`)."""
+    defaults = Limits()
+    return Limits(
+        max_input_bytes=_at_least_one(settings, "QRMI_LOCAL_MAX_INPUT_BYTES", defaults),
+        max_clbits=_at_least_one(settings, "QRMI_LOCAL_MAX_CLBITS", defaults),
+        max_loop_iterations=_at_least_one(settings, "QRMI_LOCAL_MAX_LOOP_ITERATIONS", defaults),
+        timeout_seconds=_positive(
+            settings, "QRMI_LOCAL_TASK_TIMEOUT_SECONDS", defaults.timeout_seconds
+        ),
+        memory_mb=_at_least_one(settings, "QRMI_LOCAL_TASK_MEMORY_MB", defaults, field="memory_mb"),
+        mps_max_bond_dimension=_at_least_one(
+            settings, "QRMI_LOCAL_MPS_MAX_BOND_DIMENSION", defaults, field="mps_max_bond_dimension"
+        ),
+    )
+
+
+def _at_least_one(settings: Settings, key: str, defaults: Limits, *, field: str = "") -> int:
+    name = field or key.removeprefix("QRMI_LOCAL_").lower()
+    value = settings.get_int(key, getattr(defaults, name), minimum=1)
+    assert value is not None
+    return value
+
+
+def _positive(settings: Settings, key: str, default: float) -> float:
+    value = settings.get_float(key, default)
+    assert value is not None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{settings.env_name(key)}={value:g} must be a positive number")
+    return value

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_DEVICE",
     "available_devices",
     "canonical_device_name",
+    "device_qubits",
     "device_snapshot",
     "snapshot_files",
 ]
@@ -107,3 +108,10 @@ def device_snapshot(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     conf: dict[str, Any] = json.loads(conf_text)
     props: dict[str, Any] = json.loads(props_text)
     return conf, props
+
+
+@functools.cache
+def device_qubits(name: str) -> int:
+    """Number of qubits of device ``name`` (raises InvalidInputError for an unknown one)."""
+    conf, _ = device_snapshot(name)
+    return int(conf["n_qubits"])

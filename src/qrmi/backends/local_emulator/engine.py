@@ -24,9 +24,18 @@ Simulation: noise-free by default (exact expectation values, shot-sampled counts
 instruction set are first transpiled for it, seeded) and adds shot noise of the requested
 precision to expectation values. The method is chosen per pub from the number of *active*
 qubits (those some instruction touches; idle qubits cost nothing): ``statevector`` up to
-:data:`STATEVECTOR_MAX_QUBITS`, ``matrix_product_state`` above, with the MPS memory bounded from
-the circuit's two-qubit gate structure; a circuit whose bound exceeds
-:data:`MPS_MEMORY_LIMIT_BYTES` is refused with :class:`~qrmi.errors.InvalidInputError`.
+:data:`STATEVECTOR_MAX_QUBITS`, ``matrix_product_state`` above. The MPS is exact when its memory,
+bounded from the circuit's two-qubit gate structure (in the cheaper of index order and a
+bandwidth-reducing qubit order), stays under :data:`MPS_MEMORY_LIMIT_BYTES`; otherwise its bond
+dimension is capped at ``limits.mps_max_bond_dimension`` and the result may be *approximate*:
+each pub's ``metadata["simulator"]`` then has ``approximate``, ``max_bond_dimension``,
+``truncations`` and ``discarded_weight`` (the sum of the weights Aer's ``MPS_log_data`` reports
+discarded), the result's ``metadata["emulator"]["approximate"]`` is true if any pub is, and a
+line per pub is added to ``notes``. A pub whose capped simulation is estimated to exceed
+``limits.timeout_seconds`` is refused with :class:`~qrmi.errors.InvalidInputError`.
+
+Size limits (:class:`~qrmi.backends.local_emulator.inputs.Limits`: declared qubits and bits,
+``for`` loop iterations) are checked on the OpenQASM text before any parser sees it.
 
 Importing this module is cheap: qiskit is imported on the first :func:`run_primitive` call.
 """
@@ -43,9 +52,10 @@ from qrmi.backends.local_emulator.devices import (
     DEFAULT_DEVICE,
     available_devices,
     canonical_device_name,
+    device_qubits,
     device_snapshot,
 )
-from qrmi.backends.local_emulator.inputs import PROGRAM_IDS, check_params
+from qrmi.backends.local_emulator.inputs import PROGRAM_IDS, Limits, check_limits, check_params
 
 __all__ = [
     "DEFAULT_DEVICE",
@@ -54,6 +64,7 @@ __all__ = [
     "MPS_MEMORY_LIMIT_BYTES",
     "PROGRAM_IDS",
     "STATEVECTOR_MAX_QUBITS",
+    "Limits",
     "available_devices",
     "device_snapshot",
     "run_primitive",
@@ -81,6 +92,8 @@ def run_primitive(
     device: str | None = None,
     noise: bool = False,
     seed: int | None = None,
+    limits: Limits | None = None,
+    notes: list[str] | None = None,
 ) -> str:
     """Run a sampler or estimator job and return its result as IBM-encoded JSON text.
 
@@ -91,16 +104,30 @@ def run_primitive(
             default :data:`DEFAULT_DEVICE`.
         noise: apply the device's noise model.
         seed: seed of the simulator and of the estimator's shot noise, for reproducible runs.
+        limits: size limits and MPS bond dimension cap (default :class:`Limits`()); the
+            time and memory budgets in it are enforced by the caller (the worker), except
+            that Aer gets the memory budget as ``max_memory_mb``.
+        notes: a list to which lines for the task's log are appended (approximations made).
 
     Raises:
         UnsupportedPayloadError: unknown ``program_id``.
-        InvalidInputError: malformed input, a circuit too large for the device or too
-            entangled to simulate; the message names the pub and the fix.
+        InvalidInputError: malformed input, a circuit too large for the device or the limits,
+            or too costly to simulate even approximately; the message names the pub and the fix.
         QrmiError: the simulator failed.
     """
     check_params(program_id, params)
     name = canonical_device_name(device or DEFAULT_DEVICE)
-    result: str = _simulator().run(program_id, params, device=name, noise=noise, seed=seed)
+    limits = limits or Limits()
+    check_limits(params, limits, device=name, device_qubits=device_qubits(name))
+    result: str = _simulator().run(
+        program_id,
+        params,
+        device=name,
+        noise=noise,
+        seed=seed,
+        limits=limits,
+        notes=[] if notes is None else notes,
+    )
     return result
 
 

@@ -13,27 +13,44 @@ Tables:
 * ``leases``: acquisition tokens with ``acquired_at``, ``released_at`` and ``release_count``.
   A release of a token this store never issued is recorded too (``acquired_at`` is NULL).
 * ``worker``: the live worker daemon's pid, start time and heartbeat.
-* ``meta``: settings the worker reads (``lanes``, ``idle_seconds``).
+* ``meta``: settings the worker reads (``lanes``, ``idle_seconds``, ``retention_seconds``).
+
+Each task also keeps the size limits and budgets captured at ``task_start`` (``limits``, the JSON
+of :class:`~qrmi.backends.local_emulator.inputs.Limits`).
 
 State changes are single conditional ``UPDATE`` statements, so concurrent writers cannot move
 a task out of a final state: a late result of a cancelled task is discarded, a stop after
 completion changes nothing.
+
+A state directory that cannot be written (full disk, read-only file system, wrong owner) raises
+:class:`StateDirectoryError`, whose message names the directory and the fix, from every call.
+Finished tasks older than the retention period are deleted by :meth:`TaskStore.purge`.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
-from qrmi.errors import TaskNotFoundError
+from qrmi.errors import QrmiError, TaskNotFoundError
 
-__all__ = ["DB_NAME", "LeaseRecord", "TaskRecord", "TaskStore", "WorkerRecord"]
+__all__ = [
+    "DB_NAME",
+    "LeaseRecord",
+    "StateDirectoryError",
+    "TaskRecord",
+    "TaskStore",
+    "WorkerRecord",
+]
 
 DB_NAME = "tasks.sqlite3"
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
@@ -62,7 +79,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     worker_pid INTEGER,
     created_at REAL NOT NULL,
     started_at REAL,
-    ended_at REAL
+    ended_at REAL,
+    limits TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, seq);
 CREATE TABLE IF NOT EXISTS leases (
@@ -82,8 +100,77 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 _TASK_COLUMNS = (
     "id, program_id, input, device, noise, seed, status, result, logs, reason, lane, "
-    "worker_pid, created_at, started_at, ended_at"
+    "worker_pid, created_at, started_at, ended_at, limits"
 )
+# Columns added after the first release, with their type: added to older stores when opened.
+_ADDED_TASK_COLUMNS = {"limits": "TEXT"}
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class StateDirectoryError(QrmiError, OSError):
+    """The emulator's state directory cannot be written: full disk, read-only, wrong owner.
+
+    ``exit_code`` is what the worker daemon exits with for it (``EX_CANTCREAT`` 73 for a
+    directory it may not write, ``EX_IOERR`` 74 for a full disk or a failed write).
+    """
+
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_DENIED_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def state_directory_error(state_dir: Path, exc: BaseException) -> StateDirectoryError | None:
+    """The typed error for a storage failure ``exc`` in ``state_dir``; None if it is not one."""
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    text = detail.lower()
+    number = getattr(exc, "errno", None)
+    if number in _FULL_ERRNOS or "disk is full" in text or "disk i/o error" in text:
+        return StateDirectoryError(
+            f"the local emulator cannot write its state directory {state_dir}: the disk is full "
+            f"or a write failed ({detail}); free space there or set QRMI_LOCAL_STATE_DIR to a "
+            "directory on another disk (finished tasks are deleted after "
+            "QRMI_LOCAL_RETENTION_DAYS)",
+            exit_code=74,
+        )
+    if (
+        number in _DENIED_ERRNOS
+        or "readonly" in text
+        or "read-only" in text
+        or "unable to open database" in text
+    ):
+        return StateDirectoryError(
+            f"the local emulator cannot write its state directory {state_dir}: it is read-only "
+            f"or not writable by this user ({detail}); make it writable (owner, mode, or a "
+            "read-write mount) or set QRMI_LOCAL_STATE_DIR to a writable directory",
+            exit_code=73,
+        )
+    return None
+
+
+def _storage_errors(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Turn SQLite and file-system failures of a TaskStore method into StateDirectoryError."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+            if isinstance(exc, StateDirectoryError):
+                raise
+            store = args[0]
+            assert isinstance(store, TaskStore)
+            typed = state_directory_error(store.state_dir, exc)
+            if typed is None:
+                raise
+            raise typed from None
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -105,6 +192,7 @@ class TaskRecord:
     created_at: float
     started_at: float | None
     ended_at: float | None
+    limits: str | None = None
 
     @staticmethod
     def from_row(row: sqlite3.Row) -> TaskRecord:
@@ -125,6 +213,7 @@ class TaskRecord:
             created_at=row["created_at"],
             started_at=row["started_at"],
             ended_at=row["ended_at"],
+            limits=row["limits"],
         )
 
 
@@ -173,6 +262,7 @@ class TaskStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             if not self._ready:
                 conn.executescript(_SCHEMA)
+                _add_missing_columns(conn)
                 self._ready = True
             self._local.conn = conn
         return conn
@@ -199,15 +289,32 @@ class TaskStore:
     # ----- tasks ------------------------------------------------------------------------------
 
     def add_task(
-        self, program_id: str, input_text: str, *, device: str, noise: bool, seed: int | None
+        self,
+        program_id: str,
+        input_text: str,
+        *,
+        device: str,
+        noise: bool,
+        seed: int | None,
+        limits: str | None = None,
     ) -> str:
-        """Queue a task and return its new id."""
+        """Queue a task and return its new id (``limits``: JSON of its Limits)."""
         task_id = str(uuid.uuid4())
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO tasks (id, program_id, input, device, noise, seed, status, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (task_id, program_id, input_text, device, int(noise), seed, QUEUED, time.time()),
+                "created_at, limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task_id,
+                    program_id,
+                    input_text,
+                    device,
+                    int(noise),
+                    seed,
+                    QUEUED,
+                    time.time(),
+                    limits,
+                ),
             )
         return task_id
 
@@ -325,6 +432,30 @@ class TaskStore:
                 )
         return ids
 
+    def purge(self, older_than_seconds: float, *, now: float | None = None) -> int:
+        """Delete finished tasks and released leases that ended ``older_than_seconds`` ago.
+
+        Returns the number of tasks deleted. The file is compacted when most of it is free.
+        """
+        cutoff = (time.time() if now is None else now) - older_than_seconds
+        marks = ", ".join("?" for _ in FINAL_STATES)
+        with self._write() as conn:
+            deleted = conn.execute(
+                f"DELETE FROM tasks WHERE status IN ({marks}) AND ended_at < ?",
+                (*FINAL_STATES, cutoff),
+            ).rowcount
+            conn.execute("DELETE FROM leases WHERE released_at < ?", (cutoff,))
+        if deleted:
+            self._compact()
+        return int(deleted)
+
+    def _compact(self) -> None:
+        conn = self._connection()
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        if pages >= 256 and free * 2 > pages:
+            conn.execute("VACUUM")
+
     # ----- leases -----------------------------------------------------------------------------
 
     def acquire_lease(self) -> str:
@@ -415,3 +546,24 @@ def _lease(row: sqlite3.Row) -> LeaseRecord:
 def _log_line(message: str) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     return f"{stamp}Z {message}\n"
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    present = {row["name"] for row in conn.execute("PRAGMA table_info(tasks)")}
+    for name, kind in _ADDED_TASK_COLUMNS.items():
+        if name not in present:
+            try:
+                conn.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
+
+
+def _wrap_public_methods() -> None:
+    """Apply :func:`_storage_errors` to every public method of TaskStore."""
+    for name, value in list(vars(TaskStore).items()):
+        if callable(value) and not name.startswith("_") and not hasattr(value, "__wrapped__"):
+            setattr(TaskStore, name, _storage_errors(value))
+
+
+_wrap_public_methods()

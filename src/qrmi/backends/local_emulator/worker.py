@@ -7,8 +7,18 @@ session) by ``task_start``::
 
 * An exclusive ``flock`` on ``DIR/worker.lock`` guarantees that at most one worker runs; a second
   one started concurrently exits at once.
-* The worker keeps qiskit imported, claims queued tasks in FIFO order up to ``lanes`` at a time
-  (one thread per lane; Aer releases the GIL), writes results, and beats a heartbeat.
+* The worker claims queued tasks in FIFO order up to ``lanes`` at a time (one thread per lane)
+  and writes results. Each lane simulates in its own warm child process (qiskit imported once),
+  bounded by the task's time and memory budgets (see
+  :mod:`~qrmi.backends.local_emulator._sandbox`), so no task can take the worker or the host
+  down, and a cancelled task frees its lane at once.
+* A heartbeat thread refreshes the worker's heartbeat every second whatever the lanes do, so
+  a long simulation is never mistaken for a hung worker.
+* Finished tasks older than the retention period (``retention_seconds`` in the store's meta)
+  are deleted at start and every hour.
+* A state directory it cannot write (full disk, read-only) makes it log the reason and exit
+  with status 73 (not writable) or 74 (full); clients that started it turn that into
+  :class:`~qrmi.backends.local_emulator.store.StateDirectoryError` instead of waiting forever.
 * Clients wake it with a datagram on the Unix socket ``DIR/wake.sock`` after queueing a task, so
   a task starts within a millisecond or so; without the socket it polls every 20 ms.
 * It exits after ``idle_seconds`` with nothing queued or running. It releases the lock *before*
@@ -39,12 +49,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from qrmi.backends.local_emulator._sandbox import Job, Outcome, Sandbox
+from qrmi.backends.local_emulator.inputs import Limits
 from qrmi.backends.local_emulator.store import (
     CANCELLED,
     COMPLETED,
     FAILED,
+    StateDirectoryError,
     TaskRecord,
     TaskStore,
+    state_directory_error,
 )
 
 __all__ = [
@@ -52,6 +66,7 @@ __all__ = [
     "STALE_SECONDS",
     "Worker",
     "ensure_worker",
+    "failure_reason",
     "main",
     "pid_alive",
     "stop_worker",
@@ -74,6 +89,10 @@ IDLE_WAIT_SECONDS = 0.5
 POLL_SECONDS = 0.02
 #: Longest emulated QPU time a payload may ask for (``options.emulator.min_duration_seconds``).
 MAX_MIN_DURATION_SECONDS = 3600.0
+#: How often finished tasks past their retention are deleted.
+PURGE_EVERY_SECONDS = 3600.0
+#: Retention when the store has none recorded (seven days).
+DEFAULT_RETENTION_SECONDS = 7 * 86400.0
 
 _spawned: list[subprocess.Popen[bytes]] = []
 
@@ -123,9 +142,20 @@ def wake(state_dir: Path) -> None:
 
 
 def worker_running(state_dir: Path) -> bool:
-    """True when a worker holds the state directory's lock."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(state_dir / LOCK_NAME, "a+b") as lock:
+    """True when a worker holds the state directory's lock.
+
+    Raises:
+        StateDirectoryError: the state directory cannot be created or written.
+    """
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = open(state_dir / LOCK_NAME, "a+b")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        typed = state_directory_error(state_dir, exc)
+        if typed is None:
+            raise
+        raise typed from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -135,11 +165,22 @@ def worker_running(state_dir: Path) -> bool:
 
 
 def ensure_worker(state_dir: Path) -> bool:
-    """Start a worker for ``state_dir`` unless one runs; True if one was started."""
-    _reap()
+    """Start a worker for ``state_dir`` unless one runs; True if one was started.
+
+    Raises:
+        StateDirectoryError: the state directory cannot be written, or the last worker this
+            process started for it exited because it could not write it.
+    """
+    _reap(state_dir)
     if worker_running(state_dir):
         return False
-    log = open(state_dir / LOG_NAME, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        log = open(state_dir / LOG_NAME, "ab")  # noqa: SIM115 - handed to the child
+    except OSError as exc:
+        typed = state_directory_error(state_dir, exc)
+        if typed is None:
+            raise
+        raise typed from None
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", __name__, "--state-dir", str(state_dir)],
@@ -197,11 +238,34 @@ def _alive_after_reap(pid: int) -> bool:
     return pid_alive(pid)
 
 
-def _reap() -> None:
-    """Collect exit statuses of workers this process started (no zombies)."""
+def _reap(state_dir: Path | None = None) -> None:
+    """Collect exit statuses of workers this process started (no zombies).
+
+    Raises:
+        StateDirectoryError: a worker of ``state_dir`` exited because it could not write it.
+    """
+    failed: int | None = None
     for process in list(_spawned):
-        if process.poll() is not None:
-            _spawned.remove(process)
+        code = process.poll()
+        if code is None:
+            continue
+        _spawned.remove(process)
+        serves = state_dir is not None and str(state_dir) in process.args  # type: ignore[operator]
+        if serves and code in _STORAGE_EXITS:
+            failed = code
+    if failed is not None:
+        message = _STORAGE_EXITS[failed].format(state_dir=state_dir)
+        raise StateDirectoryError(message, exit_code=failed)
+
+
+_STORAGE_EXITS = {
+    73: "the local emulator's worker cannot write its state directory {state_dir} (read-only or "
+    "not writable by this user; see its worker.log); make it writable or set "
+    "QRMI_LOCAL_STATE_DIR to a writable directory",
+    74: "the local emulator's worker cannot write its state directory {state_dir}: the disk is "
+    "full or a write failed (see its worker.log); free space there or set QRMI_LOCAL_STATE_DIR "
+    "to a directory on another disk",
+}
 
 
 # ----- the daemon -------------------------------------------------------------------------------
@@ -222,19 +286,38 @@ class Worker:
         self.pid = os.getpid()
         self._lock = lock
         self._execute = execute or _execute_with_engine
+        self._sandboxed = execute is None
         self._lanes: dict[int, threading.Thread] = {}
+        self._sandboxes: dict[int, Sandbox] = {}
         self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._sock: socket.socket | None = None
-        self._last_beat = 0.0
+        self._beating = threading.Event()
+        self._storage_failure: StateDirectoryError | None = None
+        self._purged_at = float("-inf")
 
     def serve(self) -> None:
-        """Run until idle for ``idle_seconds``."""
+        """Run until idle for ``idle_seconds``.
+
+        Raises:
+            StateDirectoryError: the state directory cannot be written (the caller exits with
+                its ``exit_code``).
+        """
+        try:
+            self._serve()
+        finally:
+            self._beating.clear()
+            for sandbox in self._sandboxes.values():
+                sandbox.close()
+
+    def _serve(self) -> None:
         self._start()
         idle_since = time.monotonic()
         while self.state_dir.is_dir():
+            if self._storage_failure is not None:
+                raise self._storage_failure
             self._reap_lanes()
             self._claim()
-            self._beat()
+            self._purge()
             if self._lanes or self.store.counts().get("Queued"):
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= self._idle_seconds():
@@ -253,13 +336,50 @@ class Worker:
         ):
             logger.warning("task %s failed: its previous worker died", task_id)
         self._bind()
+        self._start_heartbeat()
         self._warm_up()
 
     def _warm_up(self) -> None:
-        # Import qiskit and Aer now so that the first task does not pay for it.
-        if self._execute is _execute_with_engine:
-            with contextlib.suppress(ImportError):
-                import qrmi.backends.local_emulator._simulate  # noqa: F401
+        # Start the lanes' simulation processes now so that the first task does not wait for
+        # qiskit to import.
+        if self._sandboxed:
+            for lane in range(self._max_lanes()):
+                self._sandbox(lane)
+
+    def _sandbox(self, lane: int) -> Sandbox:
+        """The lane's simulation process, started (from this, the main thread) if needed."""
+        sandbox = self._sandboxes.setdefault(lane, Sandbox(lane))
+        sandbox.start()
+        return sandbox
+
+    def _start_heartbeat(self) -> None:
+        if self._beating.is_set():
+            return
+        self._beating.set()
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        """Refresh the heartbeat every HEARTBEAT_SECONDS, independently of the simulations."""
+        while self._beating.is_set():
+            try:
+                self.store.heartbeat(self.pid)
+            except StateDirectoryError as exc:
+                self._storage_failure = exc
+            except Exception:  # a locked database now and then must not stop the beat
+                logger.exception("heartbeat failed")
+            time.sleep(HEARTBEAT_SECONDS)
+        self.store.close()
+
+    def _purge(self) -> None:
+        now = time.monotonic()
+        if now - self._purged_at < PURGE_EVERY_SECONDS:
+            return
+        self._purged_at = now
+        raw = self.store.get_meta("retention_seconds")
+        retention = float(raw) if raw is not None else DEFAULT_RETENTION_SECONDS
+        deleted = self.store.purge(retention)
+        if deleted:
+            logger.info("deleted %d finished tasks older than %g s", deleted, retention)
 
     def _bind(self) -> None:
         path = self.state_dir / SOCKET_NAME
@@ -283,6 +403,7 @@ class Worker:
 
     def _stop_or_continue(self) -> bool:
         """Give up the lock, then look at the queue once more; True to keep serving."""
+        self._beating.clear()
         self.store.unregister_worker(self.pid)
         self._unbind()
         fcntl.flock(self._lock, fcntl.LOCK_UN)
@@ -312,12 +433,6 @@ class Worker:
 
     # ----- the loop ----------------------------------------------------------------------------
 
-    def _beat(self) -> None:
-        now = time.monotonic()
-        if now - self._last_beat >= HEARTBEAT_SECONDS:
-            self.store.heartbeat(self.pid)
-            self._last_beat = now
-
     def _reap_lanes(self) -> None:
         while not self._done.empty():
             self._lanes.pop(self._done.get(), None)
@@ -332,6 +447,8 @@ class Worker:
             task = self.store.claim_next(lane=lane, worker_pid=self.pid)
             if task is None:
                 return
+            if self._sandboxed:
+                self._sandbox(lane)
             thread = threading.Thread(
                 target=self._run_task, args=(task, lane), name=f"lane-{lane}", daemon=True
             )
@@ -352,27 +469,57 @@ class Worker:
             pass
 
     def _run_task(self, task: TaskRecord, lane: int) -> None:
+        try:
+            self._run_and_record(task, lane)
+        except StateDirectoryError as exc:
+            logger.error("task %s: %s", task.id, exc)
+            self._storage_failure = exc
+        except Exception:  # never leave a lane thread dead without a trace
+            logger.exception("task %s: the lane failed", task.id)
+        finally:
+            self._done.put(lane)
+            wake(self.state_dir)  # let the loop claim the next task on this lane at once
+
+    def _run_and_record(self, task: TaskRecord, lane: int) -> None:
         started = time.monotonic()
         self.store.append_log(
             task.id,
             f"started on lane {lane} (device {task.device}, noise {'on' if task.noise else 'off'}"
             f", seed {task.seed})",
         )
-        try:
-            result = self._execute(task)
-            self._hold(task, started)
-        except Exception as exc:
-            reason = _reason(exc)
-            self.store.finish(task.id, FAILED, reason=reason, log=f"failed: {reason}")
-        else:
-            took = time.monotonic() - started
-            if not self.store.finish(
-                task.id, COMPLETED, result=result, log=f"completed in {took:.3f} s"
-            ):
-                logger.info("task %s was cancelled while running; result discarded", task.id)
-        finally:
-            self._done.put(lane)
-            wake(self.state_dir)  # let the loop claim the next task on this lane at once
+        outcome = self._simulate(task, lane)
+        for note in outcome.notes:
+            self.store.append_log(task.id, note)
+        if outcome.cancelled:
+            logger.info("task %s was cancelled while running; its simulation was stopped", task.id)
+            return
+        if outcome.error is not None:
+            self.store.finish(task.id, FAILED, reason=outcome.error, log=f"failed: {outcome.error}")
+            return
+        self._hold(task, started)
+        took = time.monotonic() - started
+        if not self.store.finish(
+            task.id, COMPLETED, result=outcome.result, log=f"completed in {took:.3f} s"
+        ):
+            logger.info("task %s was cancelled while running; result discarded", task.id)
+
+    def _simulate(self, task: TaskRecord, lane: int) -> Outcome:
+        if not self._sandboxed:
+            try:
+                return Outcome(result=self._execute(task))
+            except Exception as exc:
+                return Outcome(error=failure_reason(exc))
+        job = Job(
+            task.program_id,
+            task.input,
+            task.device,
+            task.noise,
+            task.seed,
+            Limits.from_json(task.limits),
+        )
+        return self._sandboxes[lane].run(
+            job, cancelled=lambda: self.store.status(task.id) == CANCELLED
+        )
 
     def _hold(self, task: TaskRecord, started: float) -> None:
         """Keep the task Running for its requested emulated QPU time (stops if cancelled)."""
@@ -405,7 +552,8 @@ def _execute_with_engine(task: TaskRecord) -> str:
     )
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """One line for a task's log and reason: the message of a QrmiError, else type: message."""
     from qrmi.errors import QrmiError
 
     message = " ".join(str(exc).split())
@@ -439,8 +587,22 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s worker[%(process)d] %(levelname)s %(message)s"
     )
     state_dir: Path = args.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = _take_lock(state_dir / LOCK_NAME)
+    try:
+        return _serve_state_dir(state_dir)
+    except StateDirectoryError as exc:
+        logger.error("%s", exc)
+        return exc.exit_code
+
+
+def _serve_state_dir(state_dir: Path) -> int:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = _take_lock(state_dir / LOCK_NAME)
+    except OSError as exc:
+        typed = state_directory_error(state_dir, exc)
+        if typed is None:
+            raise
+        raise typed from None
     if lock is None:
         return 0  # another worker serves this state directory
     try:
