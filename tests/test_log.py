@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -77,3 +79,17 @@ def test_a_logged_traceback_is_masked_too(root_output: io.StringIO) -> None:
 def test_other_libraries_records_are_left_alone(root_output: io.StringIO) -> None:
     logging.getLogger("someapp").warning("token=%s", "not-ours")
     assert "token=not-ours" in root_output.getvalue()
+
+
+def test_masking_holds_when_a_submodule_is_imported_directly() -> None:
+    # No qrmi.X name is touched: the application imports a submodule and logs through it.
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(stream=sys.stdout, format='%(name)s %(message)s')\n"
+        "import qrmi.backends.base\n"
+        "logging.getLogger('qrmi.backends.base').warning('password=%s', 'Hunter2Secret')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "qrmi.backends.base password=***"

@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Settings hold credentials, and every module that reads them imports this one: loading
+# qrmi.log here masks credentials in the log records of all of them (and of every other qrmi.*
+# logger), even when an application imports a submodule without going through ``qrmi.X``.
+import qrmi.log  # noqa: F401
 from qrmi.errors import ConfigError, EnvVarNotSetError, UnsupportedResourceTypeError
 from qrmi.models import ResourceType
 from qrmi.registry import did_you_mean, parse_type

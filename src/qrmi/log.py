@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
 
 __all__ = ["LogCallback", "redact", "set_log_callback"]
 
@@ -78,7 +77,7 @@ def _install_record_factory() -> None:
     if getattr(previous, "_qrmi_redacting", False):
         return  # already installed (e.g. the module was reloaded)
 
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         if _is_qrmi(record.name):
             _redact_record(record)
