@@ -5,7 +5,8 @@ gateway`` process (its own Python, as deployed) serving the same fake; a job is 
 with root's MUNGE credential (a private ``munged``), and the client is a ``QuantumResource``
 with only the gateway URL and the job token. Measured, alternating rounds:
 
-* per-call latency of ``is_accessible``, ``status`` and ``task_status`` (a finished task);
+* per-call latency of ``is_accessible``, ``status`` and ``task_status`` (of a running task:
+  direct mode answers a finished one from its cache, without any request);
 * time to result of a short task (about 10 ms of server-side work): ``task_start``, wait
   (direct: the backend's adaptive polling; gateway: the long-poll) and ``task_result``;
 * throughput of ``task_status`` with 64 concurrent clients (4 processes x 16 threads);
@@ -46,14 +47,14 @@ BELL = (
 CLIENT_PROCESSES, THREADS_PER_PROCESS = 4, 16
 
 
-def short_task() -> Any:
-    """A Bell sampler holding the fake QPU about 10 ms."""
+def short_task(seconds: float = 0.01) -> Any:
+    """A Bell sampler holding the fake QPU ``seconds`` (10 ms by default)."""
     from qrmi.models import Payload
 
     params = {
         "pubs": [[BELL, None, 100]],
         "version": 2,
-        "options": {"emulator": {"min_duration_seconds": 0.01}},
+        "options": {"emulator": {"min_duration_seconds": seconds}},
     }
     return Payload.QiskitPrimitive(input=json.dumps(params), program_id="sampler")
 
@@ -109,20 +110,23 @@ def run(ctx: Context) -> dict[str, object]:
 
 
 def _calls(qpus: dict[str, Any], rounds: int, per_round: int) -> dict[str, dict[str, list[float]]]:
-    finished = {}
+    # task_status of a Running task: direct mode answers a final one from its own cache.
+    running = {}
     for side, qpu in qpus.items():  # one after the other: the first also warms the fake up
-        finished[side] = qpu.task_start(short_task())
-        qpu.task_wait(finished[side], 60)
+        qpu.task_wait(qpu.task_start(short_task()), 60)
+        running[side] = qpu.task_start(short_task(600))
     samples: dict[str, dict[str, list[float]]] = {call: {} for call in CALLS}
     for order in alternating(rounds, list(qpus)):
         for side in order:
             qpu = qpus[side]
             for call in CALLS:
-                args = (finished[side],) if call == "task_status" else ()
+                args = (running[side],) if call == "task_status" else ()
                 method = getattr(qpu, call)
                 samples[call].setdefault(side, []).extend(
                     time_call(lambda m=method, a=args: m(*a)) for _ in range(per_round)
                 )
+    for side, qpu in qpus.items():
+        qpu.task_stop(running[side])
     return samples
 
 
@@ -147,11 +151,10 @@ def _throughput(
     environ: dict[str, str], settings: dict[str, str], seconds: float
 ) -> dict[str, float]:
 
-    task_ids = {}
-    for side in ("direct", "gateway"):
-        qpu = _make(side, environ, settings)
-        task_ids[side] = qpu.task_start(short_task())
-        qpu.task_wait(task_ids[side], 60)
+    task_ids = {}  # Running tasks (see _calls)
+    qpus = {side: _make(side, environ, settings) for side in ("direct", "gateway")}
+    for side, qpu in qpus.items():
+        task_ids[side] = qpu.task_start(short_task(600))
     rates = {}
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
@@ -162,6 +165,8 @@ def _throughput(
                 CLIENT_PROCESSES, mp_context=context
             ) as pool:
                 rates[side] = sum(pool.map(_status_loop, [job] * CLIENT_PROCESSES))
+    for side, qpu in qpus.items():
+        qpu.task_stop(task_ids[side])
     return rates
 
 

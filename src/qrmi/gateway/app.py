@@ -199,7 +199,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Answered here; the exception then reaches _Guard, which logs it (redacted).
+        # Logged before the answer leaves; Starlette then re-raises it and _Guard swallows it.
+        _log_unexpected(exc, request.method, request.url.path)
         return _error("InternalError", "the gateway failed unexpectedly; see its log")
 
     @app.exception_handler(StarletteHTTPException)
@@ -213,6 +214,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         if exc.headers:
             response.headers.update(exc.headers)
         return response
+
+
+def _log_unexpected(exc: Exception, method: str, path: str) -> None:
+    logger.error("unexpected %s on %s %s: %s", type(exc).__name__, method, path, redact(str(exc)))
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -242,7 +247,8 @@ def _job_dependency(service: GatewayService) -> Callable[..., Awaitable[JobRecor
     async def current_job(
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> JobRecord:
-        job = await run_in_threadpool(service.authenticate, _bearer(authorization))
+        # Mostly a dictionary lookup (the service caches live tokens): no thread hop.
+        job = service.authenticate(_bearer(authorization))
         request.state.job_id = job.job_id
         return job
 
@@ -463,14 +469,8 @@ class _Guard:
             else:
                 await self.app(scope, _replay(body, receive), answer)
         except Exception as exc:
-            logger.error(
-                "unexpected %s on %s %s: %s",
-                type(exc).__name__,
-                scope["method"],
-                scope["path"],
-                redact(str(exc)),
-            )
-            if not answer.started:
+            if not answer.started:  # else the application's handler answered and logged it
+                _log_unexpected(exc, scope["method"], scope["path"])
                 await _send_json(
                     answer, 500, "InternalError", "the gateway failed unexpectedly; see its log"
                 )

@@ -110,6 +110,9 @@ class GatewayService:
         self._job_locks: dict[str, threading.Lock] = {}
         self._shared: dict[str, QuantumResource] = {}
         self._views: dict[tuple[str, str], QuantumResource] = {}
+        # Token hash -> job, for the hot path of every call. Only this process writes the
+        # store, so dropping a job's entries whenever its token or state changes keeps it exact.
+        self._by_token: dict[str, JobRecord] = {}
 
     # ----- resources ---------------------------------------------------------------------------
 
@@ -236,6 +239,7 @@ class GatewayService:
                 lease = self._acquirer(job, qpu).acquire()
                 self.store.add_lease(job.job_id, qpu, lease, main=True)
         token = new_token()
+        self._forget_tokens(job.job_id)
         self.store.set_token(job.job_id, hash_token(token))
         logger.info("job %s started again: new token minted, leases kept", job.job_id)
         return self._started(job.job_id, token)
@@ -279,6 +283,7 @@ class GatewayService:
             job = self.store.job(job_id)
             if job is None or job.state == "finished":
                 return FinishedJob(job_id, already_finished=True)
+            self._forget_tokens(job_id)
             self.store.revoke_token(job_id)
             self.store.set_state(job_id, "finishing")
             report = FinishedJob(job_id, cancelled_tasks=self._stop_tasks(job))
@@ -344,6 +349,11 @@ class GatewayService:
         with self._lock:
             return self._job_locks.setdefault(job_id, threading.Lock())
 
+    def _forget_tokens(self, job_id: str) -> None:
+        with self._lock:
+            for digest in [d for d, job in self._by_token.items() if job.job_id == job_id]:
+                del self._by_token[digest]
+
     def _forget_views(self, job_id: str) -> None:
         with self._lock:
             for key in [key for key in self._views if key[0] == job_id]:
@@ -365,7 +375,12 @@ class GatewayService:
                 "value of {qpu}_QRMI_GATEWAY_TOKEN from the job's environment",
             )
         digest = hash_token(token)
-        job = self.store.job_by_token(digest)
+        job = self._by_token.get(digest)
+        if job is None:
+            job = self.store.job_by_token(digest)
+            if job is not None and job.state == "active":
+                with self._lock:
+                    self._by_token[digest] = job
         if job is None:
             revoked = self.store.job_by_revoked_token(digest)
             if revoked is not None:
