@@ -183,6 +183,7 @@ class QuantumSystemBackend(Backend):
         # tags put on the inputs this object uploaded, so that retiring needs not read them.
         self._final_jobs: dict[str, dict[str, Any]] = {}
         self._own_tags: dict[str, dict[str, str]] = {}
+        self._retiring: set[str] = set()  # being retired by another thread right now
         self._memory_lock = threading.Lock()
 
     # ----- resource ------------------------------------------------------------------------
@@ -468,11 +469,18 @@ class QuantumSystemBackend(Backend):
             # A recorded job (already deleted), or no bucket to keep the outputs in.
             self._remember_final(task_id, job)
             return
+        with self._memory_lock:
+            if task_id in self._retiring:
+                return
+            self._retiring.add(task_id)
         try:
             if self._record_and_delete(job, task_id, str(status)):
                 self._remember_final(task_id, job)
         except QrmiError as exc:
             logger.warning("finished task %s stays on the service for now: %s", task_id, exc)
+        finally:
+            with self._memory_lock:
+                self._retiring.discard(task_id)
 
     def _record_and_delete(self, job: Mapping[str, Any], task_id: str, status: str) -> bool:
         """Record the final job in the bucket and delete it from the service; ``False`` when
@@ -517,6 +525,11 @@ class QuantumSystemBackend(Backend):
             mine = str(os.getuid())
             for job in jobs:
                 if job.get("status") not in FINAL_STATES:
+                    continue
+                with self._memory_lock:
+                    submitted_here = job.get("id") in self._own_tags
+                if submitted_here:  # ours for sure: no need to read its tags
+                    self._retire(job)
                     continue
                 tags = storage.tags(f"input_{job.get('id')}.json")
                 if tags is not None and tags.get("qrmi:uid") == mine:

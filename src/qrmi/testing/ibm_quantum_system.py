@@ -492,7 +492,9 @@ class QuantumSystemFake(IbmFakeServer):
     ``lanes`` is the number of execution lanes per backend; ``execution_seconds`` delays every
     job (to observe ``Running``). ``stored_jobs_hold_lanes`` makes every stored job (final or
     not) hold a lane until it is deleted; ``check_isa=False`` runs circuits that are not in the
-    device's instruction set (the real service fails them).
+    device's instruction set (the real service fails them). ``s3_own_process=True`` runs the
+    S3 store in a child process (:class:`~qrmi.testing.s3.S3Fake`), so that it does not share
+    this process's GIL with the API and the jobs (the benchmarks use it).
     """
 
     RESOURCE_TYPE = "ibm-quantum-system"
@@ -510,8 +512,9 @@ class QuantumSystemFake(IbmFakeServer):
         token_lifetime: float = 3600.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        s3_own_process: bool = False,
     ) -> None:
-        self.s3 = S3Fake(host=host)
+        self.s3 = S3Fake(host=host, own_process=s3_own_process)
         self.state = _State(
             devices_from(devices, DEFAULT_DEVICES),
             lanes,

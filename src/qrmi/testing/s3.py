@@ -3,11 +3,17 @@
 moto keeps its state per process, so every :class:`S3Fake` creates its own bucket (a random
 name unless one is given) to stay independent of other fakes in the same process. Path-style
 addressing and SigV4 presigned URLs work as on AWS, MinIO or Ceph.
+
+``S3Fake(own_process=True)`` runs moto in a child process instead of a thread: the same server,
+but with an interpreter (and GIL) of its own, so that a busy store does not slow down the fakes
+that share the parent process (the benchmarks use it). The child ends with its parent.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -16,6 +22,18 @@ __all__ = ["S3Fake"]
 #: Credentials the fake accepts (moto accepts any; these are what the settings dicts carry).
 FAKE_ACCESS_KEY_ID = "AKIAQRMIFAKE00000000"
 FAKE_SECRET_ACCESS_KEY = "fake-secret-access-key-qrmi"
+
+# Run by the child of S3Fake(own_process=True): serve, say the port, stop when stdin closes.
+_CHILD = """
+import logging, sys
+from moto.server import ThreadedMotoServer
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+server = ThreadedMotoServer(ip_address=sys.argv[1], port=int(sys.argv[2]), verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+server.stop()
+"""
 
 
 class S3Fake:
@@ -28,8 +46,11 @@ class S3Fake:
         region: str = "us-east-1",
         host: str = "127.0.0.1",
         port: int = 0,
+        own_process: bool = False,
     ) -> None:
         self.bucket = bucket or f"qrmi-jobs-{uuid.uuid4().hex[:12]}"
+        self.own_process = own_process
+        self._child: subprocess.Popen[str] | None = None
         self.region = region
         self.host = host
         self._port = port
@@ -40,14 +61,17 @@ class S3Fake:
     @property
     def url(self) -> str:
         """``http://host:port`` of the running server."""
-        if self._server is None:
+        if self._server is None and self._child is None:
             raise RuntimeError("S3Fake is not running: call start() first.")
-        host, port = self._server.get_host_and_port()
-        return f"http://{host}:{port}"
+        return f"http://{self.host}:{self._port}"
 
     def start(self) -> S3Fake:
         """Start the server (no-op if running) and create the bucket."""
-        if self._server is not None:
+        if self._server is not None or self._child is not None:
+            return self
+        if self.own_process:
+            self._start_child()
+            self.client().create_bucket(Bucket=self.bucket)
             return self
         from moto.server import ThreadedMotoServer
 
@@ -61,11 +85,38 @@ class S3Fake:
         self.client().create_bucket(Bucket=self.bucket)
         return self
 
+    def _start_child(self) -> None:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, self.host, str(self._port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        line = child.stdout.readline().strip()
+        if not line.isdigit():
+            child.kill()
+            child.wait(timeout=10)
+            raise RuntimeError(f"moto's S3 server did not start in a child process ({line!r})")
+        self._child = child
+        self._port = int(line)
+
     def stop(self) -> None:
         """Stop the server; no-op if not running."""
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._child is not None:
+            child, self._child = self._child, None
+            assert child.stdin is not None
+            child.stdin.close()
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(timeout=15)
+            if child.stdout is not None:
+                child.stdout.close()
 
     def client(self) -> Any:
         """A boto3 S3 client for this store (path-style, SigV4)."""
@@ -99,5 +150,6 @@ class S3Fake:
         self.stop()
 
     def __repr__(self) -> str:
-        state = "running" if self._server is not None else "stopped"
+        running = self._server is not None or self._child is not None
+        state = "running" if running else "stopped"
         return f"S3Fake(bucket={self.bucket!r}, {state})"

@@ -1,0 +1,53 @@
+"""A final IBM Quantum System job is answered from memory: its state never changes again."""
+
+from __future__ import annotations
+
+from ibm_helpers import decode, run_to_completion, sampler
+
+from qrmi.models import TaskStatus
+from qrmi.resource import QuantumResource
+from qrmi.testing.ibm_quantum_system import QuantumSystemFake
+
+
+def resource(fake: QuantumSystemFake) -> QuantumResource:
+    return QuantumResource.from_config("ibm_perth", "ibm-quantum-system", fake.settings)
+
+
+def test_status_and_result_of_a_retired_job_ask_the_service_nothing(
+    qs: QuantumSystemFake,
+) -> None:
+    qpu = resource(qs)
+    task = run_to_completion(qpu, sampler(shots=32))
+    assert task in qs.deleted_jobs
+    qs.clear()
+
+    assert qpu.task_status(task) == TaskStatus.Completed
+    assert decode(qpu.task_result(task).value)[0].data.meas.num_shots == 32
+
+    assert qs.requests(f"/v1/jobs/{task}") == []
+
+
+def test_another_object_still_reads_the_recorded_state_then_remembers_it(
+    qs: QuantumSystemFake,
+) -> None:
+    task = run_to_completion(resource(qs), sampler())
+    other = resource(qs)
+    qs.clear()
+
+    assert other.task_status(task) == TaskStatus.Completed
+    assert other.task_status(task) == TaskStatus.Completed
+
+    assert len(qs.requests(f"/v1/jobs/{task}", "GET")) == 1  # 404, then the bucket's record
+
+
+def test_a_running_job_is_asked_every_time(qs: QuantumSystemFake) -> None:
+    qpu = resource(qs)
+    task = qpu.task_start(sampler(seconds=30))
+    qs.clear()
+    try:
+        assert qpu.task_status(task) in (TaskStatus.Queued, TaskStatus.Running)
+        assert qpu.task_status(task) in (TaskStatus.Queued, TaskStatus.Running)
+        assert len(qs.requests(f"/v1/jobs/{task}", "GET")) == 2
+    finally:
+        qpu.task_stop(task)
+    assert qpu.task_status(task) == TaskStatus.Cancelled
