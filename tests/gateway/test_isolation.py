@@ -9,6 +9,7 @@ from gateway.conftest import MakeGateway, bell
 from qrmi.errors import (
     AuthenticationFailedError,
     ServiceError,
+    ServiceUnavailableError,
     TaskNotFoundError,
 )
 from qrmi.gateway.auth import hash_token, new_token
@@ -150,3 +151,13 @@ def test_a_start_cut_short_is_completed_by_the_helpers_retry(gateway: LocalGatew
 
     assert variables["QRMI_JOB_QPU_RESOURCES"] == "emu,emu2"
     assert _qpu(variables, "emu2").is_accessible()
+
+
+def test_a_job_does_not_start_on_a_paused_qpu(gateway: LocalGateway) -> None:
+    assert gateway.service is not None
+    gateway.service.pause("emu2", "calibration")
+
+    with pytest.raises(ServiceUnavailableError, match="'emu2' .* not accessible .*calibration"):
+        gateway.open_job("209", qpus=["emu", "emu2"])
+
+    assert gateway.service.store.job("209") is None

@@ -21,7 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from qrmi.config import Config, ResourceDef
-from qrmi.errors import QrmiError, ResourceNotFoundError, ServiceError, TaskNotFoundError
+from qrmi.errors import (
+    QrmiError,
+    ResourceNotFoundError,
+    ServiceError,
+    ServiceUnavailableError,
+    TaskNotFoundError,
+)
 from qrmi.gateway.auth import hash_token, new_token
 from qrmi.gateway.store import JobRecord, Store
 from qrmi.models import (
@@ -205,13 +211,27 @@ class GatewayService:
     def _acquire_all(self, job: JobRecord, qpus: list[str]) -> None:
         try:
             for qpu in qpus:
-                lease = self._acquirer(job, qpu).acquire()
-                self.store.add_lease(job.job_id, qpu, lease, main=True)
+                self._acquire_main(job, qpu)
         except BaseException:
             self._release_held(job.job_id, [])
             self._forget_views(job.job_id)
             self.store.delete_job(job.job_id)
             raise
+
+    def _acquire_main(self, job: JobRecord, qpu: str) -> None:
+        """Acquire ``qpu`` for the job at its start, if it is online and not paused (the same
+        rule as direct mode: a job does not start on a QPU it cannot use)."""
+        paused = self.store.paused(qpu)
+        status = self.shared(qpu).status()
+        if paused is not None or status.status != ResourceStatusCode.Online:
+            reason = paused or status.status_reason
+            word = "paused" if paused is not None else status.status.name.lower()
+            raise ServiceUnavailableError(
+                f"QPU {qpu!r} ({self.type_string(qpu)}) is not accessible (status {word}"
+                f"{': ' + reason if reason else ''}); the job cannot use it now"
+            )
+        lease = self._acquirer(job, qpu).acquire()
+        self.store.add_lease(job.job_id, qpu, lease, main=True)
 
     def _acquirer(self, job: JobRecord, qpu: str) -> QuantumResource:
         if self.type_string(qpu) not in JOB_SCOPED_TYPES:
@@ -236,8 +256,7 @@ class GatewayService:
         # A start cut short (gateway killed while acquiring) holds only some QPUs: finish it.
         for qpu in qpus:
             if qpu not in job.qpus:
-                lease = self._acquirer(job, qpu).acquire()
-                self.store.add_lease(job.job_id, qpu, lease, main=True)
+                self._acquire_main(job, qpu)
         token = new_token()
         self._forget_tokens(job.job_id)
         self.store.set_token(job.job_id, hash_token(token))
