@@ -11,7 +11,9 @@ one JSON command per line on stdin and answers one JSON line on stdout (other ou
 stderr, so that nothing a library prints can break the protocol):
 
 * ``{"op": "hello"}`` -> implementation, versions;
-* ``{"op": "calls", "call": "is_accessible"|"status"|"task_status", "n": N}`` -> ``samples``;
+* ``{"op": "calls", "call": C, "n": N}`` -> ``samples``, for C in ``is_accessible``,
+  ``status``, ``task_status`` and ``task_result`` (of a finished task) and
+  ``task_status_running`` (of a task that holds the QPU for 10 minutes; stopped at ``quit``);
 * ``{"op": "sampler", "seconds": S, "shots": K, "n": N}`` -> ``samples`` (time to result of
   ``SamplerV2.run([bell]).result()`` for a task holding the QPU ``S`` seconds);
 * ``{"op": "throughput", "threads": T, "tasks": M, "seconds": S, "poll": P, "share": bool}``
@@ -69,6 +71,7 @@ class Client:
         self.settings = settings
         self.resource = self.new_resource()
         self.finished_task: str | None = None
+        self.running_task: str | None = None
         self.isa_circuit: Any = None
 
     def new_resource(self) -> Any:
@@ -97,13 +100,44 @@ class Client:
         if call == "task_status":
             task_id = self.task_id()
             return lambda: self.resource.task_status(task_id)
-        raise ValueError(f"unknown call {call!r}: use is_accessible, status or task_status")
+        if call == "task_result":
+            task_id = self.task_id()
+            return lambda: self.resource.task_result(task_id)
+        if call == "task_status_running":
+            task_id = self.long_task_id()
+            return lambda: self.resource.task_status(task_id)
+        raise ValueError(
+            f"unknown call {call!r}: use is_accessible, status, task_status, task_result or "
+            "task_status_running"
+        )
 
     def task_id(self) -> str:
         """A finished task of this client (for ``task_status`` timings)."""
         if self.finished_task is None:
             self.finished_task = run_task(self.resource, 0.0, 0.005)[0]
         return self.finished_task
+
+    def long_task_id(self) -> str:
+        """A task of this client that keeps running (for ``task_status_running`` timings)."""
+        if self.running_task is None:
+            import qrmi
+
+            params = {
+                "pubs": [[BELL_QASM3, None, 16]],
+                "shots": 16,
+                "version": 2,
+                "support_qiskit": True,
+                "options": {"emulator": {"min_duration_seconds": 600}},
+            }
+            payload = qrmi.Payload.QiskitPrimitive(input=json.dumps(params), program_id="sampler")
+            self.running_task = self.resource.task_start(payload)
+        return self.running_task
+
+    def close(self) -> None:
+        """Stop the long task, if any."""
+        if self.running_task is not None:
+            self.resource.task_stop(self.running_task)
+            self.running_task = None
 
     # ----- Qiskit sampler ---------------------------------------------------------------
 
@@ -255,6 +289,7 @@ def main(argv: list[str]) -> int:
     for line in sys.stdin:
         command = json.loads(line)
         if command.get("op") == "quit":
+            client.close()
             break
         try:
             answer = handle(client, command)

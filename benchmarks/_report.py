@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from _gate import check
+
 __all__ = ["render", "write_plot", "write_report"]
 
 READING_GUIDE = """\
@@ -81,9 +83,32 @@ def write_report(results: dict[str, Any], plot_name: str, results_path: str) -> 
             "",
         ]
     parts += _at_a_glance(results)
+    parts += _goals(results)
     for number, bench in enumerate(results["benchmarks"], start=1):
         parts += _section(number, bench)
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _goals(results: dict[str, Any]) -> list[str]:
+    """The goals of issue 14 and how this run fares (``benchmarks/_gate.py``)."""
+    checked = results.get("gate") or check(results)
+    lines = [
+        "## Goals",
+        "",
+        "The goals of issue 14, checked by `benchmarks/_gate.py` (`make bench-quick` fails when "
+        "one is clearly missed: its whole 95% interval past the bound; *noisy*: the median is "
+        "past the bound but the interval reaches it).",
+        "",
+        "| goal | ratio [95% interval] | verdict |",
+        "| --- | --- | --- |",
+    ]
+    for item in checked:
+        ratio = item["ratio"]
+        measured = (
+            f"{ratio['median']:.2f} [{ratio['low']:.2f}, {ratio['high']:.2f}]" if ratio else "-"
+        )
+        lines.append(f"| {item['goal']} | {measured} | {item['verdict']} |")
+    return [*lines, ""]
 
 
 def _ref_version(results: dict[str, Any]) -> str:

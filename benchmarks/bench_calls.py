@@ -1,4 +1,5 @@
-"""Per-call latency of ``is_accessible``, ``status`` and ``task_status`` on loopback.
+"""Per-call latency of ``is_accessible``, ``status``, ``task_status`` and ``task_result`` on
+loopback (``task_status`` of a finished and of a running task).
 
 Both implementations talk HTTP to the same IBM Quantum System fake, each from a client
 process of its own Python (``_driver.py``), in alternating rounds.
@@ -15,7 +16,12 @@ from _stats import alternating
 
 NAME = "calls"
 TITLE = "Per-call latency against the IBM Quantum System fake"
-CALLS = ("is_accessible", "status", "task_status")
+CALLS = ("is_accessible", "status", "task_status", "task_status_running", "task_result")
+LABELS = {
+    "task_status": "`task_status()` of a finished task",
+    "task_status_running": "`task_status()` of a running task",
+    "task_result": "`task_result()` of a finished task",
+}
 
 
 def run(ctx: Context) -> dict[str, object]:
@@ -36,7 +42,7 @@ def run(ctx: Context) -> dict[str, object]:
                     samples[call].setdefault(side, []).extend(answer["samples"])
     rows = [
         row(
-            f"`{call}()`",
+            LABELS.get(call, f"`{call}()`"),
             samples[call][OURS],
             samples[call].get(REFERENCE),
             "reference qrmi",

@@ -3,6 +3,7 @@
     make bench                                  # = .venv/bin/python benchmarks/run.py
     .venv/bin/python benchmarks/run.py --quick  # fewer runs, about a minute
     .venv/bin/python benchmarks/run.py --only calls,startup --no-reference
+    .venv/bin/python benchmarks/run.py --quick --gate  # = make bench-quick: fail on a missed goal
 
 Sets up the reference (``benchmarks/.venv-ref`` with ``qrmi[ibm]==0.26.4`` from PyPI, created
 if missing; without PyPI the reference columns are skipped and the report says why), starts the
@@ -40,6 +41,7 @@ from _common import (
     setup_reference,
     shown,
 )
+from _gate import check, failed, summary
 from _report import render
 
 #: In the order they run: cheap process timings first, the Slurm cluster last.
@@ -68,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     parser.add_argument("--docs-dir", type=Path, default=REPO / "docs")
     parser.add_argument("--note", default="", help="a sentence about this run for the report")
+    parser.add_argument(
+        "--gate",
+        action="store_true",
+        help="exit 1 when a goal of benchmarks/_gate.py is clearly missed (whole 95%% interval "
+        "past its bound)",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(filter(None, args.only.split(","))) - set(BENCHMARKS))
     if unknown:
@@ -145,10 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         },
         "benchmarks": outcomes,
     }
+    results["gate"] = check(results)
     results_path = write_results(results, args.results_dir)
     report = render(results, args.docs_dir, results_path=shown(results_path))
     log(f"results: {shown(results_path)}; report: {shown(report)}")
-    return 1 if any(o["status"] == "failed" for o in outcomes) else 0
+    print(summary(results["gate"]), file=sys.stderr)
+    if any(o["status"] == "failed" for o in outcomes):
+        return 1
+    if args.gate and failed(results["gate"]):
+        log("gate: a goal was clearly missed (see the table above)")
+        return 1
+    return 0
 
 
 def write_results(results: dict[str, Any], directory: Path) -> Path:

@@ -59,7 +59,13 @@ def test_results_json_has_machine_versions_and_samples(
     assert list(by_name) == ["startup", "calls"]
     assert all(bench["status"] == "ok" for bench in by_name.values())
     calls = {row["label"]: row for row in by_name["calls"]["rows"]}
-    assert set(calls) == {"`is_accessible()`", "`status()`", "`task_status()`"}
+    assert set(calls) == {
+        "`is_accessible()`",
+        "`status()`",
+        "`task_status()` of a finished task",
+        "`task_status()` of a running task",
+        "`task_result()` of a finished task",
+    }
     for row in calls.values():
         assert row["other"] is None and row["ratio"] is None  # no reference: no ratio
         assert row["ours"]["n"] == len(row["ours"]["samples"]) > 0

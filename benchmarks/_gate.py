@@ -1,0 +1,117 @@
+"""The benchmark gate: the goals of issue 14 as checks on a run's results.
+
+Each goal names a row of a benchmark (by the start of its label) and the bound its ratio must
+keep: ``at_most`` for times (ours / theirs, below 1 is faster), ``at_least`` for throughput.
+Runs on a shared machine are noisy, so a goal *fails* only when the row's whole bootstrap 95%
+interval is past the bound (clearly regressed); when the median is past the bound but the
+interval still reaches it, the verdict is ``noisy`` (reported, not failed). A goal whose row is
+missing (benchmark skipped, no reference) is ``skipped``.
+
+    .venv/bin/python benchmarks/run.py --quick --gate      # = make bench-quick
+    .venv/bin/python benchmarks/_gate.py RESULTS.json       # check an earlier run again
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Goal:
+    """``benchmark``'s row whose label starts with ``row`` keeps its ratio within ``bound``."""
+
+    benchmark: str
+    row: str
+    bound: float
+    at_least: bool = False
+
+    def describe(self) -> str:
+        sign = ">=" if self.at_least else "<="
+        return f"{self.benchmark}: {self.row} ratio {sign} {self.bound:g}"
+
+
+GOALS = (
+    Goal("startup", '`python -c "import qrmi"`', 1.0),
+    Goal("startup", "`task_runner --help`", 1.0),
+    # qrmi --help under 100 ms: pass takes ~20 ms on an idle machine, so 5x `python -c pass`.
+    Goal("startup", "`qrmi --help`", 5.0),
+    Goal("calls", "`is_accessible()`", 1.0),
+    Goal("calls", "`status()`", 1.0),
+    Goal("calls", "`task_status()` of a finished task", 1.0),
+    Goal("calls", "`task_status()` of a running task", 1.0),
+    Goal("calls", "`task_result()` of a finished task", 1.0),
+    Goal("time_to_result", "Bell, 100 shots, ≈10 ms", 1.0),
+    Goal("time_to_result", "pyqrmi over the server-side time, ≈10 ms", 1.0),
+    Goal("throughput", "tasks/s, 8 threads", 1.5, at_least=True),
+)
+
+
+def _find_row(results: dict[str, Any], goal: Goal) -> dict[str, Any] | None:
+    for bench in results.get("benchmarks", []):
+        if bench.get("name") != goal.benchmark or bench.get("status") != "ok":
+            continue
+        for row in bench.get("rows", []):
+            if str(row.get("label", "")).startswith(goal.row) and row.get("ratio"):
+                found: dict[str, Any] = row
+                return found
+    return None
+
+
+def verdict(goal: Goal, ratio: dict[str, float]) -> str:
+    """``met``, ``noisy`` (median past the bound, interval not) or ``failed``."""
+    median, low, high = ratio["median"], ratio["low"], ratio["high"]
+    if goal.at_least:
+        if median >= goal.bound:
+            return "met"
+        return "noisy" if high >= goal.bound else "failed"
+    if median <= goal.bound:
+        return "met"
+    return "noisy" if low <= goal.bound else "failed"
+
+
+def check(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every goal with its measured ratio and verdict (``met``/``noisy``/``failed``/``skipped``)."""
+    checked = []
+    for goal in GOALS:
+        row = _find_row(results, goal)
+        if row is None:
+            checked.append({"goal": goal.describe(), "verdict": "skipped", "ratio": None})
+            continue
+        checked.append(
+            {"goal": goal.describe(), "verdict": verdict(goal, row["ratio"]), "ratio": row["ratio"]}
+        )
+    return checked
+
+
+def summary(checked: list[dict[str, Any]]) -> str:
+    """A plain-text table of :func:`check`'s answer."""
+    lines = []
+    for item in checked:
+        ratio = item["ratio"]
+        measured = (
+            f"{ratio['median']:.2f} [{ratio['low']:.2f}, {ratio['high']:.2f}]" if ratio else "-"
+        )
+        lines.append(f"{item['verdict']:>8}  {measured:>20}  {item['goal']}")
+    return "\n".join(lines)
+
+
+def failed(checked: list[dict[str, Any]]) -> bool:
+    """Whether any goal clearly regressed past its bound."""
+    return any(item["verdict"] == "failed" for item in checked)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(f"usage: {argv[0]} RESULTS.json", file=sys.stderr)
+        return 2
+    checked = check(json.loads(Path(argv[1]).read_text()))
+    print(summary(checked))
+    return 1 if failed(checked) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
