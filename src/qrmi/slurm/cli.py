@@ -21,7 +21,8 @@ DEFAULT_STATE_DIR = Path("/var/lib/qrmi-slurm")
 
 app = typer.Typer(
     name="slurm",
-    help="Slurm integration: QPU licenses, setup checks, the Epilog safety net, job leases.",
+    help="Slurm integration: QPU licenses, setup checks, the Epilog safety net, job leases, "
+    "QPU readiness (sync, status) and windows (reserve).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
@@ -143,6 +144,158 @@ def release(
         typer.echo(f"error: release of {name} failed: {reason}", err=True)
     if report.failed:
         raise typer.Exit(1)
+
+
+SYNC_STATE_DIR = Path("/var/lib/qrmi-slurm-sync")
+SyncStateArg = Annotated[
+    Path,
+    typer.Option("--sync-state-dir", help="Root-only state of sync/reserve (what they created)."),
+]
+
+
+@app.command()
+def sync(
+    config: ConfigArg = DEFAULT_CONFIG,
+    state_dir: SyncStateArg = SYNC_STATE_DIR,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit (for cron).")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between passes.")] = 30,
+    failures: Annotated[
+        int, typer.Option("--failures", help="Failed status calls in a row before a hold.")
+    ] = 3,
+    probe_timeout: Annotated[
+        float, typer.Option("--probe-timeout", help="Seconds to wait for a QPU's status.")
+    ] = 30,
+) -> None:
+    """Hold new jobs for QPUs that are offline, paused or unreachable (license reservations
+    named qrmi-QPU-STATE), and let them start again once the QPU is back."""
+    from qrmi.slurm import sync as sync_mod
+
+    _log_to_stderr()
+    try:
+        syncer = sync_mod.Syncer(config, state_dir, failures=failures, probe_timeout=probe_timeout)
+    except QrmiError as exc:
+        raise _die(str(exc)) from None
+    if once:
+        for change in syncer.run_once():
+            typer.echo(change)
+        return
+    syncer.run(interval)
+
+
+@app.command()
+def status(
+    config: ConfigArg = DEFAULT_CONFIG,
+    state_dir: SyncStateArg = SYNC_STATE_DIR,
+    probe: Annotated[
+        bool, typer.Option("--probe", help="Ask the vendors now (root: reads the config).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """An sinfo-like view of the QPUs: vendor status, licenses, jobs, holds, next window."""
+    import json
+
+    from qrmi.slurm import status as status_mod
+    from qrmi.slurm.slurmcli import SlurmCli
+
+    state = status_mod.load_state(state_dir)
+    live = None
+    try:
+        if probe:
+            live, qpus = _probe_now(config)
+        elif state is not None and state.qpus:
+            qpus = sorted(state.qpus)
+        else:
+            qpus = sorted(SlurmCli().licenses())
+        rows = status_mod.collect(qpus, SlurmCli(), state, live=live)
+    except QrmiError as exc:
+        raise _die(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(status_mod.as_json(rows), indent=1))
+    else:
+        typer.echo(status_mod.render(rows))
+
+
+def _probe_now(config: Path) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    from qrmi.slurm.sync import direct_probe, probe_all
+
+    cfg = admin.load_config(config)
+    definitions = {n: cfg.resource_map[n] for n in admin.qpu_names(cfg)}
+    readings = probe_all(definitions, direct_probe, 30)
+    live = {n: (r.condition or "error", r.reason or r.error or "") for n, r in readings.items()}
+    return live, sorted(definitions)
+
+
+@app.command()
+def reserve(
+    qpu: Annotated[str, typer.Argument(help="The QPU (its Slurm license).")],
+    label: Annotated[str, typer.Option("--label", help="Names the window: qrmi-QPU-window-LABEL.")],
+    start: Annotated[
+        str, typer.Option("--start", help="now, now+2hours, now+1day or 2026-12-02T09:00.")
+    ] = "now",
+    duration: Annotated[
+        str | None, typer.Option("--duration", help="Minutes, HH:MM:SS or D-HH:MM:SS.")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--end", help="End time (instead of duration).")
+    ] = None,
+    user: Annotated[
+        list[str] | None, typer.Option("--user", help="User allowed in the window (repeatable).")
+    ] = None,
+    account: Annotated[
+        list[str] | None, typer.Option("--account", help="Account allowed (repeatable).")
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option("--count", help="Licenses reserved (default: all).")
+    ] = None,
+    state_dir: SyncStateArg = SYNC_STATE_DIR,
+) -> None:
+    """Declare a QPU time window: a reservation of the QPU's licenses for the named users or
+    accounts, who submit with --reservation=qrmi-QPU-window-LABEL."""
+    from qrmi.slurm.reserve import declare_window
+    from qrmi.slurm.slurmcli import SlurmCli
+
+    try:
+        window = declare_window(
+            SlurmCli(),
+            state_dir,
+            qpu,
+            label,
+            start=start,
+            duration=duration,
+            end=end,
+            users=user or [],
+            accounts=account or [],
+            count=count,
+        )
+    except QrmiError as exc:
+        raise _die(str(exc)) from None
+    typer.echo(f"created {window.name}: submit with --qpu={qpu} --reservation={window.name}")
+
+
+@app.command()
+def unreserve(
+    name: Annotated[str, typer.Argument(help="A window made by qrmi slurm reserve.")],
+    state_dir: SyncStateArg = SYNC_STATE_DIR,
+) -> None:
+    """Delete a window declared with qrmi slurm reserve (running jobs in it keep running)."""
+    from qrmi.slurm.reserve import delete_window
+    from qrmi.slurm.slurmcli import SlurmCli
+
+    try:
+        delete_window(SlurmCli(), state_dir, name)
+    except QrmiError as exc:
+        raise _die(str(exc)) from None
+    typer.echo(f"deleted {name}")
+
+
+def _log_to_stderr() -> None:
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("qrmi.slurm")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,443 @@
+"""``qrmi slurm sync``: Slurm holds new jobs for a QPU that is not ready, and lets them go again.
+
+Each pass asks every QPU of ``qrmi_config.json`` for its status (through its backend, with the
+admin's settings) and turns what it hears into license-only Slurm reservations:
+
+* a QPU that is offline, paused, or could not be asked ``failures`` times in a row gets a
+  reservation ``qrmi-<qpu>-<offline|paused|unreachable>`` holding all its licenses for
+  ``root``: new ``--qpu`` jobs stay PENDING (reason ``Licenses``; ``sinfo -T`` and
+  ``qrmi slurm status`` say why), nodes stay free, running jobs are not touched;
+* an online QPU that reports fewer execution lanes than it has licenses gets
+  ``qrmi-<qpu>-lanes`` holding the difference, so Slurm starts no more jobs than it has lanes;
+* once the QPU is back the reservation is deleted, and Slurm's scheduler starts the pending
+  jobs at its next pass.
+
+The daemon changes only reservations it created: it writes each name into its state file
+(``<state_dir>/sync.json``, root-only) before it asks Slurm to create it, and never touches a
+reservation it did not record. Restarted, it picks up where it left off. Holds are finite
+(``hold_span``, renewed while needed) and end before any other reservation on the same license
+starts, because Slurm refuses licenses reserved twice over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from qrmi.errors import ConfigError, QrmiError
+from qrmi.slurm.slurmcli import Reservation, SlurmCli, SlurmCommandError, slurm_time
+
+if TYPE_CHECKING:
+    from qrmi.config import Config, ResourceDef
+    from qrmi.models import ResourceStatus
+
+__all__ = [
+    "PREFIX",
+    "Reading",
+    "SyncState",
+    "Syncer",
+    "direct_probe",
+    "hold_name",
+    "window_name",
+]
+
+log = logging.getLogger("qrmi.slurm.sync")
+
+PREFIX = "qrmi-"
+STATE_FILE = "sync.json"
+ONLINE = "online"
+UNREACHABLE = "unreachable"
+# A hold that would last less than this before another reservation starts is not worth making.
+MIN_HOLD = timedelta(minutes=2)
+
+Probe = Callable[["ResourceDef"], "ResourceStatus"]
+
+
+def hold_name(qpu: str, condition: str) -> str:
+    """The name of the reservation that holds ``qpu`` in ``condition`` (``qrmi-fez-offline``)."""
+    return f"{PREFIX}{qpu}-{condition}"
+
+
+def window_name(qpu: str, label: str) -> str:
+    """The name of a declared window on ``qpu`` (``qrmi-fez-window-course``)."""
+    return f"{PREFIX}{qpu}-window-{label}"
+
+
+# ----- the state file ------------------------------------------------------------------------
+
+
+@dataclass
+class SyncState:
+    """What the QPU tools created and last heard, kept in ``<state_dir>/sync.json``.
+
+    ``qpus``: per QPU ``condition``, ``reason``, ``failures``, ``lanes``, ``checked``.
+    ``reservations``: per reservation this tool created ``qpu``, ``kind`` (``hold``,
+    ``lanes``, ``window``) and details.
+    """
+
+    path: Path
+    qpus: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reservations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, state_dir: Path, *, create: bool = True) -> SyncState:
+        """Read the state (empty when there is none yet).
+
+        Raises:
+            ConfigError: the directory is unsafe (others may write it) or the file is not ours.
+        """
+        if create:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if state_dir.exists():
+            _check_private(state_dir)
+        path = state_dir / STATE_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"the QPU sync state {path} cannot be read ({exc}); move it away to start afresh "
+                "(reservations named qrmi-* then have to be deleted by hand)"
+            ) from None
+        return cls(path, dict(data.get("qpus", {})), dict(data.get("reservations", {})))
+
+    def save(self) -> None:
+        """Write the state atomically (root-only)."""
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"qpus": self.qpus, "reservations": self.reservations}, out, indent=1)
+        os.replace(tmp, self.path)
+
+    def ours(self, qpu: str, kinds: tuple[str, ...] = ("hold", "lanes")) -> list[str]:
+        """The reservations of ``kinds`` this tool made for ``qpu``."""
+        return sorted(
+            n for n, r in self.reservations.items() if r.get("qpu") == qpu and r["kind"] in kinds
+        )
+
+    def ours_windows(self) -> list[str]:
+        """The windows declared with ``qrmi slurm reserve``."""
+        return sorted(n for n, r in self.reservations.items() if r["kind"] == "window")
+
+
+def _check_private(directory: Path) -> None:
+    info = directory.stat()
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise ConfigError(
+            f"the QPU sync state directory {directory} must belong to uid {os.geteuid()} and be "
+            f"writable by it alone (mode now {info.st_mode & 0o777:o}); fix it with "
+            f"'chown root: {directory} && chmod 700 {directory}'"
+        )
+
+
+# ----- asking the QPUs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one pass learnt about a QPU: its condition (``online``, ``offline``, ``paused``),
+    the vendor's reason, its lanes (``None`` when not reported); ``error`` when it could not
+    be asked."""
+
+    condition: str | None
+    reason: str = ""
+    lanes: int | None = None
+    error: str | None = None
+
+
+def direct_probe(rdef: ResourceDef) -> ResourceStatus:
+    """The QPU's status through its backend, built with the admin's settings alone."""
+    from qrmi.resource import QuantumResource
+
+    return QuantumResource(
+        rdef.name, rdef.resource_type, config=dict(rdef.environment), environ={}
+    ).status()
+
+
+def _reading(status: ResourceStatus) -> Reading:
+    lanes = status.capacity.max_slots if status.capacity is not None else None
+    return Reading(status.status.name.lower(), status.status_reason or "", lanes)
+
+
+def probe_all(
+    definitions: Mapping[str, ResourceDef], probe: Probe, timeout: float
+) -> dict[str, Reading]:
+    """Ask every QPU at once; a QPU that raises or does not answer within ``timeout`` gets a
+    reading with ``error`` set."""
+    from qrmi.log import redact
+
+    readings: dict[str, Reading] = {}
+    pool = ThreadPoolExecutor(max_workers=min(8, max(1, len(definitions))))
+    try:
+        futures = {name: pool.submit(probe, rdef) for name, rdef in definitions.items()}
+        for name, future in futures.items():
+            try:
+                readings[name] = _reading(future.result(timeout=timeout))
+            except FutureTimeout:
+                readings[name] = Reading(None, error=f"no answer within {timeout:g} s")
+            except Exception as exc:  # a vendor error must never stop the daemon
+                readings[name] = Reading(None, error=redact(f"{type(exc).__name__}: {exc}"))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # a hung probe is left behind
+    return readings
+
+
+# ----- deciding and applying -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The reservation a QPU should have now."""
+
+    name: str
+    kind: str
+    count: int
+    end: datetime
+    why: str
+
+
+class Syncer:
+    """One QPU-to-Slurm synchronisation; :meth:`run_once` is one pass, :meth:`run` the daemon."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        state_dir: Path,
+        *,
+        slurm: SlurmCli | None = None,
+        probe: Probe = direct_probe,
+        failures: int = 3,
+        hold_span: timedelta = timedelta(days=1),
+        probe_timeout: float = 30.0,
+        clock: Callable[[], datetime] = datetime.now,
+    ) -> None:
+        if failures < 1:
+            raise ConfigError(f"failures={failures} must be at least 1")
+        self.config_path = config_path
+        self.state_dir = state_dir
+        self.slurm = slurm or SlurmCli()
+        self.probe = probe
+        self.failures = failures
+        self.hold_span = hold_span
+        self.probe_timeout = probe_timeout
+        self.clock = clock
+
+    def run_once(self) -> list[str]:
+        """One pass: ask the QPUs, change the reservations that need it. Returns what it
+        changed (one line per change); errors are logged, never raised."""
+        try:
+            state = SyncState.load(self.state_dir)
+            config = self._config()
+        except QrmiError as exc:
+            log.error("sync pass skipped, nothing changed: %s", exc)
+            return []
+        definitions = {n: r for n, r in config.resource_map.items() if not r.is_dynamic}
+        readings = probe_all(definitions, self.probe, self.probe_timeout)
+        now = self.clock()
+        for name in sorted(definitions):
+            self._note(state, name, readings[name], now)
+        try:
+            licenses = self.slurm.licenses()
+            reservations = self.slurm.reservations()
+        except SlurmCommandError as exc:
+            state.save()
+            log.error("sync pass made no change: cannot read Slurm: %s", exc)
+            return []
+        changes = self._forget_vanished(state, reservations)
+        for name in sorted(definitions):
+            license_ = licenses.get(name)
+            if license_ is None:
+                log.warning("%s: no Slurm license of that name; add it to Licenses=", name)
+                continue
+            wanted = self._decide(name, state.qpus[name], license_.total, reservations, state, now)
+            changes += self._apply(name, wanted, state, reservations, now)
+        for name in sorted({r["qpu"] for r in state.reservations.values()} - set(definitions)):
+            changes += self._apply(name, None, state, reservations, now)  # QPU left the config
+        state.save()
+        return changes
+
+    def _config(self) -> Config:
+        from qrmi.config import Config
+
+        return Config.load(self.config_path)
+
+    def _note(self, state: SyncState, name: str, reading: Reading, now: datetime) -> None:
+        """Fold a reading into the QPU's record: a QPU that cannot be asked keeps its last
+        condition until it failed ``failures`` times in a row."""
+        record = state.qpus.setdefault(name, {"condition": ONLINE, "reason": "", "failures": 0})
+        record["checked"] = now.isoformat(timespec="seconds")
+        if reading.error is None:
+            if record["condition"] != reading.condition or record.get("failures"):
+                log.info("%s: vendor says %s %s", name, reading.condition, reading.reason)
+            record.update(
+                condition=reading.condition, reason=reading.reason, failures=0, lanes=reading.lanes
+            )
+            return
+        record["failures"] = record.get("failures", 0) + 1
+        record["last_error"] = reading.error
+        if record["failures"] >= self.failures:
+            if record["condition"] != UNREACHABLE:
+                log.warning(
+                    "%s: could not be asked %d times in a row, now held as unreachable: %s",
+                    name,
+                    record["failures"],
+                    reading.error,
+                )
+            record.update(condition=UNREACHABLE, reason=reading.error)
+        else:
+            log.warning(
+                "%s: status failed (%d of %d before it is held): %s",
+                name,
+                record["failures"],
+                self.failures,
+                reading.error,
+            )
+
+    def _decide(
+        self,
+        name: str,
+        record: Mapping[str, Any],
+        total: int,
+        reservations: Mapping[str, Reservation],
+        state: SyncState,
+        now: datetime,
+    ) -> Hold | None:
+        condition = record["condition"]
+        lanes = record.get("lanes")
+        if condition != ONLINE:
+            kind, want = "hold", total
+            hold = hold_name(name, condition)
+            why = f"{condition}: {record.get('reason') or 'no reason given'}"
+        elif isinstance(lanes, int) and lanes < total:
+            kind, want, hold = "lanes", total - max(lanes, 0), hold_name(name, "lanes")
+            why = f"{lanes} execution lane(s) for {total} licenses"
+        else:
+            return None
+        mine = set(state.ours(name))
+        others = [r for n, r in reservations.items() if n not in mine and name in r.licenses]
+        taken_now = sum(r.licenses[name] for r in others if r.active(now))
+        want = min(want, total - taken_now)
+        end = min([now + self.hold_span] + [r.start for r in others if r.start > now])
+        if want <= 0 or end - now < MIN_HOLD:
+            log.info("%s: %s, but other reservations hold its licenses now or soon", name, why)
+            return None
+        return Hold(hold, kind, want, end, why)
+
+    def _forget_vanished(
+        self, state: SyncState, reservations: Mapping[str, Reservation]
+    ) -> list[str]:
+        """Recorded reservations Slurm no longer has (ended, or deleted by an admin)."""
+        gone = [n for n in state.reservations if n not in reservations]
+        for name in gone:
+            record = state.reservations.pop(name)
+            if record["kind"] != "window":
+                log.warning("%s: reservation %s is gone (deleted by hand?)", record["qpu"], name)
+        return [f"forgot {name} (no longer in Slurm)" for name in gone]
+
+    def _apply(
+        self,
+        qpu: str,
+        wanted: Hold | None,
+        state: SyncState,
+        reservations: Mapping[str, Reservation],
+        now: datetime,
+    ) -> list[str]:
+        changes = []
+        for name in state.ours(qpu):
+            if wanted is not None and name == wanted.name:
+                continue
+            try:
+                self.slurm.delete_reservation(name)
+            except SlurmCommandError as exc:
+                log.error("%s: cannot delete reservation %s: %s", qpu, name, exc)
+                continue
+            del state.reservations[name]
+            state.save()
+            log.info("%s: released: deleted reservation %s, its pending jobs may start", qpu, name)
+            changes.append(f"deleted {name}")
+        if wanted is None:
+            return changes
+        current = reservations.get(wanted.name)
+        if wanted.name in state.reservations and current is not None:
+            return changes + self._renew(qpu, wanted, current, now)
+        return changes + self._create(qpu, wanted, state)
+
+    def _create(self, qpu: str, wanted: Hold, state: SyncState) -> list[str]:
+        # Recorded first: a daemon killed between the two steps finds the name on restart.
+        state.reservations[wanted.name] = {"qpu": qpu, "kind": wanted.kind, "why": wanted.why}
+        state.save()
+        try:
+            self.slurm.create_reservation(
+                wanted.name,
+                {qpu: wanted.count},
+                start="now",
+                end=slurm_time(wanted.end),
+                users=["root"],
+            )
+        except SlurmCommandError as exc:  # e.g. someone else's reservation has that name
+            del state.reservations[wanted.name]
+            state.save()
+            log.error("%s: cannot hold it (%s): %s", qpu, wanted.why, exc)
+            return []
+        log.info(
+            "%s: %s: held with reservation %s (%d license(s) until %s)",
+            qpu,
+            wanted.why,
+            wanted.name,
+            wanted.count,
+            slurm_time(wanted.end),
+        )
+        return [f"created {wanted.name} ({qpu}:{wanted.count})"]
+
+    def _renew(self, qpu: str, wanted: Hold, current: Reservation, now: datetime) -> list[str]:
+        count = current.licenses.get(qpu)
+        ends_late = current.end > wanted.end  # another reservation starts before it ends
+        ends_soon = current.end - now < self.hold_span / 2
+        if count == wanted.count and not ends_late and not ends_soon:
+            return []
+        try:
+            self.slurm.update_reservation(
+                wanted.name,
+                end=slurm_time(wanted.end) if ends_late or ends_soon else None,
+                licenses={qpu: wanted.count} if count != wanted.count else None,
+            )
+        except SlurmCommandError as exc:
+            log.error("%s: cannot update reservation %s: %s", qpu, wanted.name, exc)
+            return []
+        log.info(
+            "%s: reservation %s now holds %d license(s) until %s",
+            qpu,
+            wanted.name,
+            wanted.count,
+            slurm_time(wanted.end),
+        )
+        return [f"updated {wanted.name} ({qpu}:{wanted.count})"]
+
+    def run(self, interval: float, stop: threading.Event | None = None) -> None:
+        """Run passes every ``interval`` seconds until ``stop`` is set or SIGTERM/SIGINT."""
+        stop = stop or threading.Event()
+
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: stopping after this pass (reservations stay as they are)", signum)
+            stop.set()
+
+        with contextlib.suppress(ValueError):  # not the main thread: the caller stops us
+            signal.signal(signal.SIGTERM, _stop)
+            signal.signal(signal.SIGINT, _stop)
+        log.info("watching the QPUs of %s every %g s", self.config_path, interval)
+        while not stop.is_set():
+            self.run_once()
+            stop.wait(interval)
