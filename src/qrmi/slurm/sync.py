@@ -331,6 +331,7 @@ class Syncer:
         taken_now = sum(r.licenses[name] for r in others if r.active(now))
         want = min(want, total - taken_now)
         end = min([now + self.hold_span] + [r.start for r in others if r.start > now])
+        end = end.replace(microsecond=0)  # Slurm keeps whole seconds
         if want <= 0 or end - now < MIN_HOLD:
             log.info("%s: %s, but other reservations hold its licenses now or soon", name, why)
             return None
@@ -405,7 +406,7 @@ class Syncer:
     def _renew(self, qpu: str, wanted: Hold, current: Reservation, now: datetime) -> list[str]:
         count = current.licenses.get(qpu)
         ends_late = current.end > wanted.end  # another reservation starts before it ends
-        ends_soon = current.end - now < self.hold_span / 2
+        ends_soon = current.end - now < self.hold_span / 2 and wanted.end > current.end
         if count == wanted.count and not ends_late and not ends_soon:
             return []
         try:
