@@ -373,3 +373,15 @@ print("survived")
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "survived"
+
+
+@pytest.mark.slow
+def test_truncations_of_an_earlier_run_are_not_reported_again() -> None:
+    # Regression: Aer keeps its MPS log across runs in one process, so a run that truncated
+    # nothing reported the truncations of the run before it.
+    run("sampler", [[too_entangled(), None, 10]], device="fake_sherbrooke")
+
+    result = run("sampler", [[chain(), None, 10]], device="fake_sherbrooke")
+
+    assert result[0].metadata["simulator"]["truncations"] == 0
+    assert result[0].metadata["simulator"]["approximate"] is False

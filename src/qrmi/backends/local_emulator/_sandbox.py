@@ -46,6 +46,8 @@ __all__ = ["Outcome", "Sandbox"]
 READY_SECONDS = 180.0
 #: How often a lane looks whether its running task was cancelled.
 CANCEL_CHECK_SECONDS = 0.25
+#: A child whose copy of Aer's never-cleared MPS log exceeds this many characters is replaced.
+RECYCLE_MPS_LOG_CHARS = 64 * 2**20
 
 
 @dataclass
@@ -156,9 +158,11 @@ class Sandbox:
         kind = conn.recv_bytes(job.limits.memory_mb * 2**20 + 1024)
         if kind[:1] == b"E":
             return Outcome(error=kind[1:].decode("utf-8", "replace"))
-        notes = json.loads(kind[1:].decode())
+        answer = json.loads(kind[1:].decode())
         result = conn.recv_bytes(job.limits.memory_mb * 2**20 + 1024).decode()
-        return Outcome(result=result, notes=notes)
+        if answer.get("recycle"):
+            self.close()  # the worker's main thread starts a fresh child for the next task
+        return Outcome(result=result, notes=list(answer.get("notes") or []))
 
     def _death(self, when: str, limits: Limits | None = None) -> str:
         process = self._process
@@ -231,7 +235,7 @@ def _memory_budget(megabytes: int) -> Iterator[None]:
 
 
 def _serve(conn: Connection) -> None:
-    import qrmi.backends.local_emulator._simulate  # noqa: F401 - warm up before "ready"
+    from qrmi.backends.local_emulator import _simulate  # warm up before "ready"
     from qrmi.backends.local_emulator.engine import run_primitive
     from qrmi.backends.local_emulator.worker import failure_reason
 
@@ -266,7 +270,8 @@ def _serve(conn: Connection) -> None:
         except Exception as exc:
             conn.send_bytes(b"E" + _budget_reason(failure_reason(exc), limits).encode())
             continue
-        conn.send_bytes(b"R" + json.dumps(notes).encode())
+        recycle = _simulate.mps_log_size() > RECYCLE_MPS_LOG_CHARS
+        conn.send_bytes(b"R" + json.dumps({"notes": notes, "recycle": recycle}).encode())
         conn.send_bytes(result.encode())
 
 

@@ -449,13 +449,34 @@ def _site_of(order: list[int] | None, width: int) -> list[int]:
 
 
 _DISCARDED = re.compile(r"discarded_value=([0-9.eE+-]+)")
+_mps_log_lock = threading.Lock()
+_mps_log_seen = 0
+
+
+def mps_log_size() -> int:
+    """Characters of Aer's process-wide MPS log seen so far (it only grows; see below)."""
+    return _mps_log_seen
+
+
+def _new_mps_log(log: str) -> str:
+    """The part of Aer's ``MPS_log_data`` written by the last run.
+
+    qiskit-aer 0.18 keeps the MPS log in a process-wide buffer that it never clears: each run
+    returns the log of every earlier run too. The part already seen is skipped (a shorter log
+    means the buffer was reset). The sandbox recycles its process when the log grows large.
+    """
+    global _mps_log_seen
+    with _mps_log_lock:
+        fresh = log[_mps_log_seen:] if len(log) >= _mps_log_seen else log
+        _mps_log_seen = len(log)
+    return fresh
 
 
 def _truncation(plan: _Plan, experiment_metadata: Mapping[str, Any]) -> dict[str, Any]:
     """What a capped matrix product state discarded, from Aer's ``MPS_log_data``."""
     if plan.max_bond is None:
         return {}
-    log = str(experiment_metadata.get("MPS_log_data") or "")
+    log = _new_mps_log(str(experiment_metadata.get("MPS_log_data") or ""))
     discarded = [float(v) for v in _DISCARDED.findall(log)]
     return {
         "approximate": bool(discarded),
