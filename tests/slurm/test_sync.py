@@ -382,3 +382,32 @@ def test_status_shows_vendor_licenses_jobs_hold_and_next_window(site: Site) -> N
 def test_status_without_the_daemons_state_shows_unknown_vendor(site: Site) -> None:
     rows = collect(["qa"], SlurmCli(site.slurm), None, now=site.clock)
     assert rows[0].vendor == "?" and rows[0].held_by == "-"
+
+
+# ----- through a real backend: the IBM Quantum System fake --------------------------------------
+
+
+def test_ibm_quantum_system_lanes_and_pause_reach_slurm(tmp_path: Path) -> None:
+    from qrmi.testing.ibm_quantum_system import QuantumSystemFake
+
+    clock = Clock()
+    slurm = FakeSlurm({"ibm_perth": 3}, now=clock)
+    config = tmp_path / "qrmi_config.json"
+    with QuantumSystemFake(devices={"ibm_perth": "fake_perth"}, lanes=2) as fake:
+        apikey = fake.settings["QRMI_IBM_QS_IAM_APIKEY"]
+        resource = {"name": "ibm_perth", "type": "ibm-quantum-system", "environment": fake.settings}
+        config.write_text(json.dumps({"resources": [resource]}))
+        config.chmod(0o600)
+        syncer = Syncer(config, tmp_path / "sync", slurm=SlurmCli(slurm), clock=clock)
+        assert syncer.run_once() == ["created qrmi-ibm_perth-lanes (ibm_perth:1)"]
+        fake.state.devices["ibm_perth"].status = "paused"
+        assert syncer.run_once() == [
+            "deleted qrmi-ibm_perth-lanes",
+            "created qrmi-ibm_perth-paused (ibm_perth:3)",
+        ]
+        fake.state.devices["ibm_perth"].status = "online"
+        assert syncer.run_once() == [
+            "deleted qrmi-ibm_perth-paused",
+            "created qrmi-ibm_perth-lanes (ibm_perth:1)",
+        ]
+    assert apikey not in (tmp_path / "sync" / "sync.json").read_text()
