@@ -166,8 +166,10 @@ def sync(
         float, typer.Option("--probe-timeout", help="Seconds to wait for a QPU's status.")
     ] = 30,
 ) -> None:
-    """Hold new jobs for QPUs that are offline, paused or unreachable (license reservations
-    named qrmi-QPU-STATE), and let them start again once the QPU is back."""
+    """Hold new jobs for QPUs that are offline, paused or unreachable, release them when back.
+
+    Holds are license reservations named qrmi-QPU-STATE; docs/slurm-readiness.md.
+    """
     from qrmi.slurm import sync as sync_mod
 
     _log_to_stderr()
@@ -249,8 +251,10 @@ def reserve(
     ] = None,
     state_dir: SyncStateArg = SYNC_STATE_DIR,
 ) -> None:
-    """Declare a QPU time window: a reservation of the QPU's licenses for the named users or
-    accounts, who submit with --reservation=qrmi-QPU-window-LABEL."""
+    """Declare a QPU time window for the named users or accounts (a license reservation).
+
+    They submit with --reservation=qrmi-QPU-window-LABEL; others wait until it ends.
+    """
     from qrmi.slurm.reserve import declare_window
     from qrmi.slurm.slurmcli import SlurmCli
 
