@@ -51,3 +51,16 @@ def test_a_running_job_is_asked_every_time(qs: QuantumSystemFake) -> None:
     finally:
         qpu.task_stop(task)
     assert qpu.task_status(task) == TaskStatus.Cancelled
+
+
+def test_the_job_list_is_swept_before_the_first_submission_not_before_every_one(
+    qs: QuantumSystemFake,
+) -> None:
+    qpu = resource(qs)
+    qs.clear()
+
+    for _ in range(3):
+        run_to_completion(qpu, sampler(shots=8))
+
+    assert len(qs.requests("/v1/jobs", "GET")) == 1
+    assert len(qs.requests("/v1/jobs", "POST")) == 3
