@@ -14,7 +14,7 @@ from qrmi.backends.base import Backend
 from qrmi.config import Config, ResourceDef
 from qrmi.errors import InvalidInputError, UnsupportedPayloadError
 from qrmi.gateway.testing import LocalGateway
-from qrmi.models import Payload, ResourceStatus
+from qrmi.models import Payload, ResourceStatus, ResourceStatusCode
 from qrmi.registry import register
 from qrmi.resource import QuantumResource
 
@@ -120,7 +120,7 @@ class _BrokenBackend(Backend):
     RESOURCE_TYPE = "gateway-test-broken"
 
     def fetch_status(self) -> ResourceStatus:
-        raise KeyError(f"apikey={SECRET}")
+        return ResourceStatus(ResourceStatusCode.Online)
 
     def submit(self, payload: Payload) -> str:
         raise NotImplementedError
@@ -135,7 +135,7 @@ class _BrokenBackend(Backend):
         raise NotImplementedError
 
     def fetch_target(self) -> str:
-        raise NotImplementedError
+        raise KeyError(f"apikey={SECRET}")
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_an_unexpected_failure_is_a_typed_500_and_its_secret_is_not_logged(
     caplog.set_level(logging.DEBUG)
     token, _ = broken_gateway.open_job("403", qpus=["broken"])
 
-    response = httpx.get(f"{broken_gateway.url}/v1/qpus/broken/status", headers=_auth(token))
+    response = httpx.get(f"{broken_gateway.url}/v1/qpus/broken/target", headers=_auth(token))
 
     assert _error(response) == (
         500,
@@ -163,5 +163,5 @@ def test_an_unexpected_failure_is_a_typed_500_and_its_secret_is_not_logged(
         "the gateway failed unexpectedly; see its log",
     )
     assert "Traceback" not in response.text
-    assert "unexpected KeyError on GET /v1/qpus/broken/status" in caplog.text
+    assert "unexpected KeyError on GET /v1/qpus/broken/target" in caplog.text
     assert SECRET not in caplog.text and token not in caplog.text
