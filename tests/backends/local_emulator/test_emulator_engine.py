@@ -385,3 +385,24 @@ def test_truncations_of_an_earlier_run_are_not_reported_again() -> None:
 
     assert result[0].metadata["simulator"]["truncations"] == 0
     assert result[0].metadata["simulator"]["approximate"] is False
+
+
+def test_a_wide_shallow_circuit_that_fits_as_a_statevector_runs_exactly() -> None:
+    # 22 qubits with long-range gates: an exact MPS could need more than half of a 128 MiB
+    # budget, a statevector needs 64 MiB.
+    rng = np.random.default_rng(3)
+    circuit = QuantumCircuit(22)
+    circuit.h(range(22))
+    for _ in range(120):
+        a, b = rng.choice(22, 2, replace=False)
+        circuit.cx(int(a), int(b))
+    circuit.measure_all()
+
+    limits = engine.Limits(memory_mb=128)
+
+    result = run(
+        "sampler", [[qasm3.dumps(circuit), None, 20]], device="fake_sherbrooke", limits=limits
+    )
+
+    simulator = result[0].metadata["simulator"]
+    assert simulator["method"] == "statevector" and simulator["approximate"] is False

@@ -329,6 +329,8 @@ def _plan(
         engine.MPS_MEMORY_LIMIT_BYTES, ctx.limits.memory_mb * 2**19
     ):
         return _Plan("matrix_product_state", order)
+    if _statevector_fits(circuit, len(active), ctx.limits):
+        return _Plan("statevector")
     cap = ctx.limits.mps_max_bond_dimension
     seconds = _capped_mps_seconds(circuit, crossings, cap, shots=shots, measured=len(active))
     if seconds > ctx.limits.timeout_seconds:
@@ -340,6 +342,24 @@ def _plan(
             "gates or shots, a smaller QRMI_LOCAL_MPS_MAX_BOND_DIMENSION, or a real QPU"
         )
     return _Plan("matrix_product_state", order, cap)
+
+
+#: Seconds per operation and amplitude of a dense statevector (measured on 2 busy cores).
+_STATEVECTOR_SECONDS_PER_UNIT = 2.4e-9
+#: Most active qubits ever simulated as a dense statevector (4 GiB of amplitudes).
+_STATEVECTOR_HARD_MAX_QUBITS = 28
+
+
+def _statevector_fits(circuit: QuantumCircuit, width: int, limits: Limits) -> bool:
+    """An exact statevector of ``width`` qubits within the memory budget and half the time one."""
+    if width > _STATEVECTOR_HARD_MAX_QUBITS:
+        return False
+    amplitudes = 2.0**width
+    if 16.0 * amplitudes * 1.25 > limits.memory_mb * 2.0**20:
+        return False
+    operations = sum(1 for item in circuit.data if item.operation.name not in _PASSIVE)
+    seconds = operations * amplitudes * _STATEVECTOR_SECONDS_PER_UNIT
+    return seconds <= limits.timeout_seconds / 2
 
 
 def _site_order(circuit: QuantumCircuit, active: list[int]) -> tuple[list[int], list[int]]:

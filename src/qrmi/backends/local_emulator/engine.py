@@ -26,7 +26,9 @@ precision to expectation values. The method is chosen per pub from the number of
 qubits (those some instruction touches; idle qubits cost nothing): ``statevector`` up to
 :data:`STATEVECTOR_MAX_QUBITS`, ``matrix_product_state`` above. The MPS is exact when its memory,
 bounded from the circuit's two-qubit gate structure (in the cheaper of index order and a
-bandwidth-reducing qubit order), stays under :data:`MPS_MEMORY_LIMIT_BYTES`; otherwise its bond
+bandwidth-reducing qubit order), stays under :data:`MPS_MEMORY_LIMIT_BYTES`; failing that, up to
+28 active qubits run as an exact statevector when it fits the task's memory budget and is
+estimated to take under half its time budget; otherwise the MPS bond
 dimension is capped at ``limits.mps_max_bond_dimension`` and the result may be *approximate*:
 each pub's ``metadata["simulator"]`` then has ``approximate``, ``max_bond_dimension``,
 ``truncations`` and ``discarded_weight`` (the sum of the weights Aer's ``MPS_log_data`` reports
