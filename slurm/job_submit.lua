@@ -14,12 +14,17 @@ qrmi_qpus.lua next to this file, generated from qrmi_config.json by
 together with the slurm.conf "Licenses=" line. The data file is read on every --qpu
 submission, so regenerating it needs no reconfigure (a changed Licenses= line does).
 
+A --qpu job for a QPU that "qrmi slurm sync --lua-data /etc/slurm/qrmi_held.lua" holds (offline,
+paused, unreachable) is accepted with a message that says why it will wait.
+
 Setup: slurm.conf JobSubmitPlugins=lua; this file and qrmi_qpus.lua in slurm.conf's directory.
 Lua 5.1. job_desc.spank_job_env is indexed from 0: iterate with pairs, not ipairs.
 ]]
 
 local PLUGIN_OPTION = "_SLURM_SPANK_OPTION_qrmi_qpu="
 local DATA_FILE = "qrmi_qpus.lua"
+-- QPUs that "qrmi slurm sync --lua-data" holds (name -> why); no file means none held.
+local HELD_FILE = "qrmi_held.lua"
 
 local function script_dir()
     local source = debug.getinfo(1, "S").source
@@ -40,6 +45,18 @@ local function load_qpus()
         known[name] = true
     end
     return known, qpus
+end
+
+local function held_qpus()
+    local chunk = loadfile(script_dir() .. HELD_FILE)
+    if not chunk then
+        return {}
+    end
+    local ok, held = pcall(chunk)
+    if not ok or type(held) ~= "table" then
+        return {}
+    end
+    return held
 end
 
 local function requested_qpus(job_desc)
@@ -127,6 +144,14 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
         end
     end
     job_desc.licenses = merge_licenses(job_desc.licenses, names)
+    local held = held_qpus()
+    for _, name in ipairs(names) do
+        if type(held[name]) == "string" then
+            -- "%s": the reason is the vendor's text, never a format string
+            slurm.log_user("%s", string.format("qrmi: QPU %s is %s; the job waits (Reason "
+                .. "Licenses) until it is back (sinfo -T, qrmi slurm status)", name, held[name]))
+        end
+    end
     slurm.log_debug("qrmi: --qpu=%s -> licenses %s", value, job_desc.licenses)
     return slurm.SUCCESS
 end

@@ -49,6 +49,8 @@ class Readiness:
         options = ["--sync-state-dir", str(self.sync_dir)]
         if command in ("sync", "status"):
             options += ["--config", str(self.cluster.config_path)]
+        if command == "sync":
+            options += ["--lua-data", str(self.cluster.etc / "qrmi_held.lua")]
         return options
 
     def sync_once(self) -> list[str]:
@@ -119,7 +121,10 @@ def test_an_offline_qpu_holds_new_jobs_pending_and_lets_them_start_when_back(
     ready.set_mode("qs", "offline")
     assert ready.sync_once() == ["created qrmi-qs-offline (qs:1)"]
 
-    job = cluster.sbatch("--qpu=qs", "--wrap", "echo ran")
+    submitted = cluster.as_user(["sbatch", "--parsable", "--qpu=qs", "--wrap", "echo ran"])
+    assert submitted.returncode == 0, submitted.stderr
+    assert "qrmi: QPU qs is offline: in maintenance until noon; the job waits" in submitted.stderr
+    job = int(submitted.stdout.strip())
     _wait(lambda: ready.reason(job) == "Licenses", 30, "the job to pend on the QPU's license")
     assert cluster.job(job)["JobState"] == "PENDING"
     assert ready.nodes_idle()  # the job holds no node while it waits
@@ -205,7 +210,7 @@ def test_the_daemon_killed_and_restarted_changes_nothing_twice(
     ready.set_mode("qd", "offline")
     daemon = _daemon(ready, first_log)
     try:
-        _wait(lambda: "qrmi-qd-offline" in ready.reservations(), 60, "the daemon's hold")
+        _wait(lambda: "held with reservation" in first_log.read_text(), 60, "the daemon's hold")
     finally:
         os.kill(daemon.pid, signal.SIGKILL)
         daemon.wait()
@@ -226,4 +231,5 @@ def test_the_daemon_killed_and_restarted_changes_nothing_twice(
         os.kill(daemon.pid, signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
     assert "held with reservation qrmi-qd-offline" in first_log.read_text()
+    assert "deleted reservation qrmi-qd-offline" not in first_log.read_text()
     assert "released: deleted reservation qrmi-qd-offline" in second_log.read_text()

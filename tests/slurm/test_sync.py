@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,7 +18,7 @@ from qrmi.models import ResourceCapacity, ResourceStatus, ResourceStatusCode
 from qrmi.slurm.reserve import declare_window, delete_window, parse_start
 from qrmi.slurm.slurmcli import SlurmCli
 from qrmi.slurm.status import collect, render
-from qrmi.slurm.sync import Syncer, SyncState
+from qrmi.slurm.sync import Syncer, SyncState, render_held_lua
 
 from .fakeslurm import FakeJob, FakeReservation, FakeSlurm
 
@@ -411,3 +413,34 @@ def test_ibm_quantum_system_lanes_and_pause_reach_slurm(tmp_path: Path) -> None:
             "created qrmi-ibm_perth-lanes (ibm_perth:1)",
         ]
     assert apikey not in (tmp_path / "sync" / "sync.json").read_text()
+
+
+# ----- the held list job_submit.lua reads ------------------------------------------------------
+
+HOSTILE = 'x" } os.exit(3) --\n%s %d \\ ]] "'
+
+
+def test_the_held_list_is_data_whatever_the_vendor_says(tmp_path: Path) -> None:
+    lua = shutil.which("lua5.1") or shutil.which("lua")
+    if lua is None:
+        pytest.skip("no Lua interpreter")
+    path = tmp_path / "qrmi_held.lua"
+    path.write_text(render_held_lua({"qa": HOSTILE, 'q"b': "offline: ok"}))
+    script = f'for k, v in pairs(dofile("{path}")) do io.write(k, "=", v, "\\n") end'
+    result = subprocess.run([lua, "-e", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == [
+        'q"b=offline: ok',
+        "qa=" + HOSTILE.replace("\n", " "),
+    ]
+
+
+def test_the_held_list_follows_the_holds(site: Site) -> None:
+    held = site.root / "qrmi_held.lua"
+    site.set_mode("qa", "offline")
+    site.syncer(lua_data=held).run_once()
+    assert '["qa"] = "offline: in maintenance until noon",' in held.read_text()
+    assert held.stat().st_mode & 0o777 == 0o644
+    site.set_mode("qa", "online")
+    site.syncer(lua_data=held).run_once()
+    assert "qa" not in held.read_text()

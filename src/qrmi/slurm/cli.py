@@ -165,6 +165,12 @@ def sync(
     probe_timeout: Annotated[
         float, typer.Option("--probe-timeout", help="Seconds to wait for a QPU's status.")
     ] = 30,
+    lua_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--lua-data", help="Write the held QPUs here for job_submit.lua (qrmi_held.lua)."
+        ),
+    ] = None,
 ) -> None:
     """Hold new jobs for QPUs that are offline, paused or unreachable, release them when back.
 
@@ -174,7 +180,9 @@ def sync(
 
     _log_to_stderr()
     try:
-        syncer = sync_mod.Syncer(config, state_dir, failures=failures, probe_timeout=probe_timeout)
+        syncer = sync_mod.Syncer(
+            config, state_dir, failures=failures, probe_timeout=probe_timeout, lua_data=lua_data
+        )
     except QrmiError as exc:
         raise _die(str(exc)) from None
     if once:

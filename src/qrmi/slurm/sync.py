@@ -143,6 +143,46 @@ def _check_private(directory: Path) -> None:
         )
 
 
+# ----- what job_submit.lua tells users at submit time ------------------------------------------
+
+
+def lua_string(text: str, limit: int = 200) -> str:
+    """``text`` as a Lua string literal that cannot end early (the vendor's reason is not ours:
+    it must never become Lua code in slurmctld)."""
+    out = []
+    for char in text[:limit]:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif ord(char) < 32 or ord(char) == 127:
+            out.append(" ")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def render_held_lua(held: Mapping[str, str]) -> str:
+    """The ``qrmi_held.lua`` data file: QPU name -> why it is held."""
+    lines = ["-- written by qrmi slurm sync: QPUs held now, and why", "return {"]
+    lines += [
+        f"    [{lua_string(name)}] = {lua_string(why)}," for name, why in sorted(held.items())
+    ]
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Replace ``path`` atomically (mode 0644) when its text differs; True if written."""
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+    return True
+
+
 # ----- asking the QPUs -------------------------------------------------------------------------
 
 
@@ -222,6 +262,7 @@ class Syncer:
         failures: int = 3,
         hold_span: timedelta = timedelta(days=1),
         probe_timeout: float = 30.0,
+        lua_data: Path | None = None,
         clock: Callable[[], datetime] = datetime.now,
     ) -> None:
         if failures < 1:
@@ -233,6 +274,7 @@ class Syncer:
         self.failures = failures
         self.hold_span = hold_span
         self.probe_timeout = probe_timeout
+        self.lua_data = lua_data
         self.clock = clock
 
     def run_once(self) -> list[str]:
@@ -267,7 +309,23 @@ class Syncer:
         for name in sorted({r["qpu"] for r in state.reservations.values()} - set(definitions)):
             changes += self._apply(name, None, state, reservations, now)  # QPU left the config
         state.save()
+        self._publish(state)
         return changes
+
+    def _publish(self, state: SyncState) -> None:
+        """Tell job_submit.lua which QPUs are held and why (it tells users at submit)."""
+        if self.lua_data is None:
+            return
+        held = {
+            r["qpu"]: str(r.get("why", "not ready"))
+            for r in state.reservations.values()
+            if r["kind"] == "hold"
+        }
+        try:
+            if write_if_changed(self.lua_data, render_held_lua(held)):
+                log.info("wrote %s: %s", self.lua_data, ", ".join(sorted(held)) or "nothing held")
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.lua_data, exc)
 
     def _config(self) -> Config:
         from qrmi.config import Config
