@@ -1,4 +1,4 @@
-"""``qrmi``, ``qrmi --help`` and ``qrmi --version`` answer without Typer, and say what Typer would."""
+"""``qrmi``, ``qrmi --help`` and ``qrmi --version`` answer without Typer, as Typer would."""
 
 from __future__ import annotations
 
