@@ -134,6 +134,11 @@ def test_an_offline_qpu_holds_new_jobs_pending_and_lets_them_start_when_back(
     line = next(x for x in status.stdout.splitlines() if x.startswith("qs "))
     assert line.split()[:6] == ["qs", "offline", "0/1+1rsv", "0", "1", "qrmi-qs-offline"]
     assert line.endswith("in maintenance until noon")
+    assert cluster.python is not None
+    mine = cluster.as_user([str(cluster.python), "-m", "qrmi.slurm.cli", "status"])
+    assert mine.returncode == 0, mine.stderr  # a user: no state, no config, still the hold
+    line = next(x for x in mine.stdout.splitlines() if x.startswith("qs "))
+    assert line.split()[:6] == ["qs", "offline", "0/1+1rsv", "0", "1", "qrmi-qs-offline"]
     other = cluster.sbatch("--wrap", "true")  # nodes stay free for jobs without the QPU
     assert cluster.wait_done(other) == "COMPLETED"
     assert ready.sync_once() == []

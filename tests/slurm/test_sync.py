@@ -386,6 +386,18 @@ def test_status_without_the_daemons_state_shows_unknown_vendor(site: Site) -> No
     assert rows[0].vendor == "?" and rows[0].held_by == "-"
 
 
+def test_a_user_who_cannot_read_the_state_sees_holds_by_their_names(site: Site) -> None:
+    site.set_mode("qa", "offline")
+    site.syncer().run_once()
+    site.slurm.reservations["qrmi-qb-window-x"] = FakeReservation(
+        "qrmi-qb-window-x", {"qb": 1}, T0, T0 + timedelta(hours=1), users="carol"
+    )
+    qa, qb = collect(["qa", "qb"], SlurmCli(site.slurm), None, now=site.clock)
+    assert (qa.vendor, qa.held_by) == ("offline", "qrmi-qa-offline")
+    assert (qb.vendor, qb.held_by) == ("?", "-")  # a window is not a hold
+    assert qb.next_window.startswith("qrmi-qb-window-x now..")
+
+
 # ----- through a real backend: the IBM Quantum System fake --------------------------------------
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from qrmi.errors import QrmiError
 from qrmi.slurm.slurmcli import Job, License, Reservation, SlurmCli, slurm_time
-from qrmi.slurm.sync import SyncState
+from qrmi.slurm.sync import PREFIX, SyncState
+
+HOLD_CONDITIONS = ("offline", "paused", "unreachable", "lanes")
 
 __all__ = ["QpuRow", "collect", "render"]
 
@@ -60,6 +62,17 @@ def _next_window(qpu: str, reservations: Sequence[Reservation], held_by: str, no
     return f"{first.name} {state}..{slurm_time(first.end)} for {who}"
 
 
+def _hold_names(qpu: str, reservations: Sequence[Reservation], now: datetime) -> list[str]:
+    """Without the daemon's state (not root): its holds as their names show them."""
+    return [
+        r.name
+        for r in reservations
+        if r.name.removeprefix(f"{PREFIX}{qpu}-") in HOLD_CONDITIONS
+        and qpu in r.licenses
+        and r.active(now)
+    ]
+
+
 def collect(
     qpus: Sequence[str],
     slurm: SlurmCli,
@@ -82,10 +95,15 @@ def collect(
             checked = moment.isoformat(timespec="seconds")
         held = [
             n
-            for n in (state.ours(qpu) if state is not None else [])
+            for n in (
+                state.ours(qpu) if state is not None else _hold_names(qpu, reservations, moment)
+            )
             if any(r.name == n for r in reservations)
         ]
         held_by = held[0] if held else "-"
+        if state is None and held:  # a user's view: the hold's name says the condition
+            condition = held[0].removeprefix(f"{PREFIX}{qpu}-")
+            vendor = "online" if condition == "lanes" else condition
         license_ = licenses.get(qpu)
         mine = [j for j in jobs if qpu in j.licenses]
         rows.append(
@@ -141,8 +159,9 @@ def as_json(rows: Sequence[QpuRow]) -> list[dict[str, Any]]:
 
 
 def load_state(state_dir: Path) -> SyncState | None:
-    """The sync daemon's state, or ``None`` when this user cannot read it (not root)."""
+    """The sync daemon's state, or ``None`` when there is none or this user cannot read it."""
     try:
-        return SyncState.load(state_dir, create=False)
-    except (QrmiError, PermissionError):
+        state = SyncState.load(state_dir, create=False)
+    except (QrmiError, OSError):
         return None
+    return state if state.path.exists() else None

@@ -498,5 +498,8 @@ class Syncer:
             signal.signal(signal.SIGINT, _stop)
         log.info("watching the QPUs of %s every %g s", self.config_path, interval)
         while not stop.is_set():
-            self.run_once()
+            try:
+                self.run_once()
+            except Exception:  # a bug or a full disk must not end the watch
+                log.exception("sync pass failed; trying again in %g s", interval)
             stop.wait(interval)
