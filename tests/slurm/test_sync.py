@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -221,6 +222,24 @@ def test_lanes_drive_the_licenses_a_reservation_holds(site: Site) -> None:
     lanes["n"] = 3
     assert syncer.run_once() == ["deleted qrmi-qa-lanes"]
     assert "qrmi-qa-lanes" not in site.slurm.reservations
+
+
+def test_a_qpu_whose_status_call_hangs_counts_as_a_failure(site: Site) -> None:
+    release = threading.Event()
+
+    def probe(rdef: object) -> ResourceStatus:
+        release.wait(60)
+        return ResourceStatus(ResourceStatusCode.Online)
+
+    try:
+        syncer = site.syncer(probe=probe, failures=1, probe_timeout=0.1)
+        assert syncer.run_once() == [
+            "created qrmi-qa-unreachable (qa:2)",
+            "created qrmi-qb-unreachable (qb:1)",
+        ]
+        assert SyncState.load(site.state_dir).qpus["qa"]["reason"] == "no answer within 0.1 s"
+    finally:
+        release.set()
 
 
 def test_a_slurm_that_does_not_answer_changes_nothing_and_raises_nothing(site: Site) -> None:

@@ -27,9 +27,8 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -216,23 +215,34 @@ def probe_all(
     definitions: Mapping[str, ResourceDef], probe: Probe, timeout: float
 ) -> dict[str, Reading]:
     """Ask every QPU at once; a QPU that raises or does not answer within ``timeout`` gets a
-    reading with ``error`` set."""
+    reading with ``error`` set. A probe that hangs is left behind in a daemon thread: it never
+    delays the next pass nor the process's exit."""
     from qrmi.log import redact
 
     readings: dict[str, Reading] = {}
-    pool = ThreadPoolExecutor(max_workers=min(8, max(1, len(definitions))))
-    try:
-        futures = {name: pool.submit(probe, rdef) for name, rdef in definitions.items()}
-        for name, future in futures.items():
-            try:
-                readings[name] = _reading(future.result(timeout=timeout))
-            except FutureTimeout:
-                readings[name] = Reading(None, error=f"no answer within {timeout:g} s")
-            except Exception as exc:  # a vendor error must never stop the daemon
-                readings[name] = Reading(None, error=redact(f"{type(exc).__name__}: {exc}"))
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)  # a hung probe is left behind
-    return readings
+    lock = threading.Lock()
+
+    def ask(name: str, rdef: ResourceDef) -> None:
+        try:
+            reading = _reading(probe(rdef))
+        except Exception as exc:  # a vendor error must never stop the daemon
+            reading = Reading(None, error=redact(f"{type(exc).__name__}: {exc}"))
+        with lock:
+            readings.setdefault(name, reading)
+
+    threads = [
+        threading.Thread(target=ask, args=(n, r), name=f"probe-{n}", daemon=True)
+        for n, r in definitions.items()
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    with lock:
+        for name in definitions:
+            readings.setdefault(name, Reading(None, error=f"no answer within {timeout:g} s"))
+        return dict(readings)
 
 
 # ----- deciding and applying -------------------------------------------------------------------
