@@ -46,6 +46,7 @@ class FakeSlurm:
     reservations: dict[str, FakeReservation] = field(default_factory=dict)
     jobs: list[FakeJob] = field(default_factory=list)
     calls: list[list[str]] = field(default_factory=list)
+    notices: list[tuple[int, str]] = field(default_factory=list)
     broken: bool = False
 
     def __call__(self, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
@@ -65,6 +66,11 @@ class FakeSlurm:
             return self._create(argv, dict(a.split("=", 1) for a in argv[3:]))
         if argv[:2] == ["scontrol", "update"]:
             return self._update(argv, dict(a.split("=", 1) for a in argv[2:]))
+        if argv[:2] == ["scontrol", "notify"]:
+            if not any(str(j.job_id) == argv[2] and j.state == "RUNNING" for j in self.jobs):
+                return self._done(argv, 1, err=f"scontrol: error: Invalid job id {argv[2]}")
+            self.notices.append((int(argv[2]), argv[3]))
+            return self._done(argv, 0)
         if argv[:2] == ["scontrol", "delete"]:
             name = argv[2].split("=", 1)[1]
             if self.reservations.pop(name, None) is None:
@@ -73,8 +79,8 @@ class FakeSlurm:
         return self._done(argv, 2, err=f"fake slurm: unexpected {argv}")
 
     def changes(self) -> list[list[str]]:
-        """The calls that change something (create, update, delete)."""
-        return [c for c in self.calls if c[1] in ("create", "update", "delete")]
+        """The calls that change something (create, update, delete, notify)."""
+        return [c for c in self.calls if c[1] in ("create", "update", "delete", "notify")]
 
     # ----- answers -------------------------------------------------------------------------
 

@@ -164,6 +164,10 @@ def test_a_running_job_is_not_killed_when_its_qpu_goes_offline(ready: Readiness)
     cluster.as_user(["touch", str(marker)])
     assert cluster.wait_done(job) == "COMPLETED"
     assert "finished" in cluster.output(job)
+    assert (
+        "error: qrmi: QPU qr is offline: in maintenance until noon; this job keeps running"
+        in cluster.output(job)
+    )
     ready.set_mode("qr", "online")
     assert ready.sync_once() == ["deleted qrmi-qr-offline"]
 

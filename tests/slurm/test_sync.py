@@ -95,6 +95,24 @@ def test_an_offline_qpu_is_held_with_all_its_licenses_for_root_only(site: Site) 
     assert "qb" not in {q for r in site.slurm.reservations.values() for q in r.licenses}
 
 
+def test_running_jobs_of_a_qpu_that_is_held_get_a_warning_line_once(site: Site) -> None:
+    site.slurm.jobs = [
+        FakeJob(7, "RUNNING", "alice", "qa:1"),
+        FakeJob(8, "PENDING", "bob", "qa:1"),
+        FakeJob(9, "RUNNING", "carol", "qb:1"),
+    ]
+    site.set_mode("qa", "offline")
+    site.syncer().run_once()
+    site.syncer().run_once()
+    assert site.slurm.notices == [
+        (
+            7,
+            "qrmi: QPU qa is offline: in maintenance until noon; this job keeps running, "
+            "new jobs for it wait",
+        )
+    ]
+
+
 def test_a_second_pass_and_a_restarted_daemon_change_nothing(site: Site) -> None:
     site.set_mode("qa", "offline")
     site.syncer().run_once()

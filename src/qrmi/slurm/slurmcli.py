@@ -216,6 +216,11 @@ class SlurmCli:
             args.append("Licenses=" + ",".join(f"{q}:{n}" for q, n in licenses.items()))
         self._call(args)
 
+    def notify(self, job_id: str, message: str) -> None:
+        """Write ``message`` to a running job's stderr (``scontrol notify``; Slurm prefixes
+        ``slurmstepd-NODE: error:``)."""
+        self._call(["scontrol", "notify", job_id, message])
+
     def delete_reservation(self, name: str) -> None:
         """Delete a reservation (jobs running in it keep running)."""
         self._call(["scontrol", "delete", f"ReservationName={name}"])

@@ -469,7 +469,26 @@ class Syncer:
             wanted.count,
             slurm_time(wanted.end),
         )
+        if wanted.kind == "hold":
+            self._warn_running_jobs(qpu, wanted.why)
         return [f"created {wanted.name} ({qpu}:{wanted.count})"]
+
+    def _warn_running_jobs(self, qpu: str, why: str) -> None:
+        """A warning line in the output of the jobs that run on the QPU (they keep running)."""
+        text = "".join(c if c.isprintable() else " " for c in why)[:200]
+        message = f"qrmi: QPU {qpu} is {text}; this job keeps running, new jobs for it wait"
+        try:
+            running = [j for j in self.slurm.jobs() if j.state == "RUNNING" and qpu in j.licenses]
+        except SlurmCommandError as exc:
+            log.warning("%s: cannot list its running jobs to warn them: %s", qpu, exc)
+            return
+        for job in running:
+            try:
+                self.slurm.notify(job.job_id, message)
+            except SlurmCommandError as exc:
+                log.warning("%s: cannot warn job %s: %s", qpu, job.job_id, exc)
+            else:
+                log.info("%s: warned running job %s", qpu, job.job_id)
 
     def _renew(self, qpu: str, wanted: Hold, current: Reservation, now: datetime) -> list[str]:
         count = current.licenses.get(qpu)
