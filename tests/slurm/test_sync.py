@@ -294,6 +294,7 @@ def test_a_qpu_removed_from_the_config_loses_its_hold(site: Site) -> None:
     del site.modes["qa"]
     site.write_config()
     assert site.syncer().run_once() == ["deleted qrmi-qa-offline"]
+    assert list(SyncState.load(site.state_dir).qpus) == ["qb"]
 
 
 # ----- reserve ---------------------------------------------------------------------------------

@@ -318,6 +318,8 @@ class Syncer:
             changes += self._apply(name, wanted, state, reservations, now)
         for name in sorted({r["qpu"] for r in state.reservations.values()} - set(definitions)):
             changes += self._apply(name, None, state, reservations, now)  # QPU left the config
+        for name in set(state.qpus) - set(definitions):
+            del state.qpus[name]
         state.save()
         self._publish(state)
         return changes
