@@ -73,8 +73,12 @@ class FakeSlurm:
             return self._done(argv, 0)
         if argv[:2] == ["scontrol", "delete"]:
             name = argv[2].split("=", 1)[1]
-            if self.reservations.pop(name, None) is None:
+            if name not in self.reservations:
                 return self._done(argv, 1, err=f"Reservation {name} not found")
+            if any(j.reservation == name and j.state == "RUNNING" for j in self.jobs):
+                why = "Requested reservation is in use"
+                return self._done(argv, 1, err=f"delete_reservation ReservationName={name}: {why}")
+            del self.reservations[name]
             return self._done(argv, 0)
         return self._done(argv, 2, err=f"fake slurm: unexpected {argv}")
 

@@ -179,18 +179,30 @@ def test_a_declared_window_admits_its_users_only(ready: Readiness) -> None:
     )
     assert made.returncode == 0, made.stderr
     assert "--reservation=qrmi-qw-window-course" in made.stdout
+    window = "--reservation=qrmi-qw-window-course"
+    started, marker = cluster.work / "qw-started", cluster.work / "qw-go"
     try:
-        inside = cluster.sbatch("--qpu=qw", "--reservation=qrmi-qw-window-course", "--wrap", "true")
+        inside = cluster.sbatch("--qpu=qw", window, "--wrap", "true")
         assert cluster.wait_done(inside) == "COMPLETED"
-        window = "--reservation=qrmi-qw-window-course"
         refused = cluster.run(["sbatch", "-o", "/dev/null", "--qpu=qw", window, "--wrap", "true"])
         assert "Access denied to requested reservation" in refused.stderr  # root is not in it
         outside = cluster.sbatch("--qpu=qw", "-t", "1", "--wrap", "true")
         _wait(lambda: ready.reason(outside) == "Licenses", 30, "a job outside the window to pend")
+        assert cluster.job(outside)["JobState"] == "PENDING"  # the license is free, but reserved
         assert ready.sync_once() == []  # the daemon leaves the window alone
+        running = cluster.sbatch(
+            "--qpu=qw",
+            window,
+            "--wrap",
+            f"touch {started}; while [ ! -e {marker} ]; do sleep 0.2; done",
+        )
+        _wait(started.exists, 60, "a job in the window to run")
     finally:
         gone = ready.qrmi("unreserve", "qrmi-qw-window-course")
+        cluster.as_user(["touch", str(marker)])
     assert gone.returncode == 0, gone.stderr
+    assert "ended qrmi-qw-window-course now" in gone.stdout  # Slurm cannot delete it yet
+    assert cluster.wait_done(running) == "COMPLETED"
     assert cluster.wait_done(outside) == "COMPLETED"
 
 

@@ -373,6 +373,17 @@ def test_only_declared_windows_can_be_deleted(site: Site) -> None:
     assert list(site.slurm.reservations) == ["maint"]
 
 
+def test_a_window_jobs_run_in_ends_now_instead_and_is_forgotten_once_gone(site: Site) -> None:
+    _declare(site, start="now")
+    name = "qrmi-qa-window-course"
+    site.slurm.jobs = [FakeJob(5, "RUNNING", "alice", "qa:1", reservation=name)]
+    assert delete_window(SlurmCli(site.slurm), site.state_dir, name) is False
+    assert site.slurm.reservations[name].end == T0  # ended, not deleted: the job runs on
+    site.slurm.jobs = []
+    del site.slurm.reservations[name]  # Slurm drops it once its jobs are done
+    assert site.syncer().run_once() == [f"forgot {name} (no longer in Slurm)"]
+
+
 def test_start_times() -> None:
     assert parse_start("now", T0) == T0
     assert parse_start("now+90minutes", T0) == T0 + timedelta(minutes=90)

@@ -289,15 +289,18 @@ def unreserve(
     name: Annotated[str, typer.Argument(help="A window made by qrmi slurm reserve.")],
     state_dir: SyncStateArg = SYNC_STATE_DIR,
 ) -> None:
-    """Delete a window declared with qrmi slurm reserve (running jobs in it keep running)."""
+    """Delete a window declared with qrmi slurm reserve (or end it now, if jobs run in it)."""
     from qrmi.slurm.reserve import delete_window
     from qrmi.slurm.slurmcli import SlurmCli
 
     try:
-        delete_window(SlurmCli(), state_dir, name)
+        deleted = delete_window(SlurmCli(), state_dir, name)
     except QrmiError as exc:
         raise _die(str(exc)) from None
-    typer.echo(f"deleted {name}")
+    if deleted:
+        typer.echo(f"deleted {name}")
+    else:
+        typer.echo(f"ended {name} now: jobs still run in it; Slurm removes it after them")
 
 
 def _log_to_stderr() -> None:

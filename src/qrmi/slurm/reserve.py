@@ -167,8 +167,9 @@ def _shorten_holds(
             slurm.update_reservation(name, end=slurm_time(begins))
 
 
-def delete_window(slurm: SlurmCli, state_dir: Path, name: str) -> None:
-    """Delete a window this tool declared.
+def delete_window(slurm: SlurmCli, state_dir: Path, name: str) -> bool:
+    """Delete a window this tool declared; False when jobs still run in it, which Slurm does
+    not allow: the window then ends now, its jobs keep running, and Slurm drops it after them.
 
     Raises:
         InvalidInputError: ``name`` is not a window declared with ``qrmi slurm reserve``.
@@ -180,10 +181,15 @@ def delete_window(slurm: SlurmCli, state_dir: Path, name: str) -> None:
         raise InvalidInputError(
             f"{name!r} is not a window declared with qrmi slurm reserve; declared: {windows}"
         )
+    deleted = True
     try:
-        slurm.delete_reservation(name)
+        deleted = slurm.delete_reservation(name)
     except SlurmCommandError as exc:
         if "not found" not in str(exc):
             raise InvalidInputError(f"Slurm did not delete {name}: {exc}") from None
-    del state.reservations[name]
+    if deleted:
+        del state.reservations[name]
+    else:  # the sync daemon forgets it once Slurm dropped it
+        record["ended"] = True
     state.save()
+    return deleted

@@ -221,6 +221,18 @@ class SlurmCli:
         ``slurmstepd-NODE: error:``)."""
         self._call(["scontrol", "notify", job_id, message])
 
-    def delete_reservation(self, name: str) -> None:
-        """Delete a reservation (jobs running in it keep running)."""
-        self._call(["scontrol", "delete", f"ReservationName={name}"])
+    def delete_reservation(self, name: str) -> bool:
+        """Delete a reservation; True if deleted, False if it was ended instead.
+
+        Slurm refuses to delete a reservation jobs run in ("Requested reservation is in use"):
+        such a reservation is ended now instead (its jobs keep running; Slurm drops it once
+        they are done).
+        """
+        try:
+            self._call(["scontrol", "delete", f"ReservationName={name}"])
+        except SlurmCommandError as exc:
+            if "in use" not in str(exc):
+                raise
+            self.update_reservation(name, end="now")
+            return False
+        return True

@@ -124,7 +124,9 @@ class SyncState:
     def ours(self, qpu: str, kinds: tuple[str, ...] = ("hold", "lanes")) -> list[str]:
         """The reservations of ``kinds`` this tool made for ``qpu``."""
         return sorted(
-            n for n, r in self.reservations.items() if r.get("qpu") == qpu and r["kind"] in kinds
+            n
+            for n, r in self.reservations.items()
+            if r.get("qpu") == qpu and r["kind"] in kinds and not r.get("ended")
         )
 
     def ours_windows(self) -> list[str]:
@@ -431,11 +433,14 @@ class Syncer:
             if wanted is not None and name == wanted.name:
                 continue
             try:
-                self.slurm.delete_reservation(name)
+                deleted = self.slurm.delete_reservation(name)
             except SlurmCommandError as exc:
                 log.error("%s: cannot delete reservation %s: %s", qpu, name, exc)
                 continue
-            del state.reservations[name]
+            if deleted:
+                del state.reservations[name]
+            else:  # jobs run in it: it ended now, Slurm drops it after them (forgotten then)
+                state.reservations[name]["ended"] = True
             state.save()
             log.info("%s: released: deleted reservation %s, its pending jobs may start", qpu, name)
             changes.append(f"deleted {name}")
