@@ -206,12 +206,17 @@ def test_a_hold_ends_where_another_reservation_of_the_qpu_starts(site: Site) -> 
     assert site.slurm.reservations["qrmi-qa-offline"].end == window
 
 
-def test_no_hold_while_another_reservation_has_all_the_licenses(site: Site) -> None:
+def test_no_hold_while_another_reservation_has_all_the_licenses(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
     site.slurm.reservations["course"] = FakeReservation(
         "course", {"qa": 2}, T0 - timedelta(hours=1), T0 + timedelta(hours=1), users="bob"
     )
     site.set_mode("qa", "offline")
-    assert site.syncer().run_once() == []
+    with caplog.at_level(logging.INFO, logger="qrmi.slurm.sync"):
+        assert site.syncer().run_once() == []
+        assert site.syncer().run_once() == []
+    assert caplog.text.count("other reservations hold its licenses") == 1  # said once
     site.clock.now += timedelta(hours=2)  # the window ended (Slurm dropped it)
     del site.slurm.reservations["course"]
     assert site.syncer().run_once() == ["created qrmi-qa-offline (qa:2)"]

@@ -333,7 +333,7 @@ class Syncer:
         held = {
             r["qpu"]: str(r.get("why", "not ready"))
             for r in state.reservations.values()
-            if r["kind"] == "hold"
+            if r["kind"] == "hold" and not r.get("ended")
         }
         try:
             if write_if_changed(self.lua_data, render_held_lua(held)):
@@ -405,8 +405,11 @@ class Syncer:
         end = min([now + self.hold_span] + [r.start for r in others if r.start > now])
         end = end.replace(microsecond=0)  # Slurm keeps whole seconds
         if want <= 0 or end - now < MIN_HOLD:
-            log.info("%s: %s, but other reservations hold its licenses now or soon", name, why)
+            if state.qpus[name].get("yielded") != why:  # said once, not at every pass
+                log.info("%s: %s, but other reservations hold its licenses now or soon", name, why)
+            state.qpus[name]["yielded"] = why
             return None
+        state.qpus[name].pop("yielded", None)
         return Hold(hold, kind, want, end, why)
 
     def _forget_vanished(
