@@ -528,13 +528,14 @@ class QuantumSystemBackend(Backend):
             except QrmiError as exc:  # the job_{id}.json record is enough to answer for it
                 logger.debug("cannot tag the input of task %s: %s", task_id, exc)
 
-        # Three independent S3 requests at once (they are on the path of every result): the
-        # record and the tags are true whether or not the results are there yet, and are
-        # written again, identical, by the next try when they are not.
-        results_there, _, _ = _concurrently(
+        # On the path of every result, so: the input's tags (a second copy of the record,
+        # for other tools) are written in the background, and the record and the results check
+        # go out at once (the record is true whether or not the results are there yet, and is
+        # written again, identical, by the next try when they are not).
+        _in_background(tag_input)
+        results_there, _ = _concurrently(
             lambda: status != "Completed" or storage.exists(f"results_{task_id}.json"),
             lambda: storage.put(f"job_{task_id}.json", json.dumps(record).encode("utf-8")),
-            tag_input,
         )
         if not results_there:
             logger.debug("results of task %s not in the bucket yet; not deleting", task_id)
@@ -609,17 +610,33 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
-    """The results of ``calls`` run at once on a shared pool; the first failure is raised once
-    all have ended."""
+def _concurrently_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="qrmi-ibm-qs")
-        pool = _pool
+        return _pool
+
+
+def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
+    """The results of ``calls`` run at once on a shared pool; the first failure is raised once
+    all have ended."""
+    pool = _concurrently_pool()
     futures = [pool.submit(call) for call in calls]
     wait(futures)
     return [future.result() for future in futures]
+
+
+def _in_background(call: Callable[[], None]) -> None:
+    """Run ``call`` on the shared pool without waiting for it (its failures are logged)."""
+    _concurrently_pool().submit(_logged, call)
+
+
+def _logged(call: Callable[[], None]) -> None:
+    try:
+        call()
+    except Exception:  # a background chore must not die silently, nor raise into nowhere
+        logger.warning("background S3 request failed", exc_info=True)
 
 
 def _input_tags(storage: _S3Storage, task_id: str) -> dict[str, str] | None:
@@ -708,36 +725,69 @@ class _S3Storage:
         Tags are informative: a store that refuses them (no tagging support, or a key without
         ``s3:PutObjectTagging``) gets the object untagged rather than a failed task.
         """
-        with _s3_errors(f"uploading {key} to S3 bucket {self._bucket}") as errors:
-            if tags:
-                try:
-                    self._client.put_object(
-                        Bucket=self._bucket,
-                        Key=key,
-                        Body=body,
-                        ContentType="application/json",
-                        Tagging=urlencode(dict(tags)),
-                    )
-                    return
-                except errors.ClientError as exc:
-                    code = exc.response.get("Error", {}).get("Code")
-                    if code not in _TAGGING_REFUSALS:
-                        raise
-                    logger.info("S3 refused object tags (%s); storing %s untagged", code, key)
-            self._client.put_object(
-                Bucket=self._bucket, Key=key, Body=body, ContentType="application/json"
+        what = f"uploading {key} to S3 bucket {self._bucket}"
+        headers = {"Content-Type": "application/json"}
+        if tags:
+            tagging = urlencode(dict(tags))
+            response = self._presigned_request(
+                "PUT",
+                "put_object",
+                key,
+                params={"Tagging": tagging},
+                content=body,
+                headers={**headers, "x-amz-tagging": tagging},  # signed with the URL
             )
+            if response.status_code == 200:
+                return
+            code = _s3_error_code(response.text)
+            if code not in _TAGGING_REFUSALS:
+                self._fail(what, response)
+            logger.info("S3 refused object tags (%s); storing %s untagged", code, key)
+        response = self._presigned_request("PUT", "put_object", key, content=body, headers=headers)
+        if response.status_code != 200:
+            self._fail(what, response)
 
     def exists(self, key: str) -> bool:
         """Whether there is an object at ``key``."""
-        with _s3_errors(f"looking up {key} in S3 bucket {self._bucket}") as errors:
-            try:
-                self._client.head_object(Bucket=self._bucket, Key=key)
-            except errors.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                    return False
-                raise
+        response = self._presigned_request("HEAD", "head_object", key)
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            self._fail(f"looking up {key} in S3 bucket {self._bucket}", response)
         return True
+
+    def _presigned_request(
+        self,
+        method: str,
+        operation: str,
+        key: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """``operation`` on ``key`` as one presigned request through the shared HTTP client
+        (``params``: more parameters of the operation; those sent as headers are signed)."""
+        with _s3_errors(f"signing a request for {key}"):
+            url: str = self._client.generate_presigned_url(
+                operation,
+                Params={"Bucket": self._bucket, "Key": key, **(params or {})},
+                ExpiresIn=300,
+            )
+        return self._reader.request(
+            method,
+            url,
+            content=content,
+            headers=headers,
+            authenticated=False,
+            expected=(200, 204, 400, 403, 404, 501),
+        )
+
+    @staticmethod
+    def _fail(what: str, response: httpx.Response) -> None:
+        """Raise the typed error of an S3 error answer."""
+        code = _s3_error_code(response.text) or str(response.status_code)
+        _raise_s3_error(what, code, response.text)
 
     def tags(self, key: str) -> dict[str, str] | None:
         """The tags of the object at ``key``, or ``None`` if there is no such object."""
@@ -760,18 +810,12 @@ class _S3Storage:
 
     def get(self, key: str) -> str | None:
         """The text at ``key``, or ``None`` if there is no such object."""
-        what = f"reading {key} from S3 bucket {self._bucket}"
-        with _s3_errors(what):
-            url: str = self._client.generate_presigned_url(
-                "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=300
-            )
-        response = self._reader.get(url, authenticated=False, expected=(200, 403, 404))
+        response = self._presigned_request("GET", "get_object", key)
         if response.status_code == 200:
             return response.content.decode("utf-8")
-        code = _s3_error_code(response.text)
-        if response.status_code == 404 and code in ("NoSuchKey", None):
+        if response.status_code == 404 and _s3_error_code(response.text) in ("NoSuchKey", None):
             return None
-        _raise_s3_error(what, code or str(response.status_code), response.text)
+        self._fail(f"reading {key} from S3 bucket {self._bucket}", response)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def presign(self, method: str, key: str, expires: int) -> str:

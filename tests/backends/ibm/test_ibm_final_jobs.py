@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ibm_helpers import decode, run_to_completion, sampler
 
 from qrmi.models import TaskStatus
@@ -64,3 +66,17 @@ def test_the_job_list_is_swept_before_the_first_submission_not_before_every_one(
 
     assert len(qs.requests("/v1/jobs", "GET")) == 1
     assert len(qs.requests("/v1/jobs", "POST")) == 3
+
+
+def test_inputs_go_up_tagged_with_their_owner_and_results_come_back(
+    qs: QuantumSystemFake,
+) -> None:
+    qpu = resource(qs)
+    task = run_to_completion(qpu, sampler(shots=8))
+
+    tagging = qs.s3.client().get_object_tagging(Bucket=qs.s3.bucket, Key=f"input_{task}.json")
+    tags = {tag["Key"]: tag["Value"] for tag in tagging["TagSet"]}
+    assert tags["qrmi:uid"] == str(os.getuid())
+    assert tags["qrmi:program_type"] == "sampler"
+    assert f"job_{task}.json" in qs.s3.keys()  # noqa: SIM118 - a list of S3 keys
+    assert decode(qpu.task_result(task).value)[0].data.meas.num_shots == 8
