@@ -179,3 +179,27 @@ def test_a_bad_config_is_refused_at_start(tmp_path: Path) -> None:
 
     assert done.returncode == 2
     assert "required key 'type' is missing" in done.stderr
+
+
+def test_stalled_clients_cannot_hold_more_than_the_concurrency_limit(
+    tmp_path: Path, config_file: Path, munge: MungeDaemon
+) -> None:
+    port = _free_port()
+    args = [
+        "--config", str(config_file), "--listen", f"127.0.0.1:{port}",
+        "--store", str(tmp_path / "gateway.db"), "--munge-socket", munge.socket,
+        "--limit-concurrency", "8",
+    ]  # fmt: skip
+    gateway = Gateway(args, f"http://127.0.0.1:{port}", tmp_path / "gateway.log").start()
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(8)]
+    try:
+        for sock in stalled:
+            sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: gw\r\n")  # headers never end
+
+        refused = httpx.get(f"{gateway.url}/v1/health")
+
+        assert refused.status_code == 503
+    finally:
+        for sock in stalled:
+            sock.close()
+        gateway.stop(signal.SIGKILL)

@@ -73,6 +73,7 @@ class GatewayOptions:
     admin_token_file: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     body_timeout: float = 30.0
+    limit_concurrency: int = 1024
     token_grace_seconds: float = 300.0
     log_level: str = "INFO"
 
@@ -145,6 +146,9 @@ def serve(options: GatewayOptions) -> None:
             log_config=None,
             access_log=False,
             timeout_keep_alive=30,
+            # Above this many connections and requests at once, answer 503 (clients retry):
+            # bounds what slow or stalled clients can hold.
+            limit_concurrency=options.limit_concurrency,
             timeout_graceful_shutdown=5,
             lifespan="on",
         )
