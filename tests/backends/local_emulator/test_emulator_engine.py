@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -406,3 +407,33 @@ def test_a_wide_shallow_circuit_that_fits_as_a_statevector_runs_exactly() -> Non
 
     simulator = result[0].metadata["simulator"]
     assert simulator["method"] == "statevector" and simulator["approximate"] is False
+
+
+def test_threads_that_first_simulate_together_all_get_the_whole_simulator() -> None:
+    """The module is in ``sys.modules`` from the start of its (1 s+) import on: a second thread
+    must wait for the end of the import, not take the half-made module (the IBM fakes start
+    several tasks at once on a fresh server)."""
+    program = textwrap.dedent(
+        """
+        import threading
+        from qrmi.backends.local_emulator import engine
+
+        barrier = threading.Barrier(6)
+        seen = []
+
+        def first_use():
+            barrier.wait()
+            seen.append(hasattr(engine._simulator(), "run"))
+
+        threads = [threading.Thread(target=first_use) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print(seen)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == str([True] * 6)

@@ -143,28 +143,37 @@ def _simulator() -> Any:
     was first imported by a thread that has since exited, as short-lived request threads do.
     So a thread other than the main one imports it from a helper thread that never exits.
     """
-    module = sys.modules.get(_SIMULATE_MODULE)
-    if module is not None:
-        return module
+    if _imported:  # not sys.modules: it holds the module from the start of its import on
+        return _imported[0]
     with _simulator_lock:
-        if threading.current_thread() is threading.main_thread():
-            return importlib.import_module(_SIMULATE_MODULE)
-        imported = threading.Event()
-        failure: list[BaseException] = []
+        if not _imported:
+            _imported.append(_import_simulator())
+    return _imported[0]
 
-        def import_and_park() -> None:
-            try:
-                importlib.import_module(_SIMULATE_MODULE)
-            except BaseException as exc:  # re-raised in the caller's thread
-                failure.append(exc)
-            imported.set()
-            threading.Event().wait()
 
-        threading.Thread(target=import_and_park, name="qrmi-simulator", daemon=True).start()
-        imported.wait()
-        if failure:
-            raise failure[0]
-        return sys.modules[_SIMULATE_MODULE]
+#: The fully imported simulation module, once :func:`_simulator` has imported it.
+_imported: list[Any] = []
+
+
+def _import_simulator() -> Any:
+    if threading.current_thread() is threading.main_thread():
+        return importlib.import_module(_SIMULATE_MODULE)
+    imported = threading.Event()
+    failure: list[BaseException] = []
+
+    def import_and_park() -> None:
+        try:
+            importlib.import_module(_SIMULATE_MODULE)
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+        imported.set()
+        threading.Event().wait()
+
+    threading.Thread(target=import_and_park, name="qrmi-simulator", daemon=True).start()
+    imported.wait()
+    if failure:
+        raise failure[0]
+    return sys.modules[_SIMULATE_MODULE]
 
 
 _SIMULATE_MODULE = "qrmi.backends.local_emulator._simulate"
