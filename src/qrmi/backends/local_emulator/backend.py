@@ -45,10 +45,9 @@ import functools
 import os
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from qrmi.backends.base import Backend, Clock, Sleeper, dump_json
-from qrmi.backends.local_emulator import worker
 from qrmi.backends.local_emulator.devices import (
     DEFAULT_DEVICE,
     canonical_device_name,
@@ -82,6 +81,9 @@ from qrmi.models import (
     TaskStatus,
 )
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
 __all__ = ["LocalEmulatorBackend", "default_state_dir"]
 
 DEFAULT_LANES = 2
@@ -89,6 +91,14 @@ DEFAULT_IDLE_SECONDS = 60.0
 DEFAULT_RETENTION_DAYS = 7.0
 #: How long a queued task may wait with no live worker before the client starts another one.
 _WORKER_CHECK_SECONDS = 1.0
+
+
+def _worker() -> ModuleType:
+    """The worker module, imported on first use: it pulls in multiprocessing, ctypes and
+    sockets, which status, acquire and release (the Slurm helper's path) never need."""
+    from qrmi.backends.local_emulator import worker
+
+    return worker
 
 
 def default_state_dir(name: str, environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
@@ -203,8 +213,8 @@ class LocalEmulatorBackend(Backend):
             seed=self.seed,
             limits=self.limits.to_json(),
         )
-        worker.wake(self.state_dir)
-        worker.ensure_worker(self.state_dir)
+        _worker().wake(self.state_dir)
+        _worker().ensure_worker(self.state_dir)
         self._worker_checked_at = self.clock()
         return task_id
 
@@ -214,7 +224,7 @@ class LocalEmulatorBackend(Backend):
     def fetch_state(self, task_id: str) -> str:
         task = self.store.get(task_id)
         if task.status == RUNNING:
-            reason = worker.worker_is_dead(self.store, task)
+            reason = _worker().worker_is_dead(self.store, task)
             if reason is not None and self.store.finish(
                 task_id, FAILED, reason=reason, log=f"failed: {reason}"
             ):
@@ -235,9 +245,9 @@ class LocalEmulatorBackend(Backend):
         if now - self._worker_checked_at < _WORKER_CHECK_SECONDS:
             return
         self._worker_checked_at = now
-        if not worker.worker_running(self.state_dir):
+        if not _worker().worker_running(self.state_dir):
             self.store.set_meta("checked_writable_at", str(time.time()))
-        worker.ensure_worker(self.state_dir)
+        _worker().ensure_worker(self.state_dir)
 
     def fetch_result(self, task_id: str) -> str:
         task = self.store.get(task_id)
