@@ -42,8 +42,9 @@ def render(results: dict[str, Any], docs_dir: Path, *, results_path: str = "") -
     return markdown
 
 
-#: Sections written by other scripts (``soak.py``): kept when the report is regenerated.
-KEPT_SECTIONS = ("## Soak",)
+#: Sections written by hand or by other scripts (``soak.py``), kept when the report is
+#: regenerated: everything from the first of them to the end of the file.
+KEPT_SECTIONS = ("## Where the time goes", "## Soak")
 
 
 def _kept_sections(markdown: Path) -> str:
