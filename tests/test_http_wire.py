@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -265,3 +269,92 @@ def test_header_values_cannot_inject_lines(server: FakeServer) -> None:
         client.get("echo", headers={"X-Custom": "a\r\nX-Evil: 1"})
     assert server.requests("/echo") == []
     assert wire_target("http://example.com/a\r\nX-Evil: 1") is None
+
+
+class TlsKeepAliveServer:
+    """A raw HTTPS server answering every request on a connection with the same JSON, kept
+    alive; counts connections."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(str(cert), str(key))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(raw,), daemon=True).start()
+
+    def _answer(self, raw: socket.socket) -> None:
+        try:
+            conn = self.context.wrap_socket(raw, server_side=True)
+        except OSError:  # a client that refused our certificate
+            raw.close()
+            return
+        self.connections += 1
+        reader = conn.makefile("rb")
+        with conn:
+            while True:
+                lines = []
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    lines.append(line)
+                if not lines:
+                    return
+                body = b'{"tls": true}'
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl")
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_https_is_verified_with_the_trust_httpx_uses_and_kept_alive(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = certificate
+    server = TlsKeepAliveServer(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # httpx's default trust honours it
+    try:
+        client = HttpClient(server.url, service="Wire test", retry=FAST)
+        assert client.get("a").json() == {"tls": True}
+        assert client.get("b").json() == {"tls": True}
+        assert server.connections == 1
+    finally:
+        server.close()
+
+
+def test_https_with_an_untrusted_certificate_is_refused(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = certificate
+    server = TlsKeepAliveServer(cert, key)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    try:
+        client = HttpClient(server.url, service="Wire test", retry=RetryPolicy(max_attempts=1))
+        with pytest.raises(ServiceUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+            client.get("a")
+    finally:
+        server.close()
