@@ -3,6 +3,7 @@ the job_submit.lua rule under Lua 5.1 and the C shim's build."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -242,6 +243,46 @@ def test_epilog_script_exits_zero_and_skips_jobs_without_state(tmp_path: Path) -
     )
     assert broken.returncode == 0  # a failing Epilog would drain the node
     assert (tmp_path / "helper.log").exists()
+
+
+def _blocked_on_a_lock(group: int) -> bool:
+    """Whether a ``flock`` of the process group ``group`` is running (waiting for the lock)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if (
+                proc.name.isdigit()
+                and os.getpgid(int(proc.name)) == group
+                and (proc / "comm").read_text().strip() == "flock"
+            ):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="needs flock(1) (util-linux)")
+def test_epilog_waits_for_a_running_release_instead_of_starting_python(tmp_path: Path) -> None:
+    script = tmp_path / "epilog.sh"
+    script.write_text(admin.render_epilog_script("/nonexistent/python", "/x.json", str(tmp_path)))
+    script.chmod(0o755)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "5.json").write_text("{}")
+    lock = os.open(jobs / "5.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the step's release, still running
+    epilog = subprocess.Popen(
+        [str(script)],
+        env={"SLURM_JOB_ID": "5", "PATH": "/usr/bin:/bin"},
+        start_new_session=True,
+    )
+    try:
+        while not _blocked_on_a_lock(epilog.pid) and not (tmp_path / "helper.log").exists():
+            assert epilog.poll() is None, "the Epilog ended before the release did"
+        (jobs / "5.json").unlink()  # the release forgets the job, then drops its lock
+    finally:
+        os.close(lock)
+    assert epilog.wait(timeout=30) == 0
+    assert not (tmp_path / "helper.log").exists()  # Python was not started
 
 
 # ----- job_submit.lua under a stand-in of Slurm's Lua API --------------------------------------

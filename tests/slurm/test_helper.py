@@ -283,6 +283,41 @@ def test_the_helper_starts_without_heavy_imports(helper: Helper) -> None:
     assert not imported & set(HEAVY)
 
 
+def test_an_emulator_step_imports_neither_argparse_nor_the_emulator_worker(
+    helper: Helper, tmp_path: Path
+) -> None:
+    store = tmp_path / "emulator"
+    emulator = {"name": "emu", "type": "local-emulator"}
+    emulator["environment"] = {"QRMI_LOCAL_STATE_DIR": str(store)}  # type: ignore[assignment]
+    helper.config.write_text(json.dumps({"resources": [emulator]}))
+    helper.set_squeue("echo '1:30:00|emu:1'")
+    imported: dict[str, set[str]] = {}
+    for command, extra in (
+        ("acquire", ["--uid", "1", "--step", "batch", "--qpu", "emu"]),
+        ("release", []),
+    ):
+        trace = helper.run(command, "--job", "42", *extra, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        assert trace.returncode == 0, trace.stdout
+        imported[command] = {line.split("|")[-1].strip() for line in trace.stderr.splitlines()}
+    assert (store / "tasks.sqlite3").exists()  # the lease went to the emulator's store
+    for command, modules in imported.items():
+        unwanted = {"argparse", "multiprocessing", "qrmi.backends.local_emulator.worker"}
+        assert not modules & unwanted, command
+
+
+def test_a_wrong_command_line_is_one_error_line_naming_the_option(helper: Helper) -> None:
+    unknown = helper.run("release", "--job", "42", "--qpu", "a")
+    assert unknown.returncode == 2
+    assert unknown.stdout.startswith("error unknown option '--qpu' for the QRMI helper's release")
+    not_a_number = helper.acquire("--step", "batch", "--qpu", "a", "--uid=x")
+    assert not_a_number.stdout == (
+        "error option --uid of the QRMI helper needs a whole number, not 'x'\n"
+    )
+    missing = helper.run("acquire", "--job", "42", "--qpu", "a")
+    assert "error the QRMI helper's acquire needs --step, --uid" in missing.stdout
+    assert helper.events("a") == []
+
+
 def test_emitted_messages_are_single_redacted_lines(capsys: pytest.CaptureFixture[str]) -> None:
     emit("error", "login failed\nwith apikey=abc123 for user")
     assert capsys.readouterr().out == "error login failed with apikey=*** for user\n"

@@ -120,6 +120,11 @@ def render_epilog_script(python: str, config: str, state_dir: str) -> str:
 # It always exits 0: a failing Epilog would drain the node.
 STATE_DIR={shlex.quote(state_dir)}
 [ -n "$SLURM_JOB_ID" ] && [ -e "$STATE_DIR/jobs/$SLURM_JOB_ID.json" ] || exit 0
+# The release the job's own step started may still be running (it holds the job's lock, and
+# its helper's deadline bounds it): wait for it, then look again, instead of starting a
+# Python that would only find nothing left. No lock file: nothing to wait for.
+( exec 9<"$STATE_DIR/jobs/$SLURM_JOB_ID.lock" && flock -w 60 9 ) 2>/dev/null
+[ -e "$STATE_DIR/jobs/$SLURM_JOB_ID.json" ] || exit 0
 timeout -s KILL 90 {shlex.quote(python)} -I -m qrmi.slurm.helper epilog \\
     --config {shlex.quote(config)} --state-dir "$STATE_DIR" --job "$SLURM_JOB_ID" \\
     --timeout 60 --log >>"$STATE_DIR/helper.log" 2>&1

@@ -27,7 +27,6 @@ Which process acquires and which releases (the semantics documented in the user 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -201,14 +200,14 @@ def check_licenses(job_id: str, names: Sequence[str], granted: dict[str, int]) -
         )
 
 
-def _lifecycle(args: argparse.Namespace) -> JobLifecycle:
+def _lifecycle(args: Args) -> JobLifecycle:
     from qrmi.config import Config
     from qrmi.lifecycle import JobLifecycle, JobStateStore
 
     return JobLifecycle(Config.load(args.config), JobStateStore(args.state_dir))
 
 
-def _step_plan(args: argparse.Namespace, names: list[str]) -> str:
+def _step_plan(args: Args, names: list[str]) -> str:
     """What this step does: ``inherit`` (nothing to do), ``acquire``, or ``acquire-own``.
 
     Raises:
@@ -249,7 +248,7 @@ def _import_backends(definitions: Sequence[ResourceDef]) -> None:
             backend_class(type_string(rdef.resource_type))
 
 
-def cmd_acquire(args: argparse.Namespace) -> int:
+def cmd_acquire(args: Args) -> int:
     """Acquire (or reuse) the job's QPUs and print the variables for the shim to export."""
     from qrmi.lifecycle import JobContext, parse_qpu_list, resolve
 
@@ -281,7 +280,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_release(args: argparse.Namespace) -> int:
+def cmd_release(args: Args) -> int:
     """Release what the job still holds; a second call finds nothing and succeeds."""
     report = _lifecycle(args).finish(args.job)
     if report.released:
@@ -291,7 +290,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def cmd_epilog(args: argparse.Namespace) -> int:
+def cmd_epilog(args: Args) -> int:
     """The Epilog safety net: release leftovers of ``$SLURM_JOB_ID`` if state exists."""
     args.job = args.job or os.environ.get("SLURM_JOB_ID", "")
     if not args.job:
@@ -304,28 +303,82 @@ def cmd_epilog(args: argparse.Namespace) -> int:
     return cmd_release(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m qrmi.slurm.helper",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("acquire", "release", "epilog"):
-        cmd = sub.add_parser(name)
-        cmd.add_argument("--config", default="/etc/slurm/qrmi_config.json")
-        cmd.add_argument("--state-dir", default="/var/lib/qrmi-slurm")
-        cmd.add_argument("--job", required=name != "epilog", default="")
-        cmd.add_argument("--timeout", type=int, default=0)
-        cmd.add_argument("--log", action="store_true", help="output goes to a log file")
-    acquire = sub.choices["acquire"]
-    acquire.add_argument("--step", required=True)
-    acquire.add_argument("--uid", type=int, required=True)
-    acquire.add_argument("--qpu", required=True)
-    acquire.add_argument("--job-nodes", type=int, default=1)
-    acquire.add_argument("--inherited", default=None)
-    acquire.add_argument("--own-allocation", action="store_true")
-    return parser
+class UsageError(InvalidInputError):
+    """The helper's command line is wrong (the shim or the Epilog script is out of date)."""
+
+
+class Args:
+    """The parsed command line: one attribute per option (``--state-dir`` is ``state_dir``)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.config = "/etc/slurm/qrmi_config.json"
+        self.state_dir = "/var/lib/qrmi-slurm"
+        self.job = ""
+        self.timeout = 0
+        self.log = False
+        self.step = ""
+        self.uid = -1
+        self.qpu = ""
+        self.job_nodes = 1
+        self.inherited: str | None = None
+        self.own_allocation = False
+
+
+#: Options of every command, and those of ``acquire`` only: name -> kind (str, int or flag).
+_COMMON_OPTIONS = {"--config": "str", "--state-dir": "str", "--job": "str", "--timeout": "int"}
+_COMMON_OPTIONS["--log"] = "flag"  # output goes to a log file (timestamps)
+_ACQUIRE_OPTIONS = {"--step": "str", "--uid": "int", "--qpu": "str", "--job-nodes": "int"}
+_ACQUIRE_OPTIONS.update({"--inherited": "str", "--own-allocation": "flag"})
+_REQUIRED = {"acquire": ("--job", "--step", "--uid", "--qpu"), "release": ("--job",), "epilog": ()}
+
+
+def parse_args(argv: Sequence[str]) -> Args:
+    """The command line (see the module docstring); a few lines instead of ``argparse``, whose
+    import (with shutil, gettext, bz2 and lzma) is a large part of every ``--qpu`` step.
+
+    Raises:
+        UsageError: an unknown command or option, a missing value, a value that is not a
+            number, or a required option left out.
+    """
+    if not argv or argv[0] not in _REQUIRED:
+        raise UsageError(
+            f"the QRMI helper's command must be one of {', '.join(_REQUIRED)}, not "
+            f"{argv[0] if argv else 'nothing'!r}; usage: python -I -m qrmi.slurm.helper --help"
+        )
+    args = Args(argv[0])
+    options = {**_COMMON_OPTIONS, **(_ACQUIRE_OPTIONS if args.command == "acquire" else {})}
+    seen: set[str] = set()
+    rest = list(argv[1:])
+    while rest:
+        option, has_value, value = rest.pop(0).partition("=")
+        kind = options.get(option)
+        if kind is None:
+            raise UsageError(
+                f"unknown option {option!r} for the QRMI helper's {args.command}; it takes "
+                f"{', '.join(options)}"
+            )
+        if kind != "flag" and not has_value:
+            if not rest:
+                raise UsageError(f"option {option} of the QRMI helper needs a value")
+            value = rest.pop(0)
+        attribute = option[2:].replace("-", "_")
+        if kind == "flag":
+            setattr(args, attribute, True)
+        elif kind == "int":
+            try:
+                setattr(args, attribute, int(value))
+            except ValueError:
+                raise UsageError(
+                    f"option {option} of the QRMI helper needs a whole number, not {value!r}"
+                ) from None
+        else:
+            setattr(args, attribute, value)
+        seen.add(option)
+    missing = [option for option in _REQUIRED[args.command] if option not in seen]
+    if missing:
+        raise UsageError(f"the QRMI helper's {args.command} needs {', '.join(missing)}")
+    return args
 
 
 COMMANDS = {"acquire": cmd_acquire, "release": cmd_release, "epilog": cmd_epilog}
@@ -336,9 +389,18 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one helper command; every failure becomes an ``error`` line and exit status 1."""
+    """Run one helper command; every failure becomes an ``error`` line and exit status 1
+    (2 for a wrong command line)."""
     global _log_to_file
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        sys.stdout.write(__doc__ or "")
+        return 0
+    try:
+        args = parse_args(argv)
+    except UsageError as exc:
+        emit("error", str(exc))
+        return 2
     _log_to_file = args.log
     from qrmi.log import set_log_callback
 
@@ -365,5 +427,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
 
 
+def _exit_now(code: int) -> None:
+    """Exit without Python's teardown: every line is written and flushed, every lease is
+    committed and the job's lock is released by the kernel, and the shim (which waits for the
+    helper's end) need not wait for modules and objects to be torn down."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_now(main())
