@@ -76,6 +76,7 @@ from qrmi.testing.ibm_shared import (
     utc_now,
 )
 from qrmi.testing.s3 import S3Fake
+from qrmi.testing.s3_light import LightS3
 
 __all__ = ["QsJob", "QuantumSystemFake", "serve"]
 
@@ -494,7 +495,9 @@ class QuantumSystemFake(IbmFakeServer):
     not) hold a lane until it is deleted; ``check_isa=False`` runs circuits that are not in the
     device's instruction set (the real service fails them). ``s3_own_process=True`` runs the
     S3 store in a child process (:class:`~qrmi.testing.s3.S3Fake`), so that it does not share
-    this process's GIL with the API and the jobs (the benchmarks use it).
+    this process's GIL with the API and the jobs; ``light_s3=True`` serves the bucket from
+    :class:`~qrmi.testing.s3_light.LightS3` instead of moto (the benchmarks use it: on moto
+    the store, not the clients, sets the pace).
     """
 
     RESOURCE_TYPE = "ibm-quantum-system"
@@ -513,8 +516,11 @@ class QuantumSystemFake(IbmFakeServer):
         host: str = "127.0.0.1",
         port: int = 0,
         s3_own_process: bool = False,
+        light_s3: bool = False,
     ) -> None:
-        self.s3 = S3Fake(host=host, own_process=s3_own_process)
+        self.s3: S3Fake | LightS3 = (
+            LightS3(host=host) if light_s3 else S3Fake(host=host, own_process=s3_own_process)
+        )
         self.state = _State(
             devices_from(devices, DEFAULT_DEVICES),
             lanes,
