@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -145,23 +145,72 @@ def parse_job_record(line: str) -> JobRecord:
     return JobRecord(seconds, parse_licenses(licenses))
 
 
+#: How long squeue may take to answer.
+SQUEUE_TIMEOUT_SECONDS = 10.0
+
+
 class JobRecordQuery:
     """One ``squeue`` call for the job's time limit and granted licenses, started at once and
-    read when needed, so that it overlaps with loading the config."""
+    read when needed, so that it overlaps with loading the config.
+
+    Started with ``posix_spawn`` and read with ``poll``: the ``subprocess`` module (with
+    ``locale`` and ``selectors``) would cost every ``--qpu`` step more than squeue itself.
+    """
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
+        self.pid = 0
+        self.problem = ""
+        self.pipes: dict[int, bytearray] = {}
+        write_ends: list[int] = []
         try:
-            self.process: subprocess.Popen[str] | None = subprocess.Popen(
+            for _ in ("stdout", "stderr"):
+                read_end, write_end = os.pipe()  # both ends close on exec
+                self.pipes[read_end] = bytearray()
+                write_ends.append(write_end)
+            self.pid = os.posix_spawnp(
+                "squeue",
                 ["squeue", "-h", "-j", job_id, "-o", "%l|%W"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, write_ends[0], 1),
+                    (os.POSIX_SPAWN_DUP2, write_ends[1], 2),
+                ],
+                setsigdef=(signal.SIGPIPE,),  # Python ignores it; squeue must not
             )
-            self.problem = ""
         except OSError as exc:
-            self.process, self.problem = None, str(exc)
+            self.problem = str(exc)
+            self._close()
+        finally:
+            for fd in write_ends:
+                os.close(fd)
+
+    def _close(self) -> None:
+        for fd in self.pipes:
+            os.close(fd)
+        self.pipes = {}
+
+    def _read_all(self, deadline: float) -> tuple[str, str] | None:
+        """squeue's stdout and stderr once both are closed, or None at the deadline."""
+        outputs = list(self.pipes.values())
+        poller = select.poll()
+        for fd in self.pipes:
+            poller.register(fd, select.POLLIN)
+        open_fds = set(self.pipes)
+        while open_fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            for fd, _ in poller.poll(left * 1000):
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    self.pipes[fd] += chunk
+                else:
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+        out, err = (data.decode("utf-8", errors="replace") for data in outputs)
+        return out, err
 
     def record(self) -> JobRecord:
         """The job's record.
@@ -169,14 +218,19 @@ class JobRecordQuery:
         Raises:
             QrmiError: squeue failed or did not answer within 10 s.
         """
-        if self.process is None:
+        if not self.pid:
             raise self._error(self.problem)
         try:
-            out, err = self.process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise self._error("no answer within 10 s") from None
-        if self.process.returncode != 0 or not out.strip():
+            outputs = self._read_all(time.monotonic() + SQUEUE_TIMEOUT_SECONDS)
+            if outputs is None:
+                os.kill(self.pid, signal.SIGKILL)
+            _, status = os.waitpid(self.pid, 0)
+        finally:
+            self._close()
+        if outputs is None:
+            raise self._error(f"no answer within {SQUEUE_TIMEOUT_SECONDS:g} s")
+        out, err = outputs
+        if os.waitstatus_to_exitcode(status) != 0 or not out.strip():
             raise self._error(err.strip() or "no answer")
         return parse_job_record(out.splitlines()[0])
 
