@@ -86,6 +86,7 @@ from qrmi.backends._ibm_common import (
     json_object,
     primitive_input,
 )
+from qrmi.backends._s3_presign import Presigner
 from qrmi.backends.base import Backend, Clock, Sleeper
 from qrmi.config import Settings
 from qrmi.errors import (
@@ -693,10 +694,18 @@ class _S3Storage:
     same bounded retries and typed errors.
     """
 
-    def __init__(self, client: S3Client, presigner: S3Client, bucket: str) -> None:
+    def __init__(
+        self,
+        client: S3Client,
+        presigner: S3Client,
+        bucket: str,
+        signers: tuple[Presigner, Presigner] | None = None,
+    ) -> None:
         self._client = client
         self._presigner = presigner
         self._bucket = bucket
+        # (for our requests, for the service's URLs): botocore signs when not given.
+        self._signers = signers
         self._reader = HttpClient(
             client.meta.endpoint_url,
             service="S3",
@@ -717,7 +726,11 @@ class _S3Storage:
         presigner = client if qsapi_endpoint == endpoint else None
         if presigner is None:
             presigner = _s3_client(qsapi_endpoint, region, key_id, secret)
-        return cls(client, presigner, bucket)
+        signers = (
+            Presigner(endpoint, region, key_id, secret),
+            Presigner(qsapi_endpoint, region, key_id, secret),
+        )
+        return cls(client, presigner, bucket, signers)
 
     def put(self, key: str, body: bytes, *, tags: Mapping[str, str] | None = None) -> None:
         """Store ``body`` at ``key``, tagged with ``tags`` if the store takes tags.
@@ -768,12 +781,16 @@ class _S3Storage:
     ) -> httpx.Response:
         """``operation`` on ``key`` as one presigned request through the shared HTTP client
         (``params``: more parameters of the operation; those sent as headers are signed)."""
-        with _s3_errors(f"signing a request for {key}"):
-            url: str = self._client.generate_presigned_url(
-                operation,
-                Params={"Bucket": self._bucket, "Key": key, **(params or {})},
-                ExpiresIn=300,
-            )
+        if self._signers is not None:
+            signed = {k: v for k, v in (headers or {}).items() if k.lower().startswith("x-amz-")}
+            url = self._signers[0].presign(method, self._bucket, key, 300, headers=signed)
+        else:
+            with _s3_errors(f"signing a request for {key}"):
+                url = self._client.generate_presigned_url(
+                    operation,
+                    Params={"Bucket": self._bucket, "Key": key, **(params or {})},
+                    ExpiresIn=300,
+                )
         return self._reader.request(
             method,
             url,
@@ -820,6 +837,10 @@ class _S3Storage:
 
     def presign(self, method: str, key: str, expires: int) -> str:
         """A presigned ``get`` or ``put`` URL for ``key`` valid ``expires`` seconds."""
+        if self._signers is not None:
+            return self._signers[1].presign(
+                "GET" if method == "get" else "PUT", self._bucket, key, expires
+            )
         operation = "get_object" if method == "get" else "put_object"
         with _s3_errors(f"presigning {key}"):
             url: str = self._presigner.generate_presigned_url(
