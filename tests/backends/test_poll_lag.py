@@ -28,4 +28,12 @@ def test_a_task_is_seen_final_at_most_a_quarter_of_its_run_time_late(ends_at: fl
 def test_polls_still_slow_down_to_once_a_second() -> None:
     delays = list(itertools.islice(poll_intervals(), 60))
     assert delays[-1] == 1.0
-    assert sum(1 for t in poll_times(1.0) if t <= 1.0) < 25
+    assert sum(1 for t in poll_times(1.0) if t <= 1.0) < 30
+
+
+@pytest.mark.parametrize("ends_at", [0.001, 0.012, 0.033, 0.039])
+def test_a_task_shorter_than_the_steady_polls_is_seen_within_one_first_delay(
+    ends_at: float,
+) -> None:
+    seen_at = next(t for t in poll_times(1.0) if t >= ends_at)
+    assert seen_at <= ends_at + FIRST_POLL_SECONDS

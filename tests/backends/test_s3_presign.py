@@ -54,3 +54,24 @@ def test_signatures_equal_botocores(
     assert our_query == their_query
     assert urlsplit(ours).path == urlsplit(theirs).path
     assert ours.split("?")[0] == theirs.split("?")[0]
+
+
+def test_a_subresource_query_is_signed_as_botocore_signs_it() -> None:
+    from botocore.auth import S3SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    endpoint = "http://127.0.0.1:9000"
+    request = AWSRequest(method="PUT", url=f"{endpoint}/jobs/input_1.json?tagging=", data=b"")
+    S3SigV4QueryAuth(Credentials(KEY_ID, SECRET), "s3", REGION, expires=300).add_auth(request)
+    theirs = request.url
+    their_query = parse_qs(urlsplit(theirs).query, keep_blank_values=True)
+    when = datetime.datetime.strptime(their_query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=datetime.UTC
+    )
+
+    ours = Presigner(endpoint, REGION, KEY_ID, SECRET).presign(
+        "PUT", "jobs", "input_1.json", 300, query={"tagging": ""}, now=when
+    )
+
+    assert parse_qs(urlsplit(ours).query, keep_blank_values=True) == their_query

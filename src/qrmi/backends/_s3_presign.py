@@ -47,10 +47,12 @@ class Presigner:
         expires: int,
         *,
         headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
         now: datetime.datetime | None = None,
     ) -> str:
         """A URL for ``method`` on ``bucket/key`` valid ``expires`` seconds; ``headers``
-        (``x-amz-tagging``, ...) are signed: the request must send them unchanged."""
+        (``x-amz-tagging``, ...) are signed: the request must send them unchanged. ``query``
+        adds parameters (``{"tagging": ""}`` for the object's tags)."""
         moment = now or datetime.datetime.now(datetime.UTC)
         amz_date = moment.strftime("%Y%m%dT%H%M%SZ")
         day = amz_date[:8]
@@ -58,7 +60,8 @@ class Presigner:
         signed = {"host": self._host}
         signed.update({name.lower(): value.strip() for name, value in (headers or {}).items()})
         names = sorted(signed)
-        query = {
+        parameters = {
+            **(query or {}),
             "X-Amz-Algorithm": _ALGORITHM,
             "X-Amz-Credential": f"{self._key_id}/{scope}",
             "X-Amz-Date": amz_date,
@@ -66,7 +69,7 @@ class Presigner:
             "X-Amz-SignedHeaders": ";".join(names),
         }
         canonical_query = "&".join(
-            f"{_encode(name)}={_encode(value)}" for name, value in sorted(query.items())
+            f"{_encode(name)}={_encode(value)}" for name, value in sorted(parameters.items())
         )
         path = _encode(f"{self._prefix}/{bucket}/{key}", safe="/")
         canonical_request = "\n".join(

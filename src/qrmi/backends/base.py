@@ -36,10 +36,12 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Sleeper = Callable[[float], None]
 
-#: First poll delay, growth and cap of the adaptive polling used by :meth:`Backend.wait`.
-#: A growth of 1.25 sees a task end at most a fifth of its run time late (1.5: a third), for
-#: about ten more polls before the cap.
+#: First poll delay, growth and cap of the adaptive polling used by :meth:`Backend.wait`:
+#: every ``first`` seconds for :data:`STEADY_POLLS` polls (a short task is seen final at most
+#: ``first`` late), then growing by :data:`POLL_GROWTH` (at most a fifth of its run time late;
+#: 1.5 would be a third) up to the cap.
 FIRST_POLL_SECONDS = 0.005
+STEADY_POLLS = 8
 POLL_GROWTH = 1.25
 MAX_POLL_SECONDS = 1.0
 
@@ -47,9 +49,11 @@ MAX_POLL_SECONDS = 1.0
 def poll_intervals(
     first: float = FIRST_POLL_SECONDS, cap: float = MAX_POLL_SECONDS
 ) -> Iterator[float]:
-    """Delays between polls: start at ``first``, grow by :data:`POLL_GROWTH`, never exceed
-    ``cap``."""
-    delay = first
+    """Delays between polls: ``first`` for :data:`STEADY_POLLS` polls, then growing by
+    :data:`POLL_GROWTH`, never above ``cap``."""
+    delay = min(first, cap)
+    for _ in range(STEADY_POLLS - 1):
+        yield delay
     while True:
         yield delay
         delay = min(cap, delay * POLL_GROWTH)

@@ -80,3 +80,19 @@ def test_inputs_go_up_tagged_with_their_owner_and_results_come_back(
     assert tags["qrmi:program_type"] == "sampler"
     assert f"job_{task}.json" in qs.s3.keys()  # noqa: SIM118 - a list of S3 keys
     assert decode(qpu.task_result(task).value)[0].data.meas.num_shots == 8
+
+
+def test_a_retired_job_gets_its_final_status_as_input_tags(qs: QuantumSystemFake) -> None:
+    import time
+
+    task = run_to_completion(resource(qs), sampler(shots=8))
+    client = qs.s3.client()
+    deadline = time.monotonic() + 30  # the tags are written in the background
+    while True:
+        tagging = client.get_object_tagging(Bucket=qs.s3.bucket, Key=f"input_{task}.json")
+        tags = {tag["Key"]: tag["Value"] for tag in tagging["TagSet"]}
+        if "qrmi:status" in tags or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert tags["qrmi:status"] == "Completed"
+    assert tags["qrmi:uid"] == str(os.getuid())
