@@ -10,7 +10,9 @@ itself; nothing is created beforehand) and one or two licenses per QPU. Two case
   moment the previous ``emu1`` job returned, so it may wait for slurmctld to free the license.
 
 ``srun --qpu`` pays one helper run to acquire (Python start, config, one ``squeue`` for the
-job's time limit and licenses, acquire, state file) and one, detached, to release. Also
+job's time limit and licenses, acquire, state file) and one, detached, to release (it holds
+the job's lock from before Python starts, so the Epilog waits for it instead of starting a
+third Python). Also
 measured: a step launched inside a ``--qpu`` batch job, which inherits the job's variables
 without running the helper.
 
@@ -26,6 +28,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -145,8 +148,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="timed runs of each (default 30)")
     args = parser.parse_args()
-    root = Path("/tmp") / f"qrmi-slurm-bench-{int(time.time())}"
-    root.mkdir()
+    root = Path(tempfile.mkdtemp(prefix="qrmi-slurm-bench-", dir="/tmp"))  # runs may overlap
+    root.chmod(0o755)
     cluster = SlurmCluster(guide_config(), root=root, licenses={FREE: 2, SINGLE: 1})
     try:
         started = time.perf_counter()

@@ -10,7 +10,9 @@
  *     from the admin's config and asks slurmctld what the job was granted;
  *   - defers every error to slurm_spank_task_init, because an error returned earlier in the
  *     batch step DRAINS the node and reports the job COMPLETED;
- *   - starts "helper release" (detached) when the step that acquired ends, if the helper said so.
+ *   - starts "helper release" (detached) when the step that acquired ends, if the helper said so,
+ *     holding the job's lock from before the step goes on (the Epilog waits for that lock
+ *     rather than starting a second Python).
  *
  * Only the stable SPANK API is used and libslurm is not linked: the symbols resolve in the
  * host process.  plugstack.conf arguments:
@@ -33,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -172,7 +175,8 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void child_exec(int in, int out, char **argv)
+/* Runs ARGV with IN as stdin and OUT as stdout and stderr; LOCK_FD (if >= 0) becomes fd 3. */
+static void child_exec(int in, int out, int lock_fd, char **argv)
 {
 	char slurm_conf[4096];
 	const char *conf = getenv("SLURM_CONF");
@@ -197,7 +201,11 @@ static void child_exec(int in, int out, char **argv)
 	dup2(in, STDIN_FILENO);
 	dup2(out, STDOUT_FILENO);
 	dup2(out, STDERR_FILENO);
-	for (fd = 3; fd < 1024; fd++)
+	if (lock_fd == 3)
+		fcntl(3, F_SETFD, 0); /* opened close-on-exec */
+	else if (lock_fd >= 0 && dup2(lock_fd, 3) != 3)
+		_exit(126);
+	for (fd = lock_fd >= 0 ? 4 : 3; fd < 1024; fd++)
 		close(fd);
 	if (chdir("/") != 0)
 		_exit(126);
@@ -207,10 +215,15 @@ static void child_exec(int in, int out, char **argv)
 	_exit(127);
 }
 
-/* Waits for PID until DEADLINE; kills its process group on expiry. Returns the exit status. */
+/*
+ * Waits for PID until DEADLINE; kills its process group on expiry. Returns the exit status.
+ * Called after the helper's output ended, when it is exiting: the first waits are short so
+ * that the step does not start up to 2 ms late for nothing.
+ */
 static int reap(pid_t pid, double deadline, int *timed_out)
 {
 	int status = 0;
+	useconds_t pause = 50;
 
 	for (;;) {
 		pid_t r = waitpid(pid, &status, WNOHANG);
@@ -222,7 +235,9 @@ static int reap(pid_t pid, double deadline, int *timed_out)
 			waitpid(pid, &status, 0);
 			break;
 		}
-		usleep(2000);
+		usleep(pause);
+		if (pause < 2000)
+			pause *= 2;
 	}
 	kill(-pid, SIGKILL); /* stragglers the helper left behind */
 	return status;
@@ -294,7 +309,7 @@ static int run_helper(spank_t sp, const char *event, char **args, int import_env
 	}
 	pid = fork();
 	if (pid == 0)
-		child_exec(io[1], io[1], argv);
+		child_exec(io[1], io[1], -1, argv);
 	close(io[1]);
 	if (pid < 0) {
 		close(io[0]);
@@ -406,10 +421,44 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	return -1;
 }
 
+static void on_lock_alarm(int sig)
+{
+	(void)sig; /* interrupts flock() */
+}
+
+/*
+ * Takes the job's lock (<state_dir>/jobs/<job>.lock, left by the acquisition) for the release
+ * about to start, so that the Epilog, which waits for that lock, does not start a second
+ * Python meanwhile. Waits at most the helper's timeout; returns the locked fd, or -1 (no lock
+ * file: nothing to release; or no lock in time: the helper then locks by itself).
+ */
+static int take_job_lock(const char *job)
+{
+	char path[4096];
+	struct sigaction quiet = { 0 };
+	int fd, locked;
+
+	snprintf(path, sizeof(path), "%s/jobs/%s.lock", opt_state_dir, job);
+	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	quiet.sa_handler = on_lock_alarm; /* no SA_RESTART: the alarm ends the wait */
+	sigaction(SIGALRM, &quiet, NULL);
+	alarm(opt_timeout);
+	locked = flock(fd, LOCK_EX) == 0;
+	alarm(0);
+	if (!locked) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 /*
  * Runs "helper release" once, detached: neither the step nor srun waits for it, and it is
  * re-parented to init so Slurm's clean-up of the step's processes does not cut it short (with
- * proctrack/cgroup it may; then the Epilog releases). Messages go to <state_dir>/helper.log.
+ * proctrack/cgroup it may; then the Epilog releases). It holds the job's lock from before
+ * Python starts (passed as fd 3). Messages go to <state_dir>/helper.log.
  */
 static void release_now(spank_t sp)
 {
@@ -417,11 +466,12 @@ static void release_now(spank_t sp)
 	char *argv[] = { "/usr/bin/timeout", "-s", "KILL", kill_after, (char *)opt_python, "-I",
 			 "-m", "qrmi.slurm.helper", "release", "--config", (char *)opt_config,
 			 "--state-dir", (char *)opt_state_dir, "--job", job, "--timeout", timeout,
-			 "--log", NULL };
+			 "--log", NULL, NULL, NULL };
+	size_t last = sizeof(argv) / sizeof(argv[0]) - 3;
 	char **run = argv;
 	uint32_t job_id = 0;
 	pid_t pid;
-	int in, out;
+	int in, out, lock_fd;
 
 	release_at_exit = 0;
 	spank_get_item(sp, S_JOB_ID, &job_id);
@@ -437,12 +487,18 @@ static void release_now(spank_t sp)
 		return;
 	}
 	if (pid == 0) {
+		/* locked before the step goes on, hence before the job's Epilog looks */
+		lock_fd = take_job_lock(job);
 		if (fork() != 0)
 			_exit(0);
 		setsid();
 		in = open("/dev/null", O_RDONLY);
 		out = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		child_exec(in, out < 0 ? in : out, run);
+		if (lock_fd >= 0) {
+			argv[last] = "--lock-fd";
+			argv[last + 1] = "3";
+		}
+		child_exec(in, out < 0 ? in : out, lock_fd, run);
 	}
 	waitpid(pid, NULL, 0);
 }

@@ -272,13 +272,21 @@ class JobStateStore:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     @contextlib.contextmanager
-    def lock(self, job_id: str) -> Iterator[None]:
-        """Hold the job's lock (across processes) for the duration of the block."""
+    def lock(self, job_id: str, *, held_fd: int | None = None) -> Iterator[None]:
+        """Hold the job's lock (across processes) for the duration of the block.
+
+        ``held_fd``: a descriptor of the job's lock file that the caller's parent already
+        locked (the Slurm shim takes the lock before starting the release, so that the
+        Epilog waits for it instead of racing it); used only if it is that file and holds the
+        lock, and closed in any case.
+        """
         self._ensure()
         lock_path = self.path(job_id).with_suffix(".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _adopt_lock(held_fd, lock_path) if held_fd is not None else None
+        if fd is None:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # at once when the descriptor already holds it
             yield
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -383,6 +391,25 @@ class JobStateStore:
         return sorted(p.stem for p in self.jobs.glob("*.json"))
 
 
+def _adopt_lock(fd: int, lock_path: Path) -> int | None:
+    """``fd`` when it is the job's lock file (same inode as ``lock_path``, a regular file of
+    this user) and already holds its lock; otherwise ``fd`` is closed and the answer is None."""
+    try:
+        held, current = os.fstat(fd), os.stat(lock_path, follow_symlinks=False)
+        if (
+            stat.S_ISREG(held.st_mode)
+            and (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
+            and held.st_uid == os.geteuid()
+        ):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails if another process holds it
+            return fd
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    return None
+
+
 class JobLifecycle:
     """Acquire a job's QPUs at its start and release them exactly once at its end."""
 
@@ -461,10 +488,11 @@ class JobLifecycle:
         logger.info("job %s acquired QPU %s (%s)", ctx.job_id, rdef.name, kind)
         return Lease(rdef.name, kind, token, settings)
 
-    def finish(self, job_id: str) -> ReleaseReport:
+    def finish(self, job_id: str, *, held_lock_fd: int | None = None) -> ReleaseReport:
         """Release every lease of the job that is not released yet; forget the job when all
-        are. Safe to call any number of times, from any process."""
-        with self.store.lock(job_id):
+        are. Safe to call any number of times, from any process (``held_lock_fd``: see
+        :meth:`JobStateStore.lock`)."""
+        with self.store.lock(job_id, held_fd=held_lock_fd):
             state = self.store.load(job_id)
             if state is None:
                 return ReleaseReport([], {}, had_state=False)

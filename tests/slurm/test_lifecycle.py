@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -134,6 +136,41 @@ def test_finish_releases_exactly_once(lifecycle: JobLifecycle, ledger: Path) -> 
     assert (second.released, second.had_state) == ([], False)
     assert events(ledger, "a") == events(ledger, "b") == ["acquire", "release"]
     assert lifecycle.store.job_ids() == []
+
+
+def _locked(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+def test_finish_uses_the_job_lock_its_starter_already_holds(
+    lifecycle: JobLifecycle, ledger: Path
+) -> None:
+    lifecycle.start(ctx(), ["a"])
+    held = _locked(lifecycle.store.path("42").with_suffix(".lock"))  # as the Slurm shim does
+    report = lifecycle.finish("42", held_lock_fd=held)  # would wait forever for itself
+    assert report.released == ["a"] and events(ledger, "a") == ["acquire", "release"]
+    assert _closed(held)
+    assert not lifecycle.store.path("42").with_suffix(".lock").exists()
+
+
+def test_a_held_lock_of_another_file_is_not_trusted(
+    lifecycle: JobLifecycle, ledger: Path, tmp_path: Path
+) -> None:
+    lifecycle.start(ctx(), ["a"])
+    other = os.open(tmp_path / "other.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    report = lifecycle.finish("42", held_lock_fd=other)  # takes the job's own lock instead
+    assert report.released == ["a"] and events(ledger, "a") == ["acquire", "release"]
+    assert _closed(other)
 
 
 def test_a_later_step_reuses_the_leases(lifecycle: JobLifecycle, ledger: Path) -> None:

@@ -4,7 +4,7 @@ Usage (argv comes from ``spank_qrmi.so``; users never run this)::
 
     python -I -m qrmi.slurm.helper acquire --config C --state-dir D --job J --step S --uid U
         --job-nodes N --qpu NAMES [--inherited NAMES] [--own-allocation] [--timeout SECONDS]
-    python -I -m qrmi.slurm.helper release --config C --state-dir D --job J
+    python -I -m qrmi.slurm.helper release --config C --state-dir D --job J [--lock-fd FD]
     python -I -m qrmi.slurm.helper epilog  --config C --state-dir D     # job id: $SLURM_JOB_ID
 
 Every setting comes from the admin's config (``--config``); the helper reads nothing the job's
@@ -336,7 +336,7 @@ def cmd_acquire(args: Args) -> int:
 
 def cmd_release(args: Args) -> int:
     """Release what the job still holds; a second call finds nothing and succeeds."""
-    report = _lifecycle(args).finish(args.job)
+    report = _lifecycle(args).finish(args.job, held_lock_fd=args.lock_fd)
     if report.released:
         emit("info", f"job {args.job}: released {','.join(report.released)} ({args.command})")
     for name, reason in report.failed.items():
@@ -377,6 +377,7 @@ class Args:
         self.job_nodes = 1
         self.inherited: str | None = None
         self.own_allocation = False
+        self.lock_fd: int | None = None
 
 
 #: Options of every command, and those of ``acquire`` only: name -> kind (str, int or flag).
@@ -384,6 +385,7 @@ _COMMON_OPTIONS = {"--config": "str", "--state-dir": "str", "--job": "str", "--t
 _COMMON_OPTIONS["--log"] = "flag"  # output goes to a log file (timestamps)
 _ACQUIRE_OPTIONS = {"--step": "str", "--uid": "int", "--qpu": "str", "--job-nodes": "int"}
 _ACQUIRE_OPTIONS.update({"--inherited": "str", "--own-allocation": "flag"})
+_RELEASE_OPTIONS = {"--lock-fd": "int"}  # the job's lock, taken by the shim (see the shim)
 _REQUIRED = {"acquire": ("--job", "--step", "--uid", "--qpu"), "release": ("--job",), "epilog": ()}
 
 
@@ -401,7 +403,9 @@ def parse_args(argv: Sequence[str]) -> Args:
             f"{argv[0] if argv else 'nothing'!r}; usage: python -I -m qrmi.slurm.helper --help"
         )
     args = Args(argv[0])
-    options = {**_COMMON_OPTIONS, **(_ACQUIRE_OPTIONS if args.command == "acquire" else {})}
+    options = {**_COMMON_OPTIONS}
+    options.update(_ACQUIRE_OPTIONS if args.command == "acquire" else {})
+    options.update(_RELEASE_OPTIONS if args.command == "release" else {})
     seen: set[str] = set()
     rest = list(argv[1:])
     while rest:
