@@ -44,7 +44,7 @@ def render(results: dict[str, Any], docs_dir: Path, *, results_path: str = "") -
 
 #: Sections written by hand or by other scripts (``soak.py``), kept when the report is
 #: regenerated: everything from the first of them to the end of the file.
-KEPT_SECTIONS = ("## Where the time goes", "## Soak")
+KEPT_SECTIONS = ("## Where the time goes (issue 14)", "## Soak")
 
 
 def _kept_sections(markdown: Path) -> str:

@@ -5,7 +5,7 @@ poll ``task_status`` every ``POLL_SECONDS`` until final, ``task_result``; the sa
 implementations (``_driver.py``). pyqrmi's threads share one ``QuantumResource``; the
 reference cannot share an object between threads (pyo3 raises "Already borrowed"), so each of
 its threads has its own. The fake gets as many execution lanes as the most threads, so that
-its lanes are not the limit, and runs its S3 store in a process of its own.
+its lanes are not the limit, and keeps the bucket in memory (``LightS3``, not moto).
 
     .venv/bin/python benchmarks/bench_throughput.py [--quick] [--no-reference]
 """
@@ -71,8 +71,8 @@ def run(ctx: Context) -> dict[str, object]:
     )
     notes = [
         "Each implementation's client is one process (its threads share one GIL); the fake "
-        "serves the API and runs the jobs in the runner's process and the S3 store in a child "
-        "process (moto), with as many lanes as the most threads.",
+        "serves the API, runs the jobs and serves the bucket (LightS3, in memory) in the "
+        "runner's process, with as many lanes as the most threads.",
         *(f"task failures: {failure}" for failure in failures),
     ]
     if not ctx.reference.available:
