@@ -12,6 +12,8 @@ from qrmi import QuantumResource, TaskStatus, TaskTimeoutError
 from qrmi.primitives import RuntimeJobV2, TaskFailedError
 from qrmi.primitives.ibm import SamplerV2
 
+from .conftest import MakeEmulator
+
 TIMEOUT = 120
 
 
@@ -40,15 +42,13 @@ def test_timeout_raises_and_leaves_the_task_running(emulator: QuantumResource) -
         job.result(timeout=TIMEOUT)
 
 
-def test_failed_task_raises_with_the_emulator_logs(emulator: QuantumResource) -> None:
-    too_wide = QuantumCircuit(12)  # the default emulated device has 7 qubits
-    too_wide.h(range(12))
-    too_wide.measure_all()
-    job = SamplerV2(emulator).run([too_wide])
-    with pytest.raises(TaskFailedError, match="12 qubits") as info:
+def test_failed_task_raises_with_the_emulator_logs(make_emulator: MakeEmulator) -> None:
+    starved = make_emulator("starved", QRMI_LOCAL_TASK_MEMORY_MB="1")  # fails while running
+    job = SamplerV2(starved).run([bell()])
+    with pytest.raises(TaskFailedError, match="memory budget of 1 MiB") as info:
         job.result(timeout=TIMEOUT)
     assert info.value.status == TaskStatus.Failed
-    assert "QRMI_LOCAL_DEVICE" in info.value.logs
+    assert "QRMI_LOCAL_TASK_MEMORY_MB" in info.value.logs
     assert job.errored() and job.status() == JobStatus.ERROR
 
 

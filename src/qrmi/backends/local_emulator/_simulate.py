@@ -207,6 +207,8 @@ def _load_circuit(index: int, raw: Any) -> QuantumCircuit:
             circuit = qasm2.loads(raw, custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
         else:
             circuit = qasm3.loads(raw)
+    except MemoryError:  # the task's memory budget, not the text, is the problem
+        raise
     except Exception as exc:
         raise InvalidInputError(
             f"pub {index}: the circuit is not valid OpenQASM 3 ({_one_line(exc)}); export it "
