@@ -12,7 +12,10 @@ its lanes are not the limit, and keeps the bucket in memory (``LightS3``, not mo
 
 from __future__ import annotations
 
+import os
+import statistics
 import sys
+import time
 from typing import Any
 
 from _common import OURS, REFERENCE, Context, drivers, ibm_fake, result, row
@@ -31,6 +34,7 @@ def run(ctx: Context) -> dict[str, object]:
     rounds = 1 if ctx.quick else 3
     rates: dict[int, dict[str, list[float]]] = {threads: {} for threads in THREAD_COUNTS}
     latencies: dict[str, list[float]] = {}
+    fake_cpu: dict[int, dict[str, list[float]]] = {threads: {} for threads in THREAD_COUNTS}
     failures: list[str] = []
     with ibm_fake(ctx, lanes=max(THREAD_COUNTS)) as (_, spec), drivers(ctx, spec) as clients:
         for side, client in clients.items():  # warm-up: one task per thread
@@ -39,7 +43,10 @@ def run(ctx: Context) -> dict[str, object]:
             for threads in THREAD_COUNTS:
                 tasks = _tasks(threads, ctx.quick)
                 for side in order:
+                    cpu_before, wall_before = _cpu_seconds(), time.perf_counter()
                     answer = _round(clients[side], side, threads, tasks)
+                    fake_load = (_cpu_seconds() - cpu_before) / (time.perf_counter() - wall_before)
+                    fake_cpu[threads].setdefault(side, []).append(fake_load)
                     rate = answer["completed"] / answer["elapsed"]
                     rates[threads].setdefault(side, []).append(rate)
                     if threads == LATENCY_THREADS:
@@ -73,6 +80,14 @@ def run(ctx: Context) -> dict[str, object]:
         "Each implementation's client is one process (its threads share one GIL); the fake "
         "serves the API, runs the jobs and serves the bucket (LightS3, in memory) in the "
         "runner's process, with as many lanes as the most threads.",
+        "CPU of the fake's process (API, jobs, IAM, bucket; cores busy per second of the "
+        "round, median): "
+        + "; ".join(
+            f"{threads} threads: "
+            + ", ".join(f"{side} {statistics.median(v):.2f}" for side, v in per_side.items())
+            for threads, per_side in fake_cpu.items()
+        )
+        + ". Near 1 core the fake (one Python process) is the ceiling, not the client.",
         *(f"task failures: {failure}" for failure in failures),
     ]
     if not ctx.reference.available:
@@ -90,6 +105,12 @@ def run(ctx: Context) -> dict[str, object]:
         rows=rows,
         notes=notes,
     )
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process (the fake runs in it), its threads included."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _tasks(threads: int, quick: bool) -> int:
