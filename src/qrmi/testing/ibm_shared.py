@@ -9,9 +9,7 @@ it is another instance).
 from __future__ import annotations
 
 import copy
-import importlib
 import json
-import sys
 import threading
 import time
 import uuid
@@ -189,37 +187,12 @@ def _parsed_circuit(value: Any) -> Any | None:
     return None
 
 
-_import_lock = threading.Lock()
-
-
 def _imported(name: str) -> Any:
-    """Module ``name``, imported from a thread that never exits.
+    """Module ``name``, imported from a thread that never exits (job threads are short-lived;
+    see :mod:`qrmi._lasting_import`)."""
+    from qrmi._lasting_import import lasting_import
 
-    Job threads are short-lived, and qiskit crashes the process (SIGSEGV) when it was first
-    imported by a thread that has since exited; see the emulator engine.
-    """
-    module = sys.modules.get(name)
-    if module is not None:
-        return module
-    with _import_lock:
-        if threading.current_thread() is threading.main_thread():
-            return importlib.import_module(name)
-        done = threading.Event()
-        failure: list[BaseException] = []
-
-        def import_and_park() -> None:
-            try:
-                importlib.import_module(name)
-            except BaseException as exc:  # re-raised in the caller's thread
-                failure.append(exc)
-            done.set()
-            threading.Event().wait()
-
-        threading.Thread(target=import_and_park, name=f"import-{name}", daemon=True).start()
-        done.wait()
-        if failure:
-            raise failure[0]
-        return sys.modules[name]
+    return lasting_import(name)
 
 
 def _non_isa_instruction(

@@ -44,9 +44,6 @@ Importing this module is cheap: qiskit is imported on the first :func:`run_primi
 
 from __future__ import annotations
 
-import importlib
-import sys
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -133,47 +130,12 @@ def run_primitive(
     return result
 
 
-_simulator_lock = threading.Lock()
-
-
 def _simulator() -> Any:
-    """The heavy simulation module (qiskit, qiskit-aer), imported once per process.
+    """The heavy simulation module (qiskit, qiskit-aer), imported once per process from a
+    thread that never exits (see :mod:`qrmi._lasting_import`)."""
+    from qrmi._lasting_import import lasting_import
 
-    Simulating from any thread crashes the process (SIGSEGV inside qiskit) when the module
-    was first imported by a thread that has since exited, as short-lived request threads do.
-    So a thread other than the main one imports it from a helper thread that never exits.
-    """
-    if _imported:  # not sys.modules: it holds the module from the start of its import on
-        return _imported[0]
-    with _simulator_lock:
-        if not _imported:
-            _imported.append(_import_simulator())
-    return _imported[0]
-
-
-#: The fully imported simulation module, once :func:`_simulator` has imported it.
-_imported: list[Any] = []
-
-
-def _import_simulator() -> Any:
-    if threading.current_thread() is threading.main_thread():
-        return importlib.import_module(_SIMULATE_MODULE)
-    imported = threading.Event()
-    failure: list[BaseException] = []
-
-    def import_and_park() -> None:
-        try:
-            importlib.import_module(_SIMULATE_MODULE)
-        except BaseException as exc:  # re-raised in the caller's thread
-            failure.append(exc)
-        imported.set()
-        threading.Event().wait()
-
-    threading.Thread(target=import_and_park, name="qrmi-simulator", daemon=True).start()
-    imported.wait()
-    if failure:
-        raise failure[0]
-    return sys.modules[_SIMULATE_MODULE]
+    return lasting_import(_SIMULATE_MODULE)
 
 
 _SIMULATE_MODULE = "qrmi.backends.local_emulator._simulate"
