@@ -36,6 +36,22 @@ server.stop()
 """
 
 
+def store_client(url: str, access_key_id: str, secret_access_key: str, region: str) -> Any:
+    """A boto3 S3 client for the store at ``url`` (path-style, SigV4)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session(
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        region_name=region,
+    ).client(
+        "s3",
+        endpoint_url=url,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
 class S3Fake:
     """moto's S3 server on ``host`` (port 0: a free one) with one bucket, :attr:`bucket`."""
 
@@ -120,18 +136,7 @@ class S3Fake:
 
     def client(self) -> Any:
         """A boto3 S3 client for this store (path-style, SigV4)."""
-        import boto3
-        from botocore.config import Config
-
-        return boto3.session.Session(
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-            region_name=self.region,
-        ).client(
-            "s3",
-            endpoint_url=self.url,
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-        )
+        return store_client(self.url, self.access_key_id, self.secret_access_key, self.region)
 
     def keys(self) -> list[str]:
         """The object keys in the bucket, sorted."""

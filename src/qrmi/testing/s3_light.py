@@ -201,18 +201,9 @@ class LightS3(FakeServer):
 
     def client(self) -> Any:
         """A boto3 S3 client for this store (path-style, SigV4)."""
-        import boto3
-        from botocore.config import Config
+        from qrmi.testing.s3 import store_client
 
-        return boto3.session.Session(
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-            region_name=self.region,
-        ).client(
-            "s3",
-            endpoint_url=self.url,
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-        )
+        return store_client(self.url, self.access_key_id, self.secret_access_key, self.region)
 
     def keys(self) -> list[str]:
         """The object keys in the bucket, sorted."""
