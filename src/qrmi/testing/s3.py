@@ -17,7 +17,7 @@ import sys
 import uuid
 from typing import Any
 
-__all__ = ["S3Fake"]
+__all__ = ["S3Fake", "store_client"]
 
 #: Credentials the fake accepts (moto accepts any; these are what the settings dicts carry).
 FAKE_ACCESS_KEY_ID = "AKIAQRMIFAKE00000000"
