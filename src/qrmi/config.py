@@ -189,7 +189,7 @@ def _read_at_most(fd: int, limit: int) -> bytes:
 
 def _require_regular(file: Path, mode: int) -> None:
     if not stat.S_ISREG(mode):
-        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        kind = file_kind(mode)
         raise ConfigError(
             f"QRMI config file {file} is {kind}; name a regular JSON file "
             "(/etc/slurm/qrmi_config.json by default)"
@@ -203,6 +203,11 @@ _FILE_KINDS = {
     stat.S_IFBLK: "a block device",
     stat.S_IFSOCK: "a socket",
 }
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, for messages ("a FIFO (named pipe)", ...)."""
+    return _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
 def _parse_json(text: str, file: Path) -> Any:

@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Any, TypeVar, cast
 
 from qrmi.backends.base import poll_intervals
-from qrmi.config import Config, ResourceDef
+from qrmi.config import Config, ResourceDef, file_kind
 from qrmi.errors import (
     ConfigError,
     InvalidInputError,
@@ -536,15 +536,6 @@ def write_result(text: str, output: str | os.PathLike[str] | None) -> None:
         raise
 
 
-_FILE_KINDS = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFIFO: "a FIFO (named pipe)",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-
-
 def _safe_target(path: Path) -> Path:
     """The file to replace for ``path``: ``path`` itself, or the file its symlink names.
 
@@ -559,7 +550,7 @@ def _safe_target(path: Path) -> Path:
         path = Path(os.path.realpath(path))
         info = _lstat(path)
     if info is not None and not stat.S_ISREG(info.st_mode):
-        kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        kind = file_kind(info.st_mode)
         hint = "name a file to write" if stat.S_ISDIR(info.st_mode) else "name a regular file"
         raise InvalidInputError(f"output {path} is {kind}; {hint}")
     return path

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from qrmi.backends.local_emulator.inputs import Limits
 
-__all__ = ["Outcome", "Sandbox"]
+__all__ = ["Outcome", "Sandbox", "child_environment"]
 
 #: Longest wait for a new child to import qiskit and say ``ready`` (not part of a task's budget).
 READY_SECONDS = 180.0
@@ -98,7 +98,7 @@ class Sandbox:
                 stdin=subprocess.DEVNULL,
                 pass_fds=(child.fileno(),),
                 cwd="/",
-                env=_child_environment(),
+                env=child_environment(),
             )
         finally:
             child.close()
@@ -191,8 +191,9 @@ def _header(job: Job) -> dict[str, object]:
     }
 
 
-def _child_environment() -> dict[str, str]:
-    # The child must import this very copy of qrmi, even when it is not installed.
+def child_environment() -> dict[str, str]:
+    """This process's environment, with this very copy of qrmi first on ``PYTHONPATH`` (the
+    worker and its simulation processes must import it even when it is not installed)."""
     package_root = str(Path(__file__).resolve().parents[3])
     env = dict(os.environ)
     paths = [package_root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]

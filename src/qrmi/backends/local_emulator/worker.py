@@ -49,7 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from qrmi.backends.local_emulator._sandbox import Job, Outcome, Sandbox
+from qrmi.backends.local_emulator._sandbox import Job, Outcome, Sandbox, child_environment
 from qrmi.backends.local_emulator.inputs import Limits
 from qrmi.backends.local_emulator.store import (
     CANCELLED,
@@ -188,7 +188,7 @@ def ensure_worker(state_dir: Path) -> bool:
             stdout=log,
             stderr=log,
             cwd="/",
-            env=_child_environment(),
+            env=child_environment(),
             start_new_session=True,
             close_fds=True,
         )
@@ -197,15 +197,6 @@ def ensure_worker(state_dir: Path) -> bool:
     _spawned.append(process)
     logger.debug("started emulator worker pid %d for %s", process.pid, state_dir)
     return True
-
-
-def _child_environment() -> dict[str, str]:
-    # The worker must import this very copy of qrmi, even when it is not installed.
-    package_root = str(Path(__file__).resolve().parents[3])
-    env = dict(os.environ)
-    paths = [package_root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return env
 
 
 def stop_worker(state_dir: Path, *, timeout: float = 10.0) -> list[int]:
