@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -492,6 +493,8 @@ static void release_now(spank_t sp)
 		if (fork() != 0)
 			_exit(0);
 		setsid();
+		/* not urgent: the next job's acquisition (often on this node) goes first */
+		setpriority(PRIO_PROCESS, 0, 10); /* best effort */
 		in = open("/dev/null", O_RDONLY);
 		out = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
 		if (lock_fd >= 0) {
