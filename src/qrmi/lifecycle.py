@@ -17,6 +17,12 @@ one file per job, written after every acquisition and guarded by a lock) lets an
 process (the step that ends the job, an epilog, an admin's cleanup) release what is left, and
 makes release idempotent. What the job receives per resource is decided in one place,
 :func:`resource_variables`.
+
+Gateway mode: a QPU whose ``environment`` names ``QRMI_GATEWAY_URL`` is held by the QRMI
+gateway there (``docs/gateway.md``). :meth:`JobLifecycle.start_gateway` asks the gateway to
+start the job (the job receives the gateway's URL and a job token, no vendor setting) and
+records the gateway in the job's state, so that :meth:`JobLifecycle.finish` ends the job there
+instead of releasing leases itself (the gateway also stops the job's leftover tasks).
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ from qrmi.errors import (
 from qrmi.models import ResourceStatusCode, ResourceType
 
 __all__ = [
+    "GATEWAY_URL_KEY",
     "INFINITE_TIMEOUT_SECONDS",
     "TASK_LOG_VAR",
+    "GatewaySite",
     "JobContext",
     "JobLifecycle",
     "JobState",
@@ -53,6 +61,7 @@ __all__ = [
     "Lease",
     "ReleaseReport",
     "check_exportable",
+    "gateway_site",
     "job_variables",
     "parse_qpu_list",
     "resource_settings",
@@ -72,6 +81,15 @@ TASK_LOG_MAX_BYTES = 256 * 1024
 TASK_LOG_MAX_TASKS = 1000
 
 _QPU_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+#: A QPU's ``environment`` key that puts it in gateway mode; its value is the gateway's URL.
+GATEWAY_URL_KEY = "QRMI_GATEWAY_URL"
+#: Optional, with it: the CA bundle of a gateway with a private TLS certificate, and the
+#: socket of the ``munged`` that proves root to the gateway (default: munge's own default).
+GATEWAY_CA_KEY = "QRMI_GATEWAY_CA_FILE"
+GATEWAY_MUNGE_KEY = "QRMI_GATEWAY_MUNGE_SOCKET"
+#: How long a job's end waits for the gateway by default (seconds).
+GATEWAY_FINISH_SECONDS = 30.0
 
 
 class _Resource(Protocol):
@@ -121,6 +139,8 @@ class JobState:
     names: list[str]
     time_limit_seconds: int | None = None
     leases: list[Lease] = field(default_factory=list)
+    #: The gateway holding the job's QPUs (:class:`GatewaySite` as a dict), None in direct mode.
+    gateway: dict[str, str | None] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -200,6 +220,60 @@ def resource_settings(rdef: ResourceDef) -> dict[str, str]:
     """The settings a resource is built with: the admin's ``environment`` alone (the job's own
     variables never reach the root side, whatever their names)."""
     return dict(rdef.environment)
+
+
+@dataclass(frozen=True)
+class GatewaySite:
+    """The gateway that holds a job's QPUs, and how root reaches it (the admin's settings)."""
+
+    url: str
+    munge_socket: str | None = None
+    ca_file: str | None = None
+
+
+def gateway_site(definitions: Sequence[ResourceDef]) -> GatewaySite | None:
+    """The gateway of the job's QPUs, or ``None`` when all of them are in direct mode.
+
+    Raises:
+        ConfigError: the QPUs mix direct and gateway mode, or name different gateways (one job
+            talks to one gateway); the message names the QPUs.
+    """
+    sites = {rdef.name: _site_of(rdef) for rdef in definitions}
+    via_gateway = {name: site for name, site in sites.items() if site is not None}
+    if not via_gateway:
+        return None
+    direct = [name for name, site in sites.items() if site is None]
+    if direct:
+        raise ConfigError(
+            f"QPUs {','.join(via_gateway)} are in gateway mode ({GATEWAY_URL_KEY} in "
+            f"qrmi_config.json) and {','.join(direct)} in direct mode; one job cannot mix "
+            "them: submit separate jobs, or put every QPU of the job in the same mode"
+        )
+    distinct = set(via_gateway.values())
+    if len(distinct) > 1:
+        urls = ", ".join(f"{name}: {site.url}" for name, site in via_gateway.items())
+        raise ConfigError(
+            f"the QPUs of one job must be held by one QRMI gateway, and these name different "
+            f"gateways or gateway settings ({urls}); submit separate jobs"
+        )
+    return distinct.pop()
+
+
+def _site_of(rdef: ResourceDef) -> GatewaySite | None:
+    url = rdef.environment.get(GATEWAY_URL_KEY, "").strip()
+    if not url:
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{GATEWAY_URL_KEY}={url!r} of QPU {rdef.name!r} in qrmi_config.json is not an "
+            "http:// or https:// URL; set it to the gateway's base URL, e.g. "
+            "https://qpu-gw.example.org:8443"
+        )
+    return GatewaySite(
+        url.rstrip("/"),
+        rdef.environment.get(GATEWAY_MUNGE_KEY) or None,
+        rdef.environment.get(GATEWAY_CA_KEY) or None,
+    )
 
 
 def check_exportable(definitions: Sequence[ResourceDef]) -> None:
@@ -459,6 +533,85 @@ class JobLifecycle:
                 raise
         return state.leases
 
+    def start_gateway(
+        self,
+        ctx: JobContext,
+        names: Sequence[str],
+        site: GatewaySite,
+        *,
+        deadline: float,
+        cleanup_deadline: float,
+    ) -> dict[str, str]:
+        """Start the job on the gateway ``site`` and return the job's variables (the gateway's
+        URL, the job token per QPU and the reference's non-secret variables); a later step of
+        the same job starts it again (same leases, a new token).
+
+        The job's state names the gateway before the call, so that the job's end (or the
+        Epilog, after a kill mid-call) ends the job there. A start that fails is ended at once
+        (best effort within ``cleanup_deadline``; otherwise the state stays for the Epilog).
+
+        Raises:
+            InvalidInputError: the job already holds a different set of QPUs.
+            GatewayUnavailableError: the gateway did not answer within ``deadline``.
+            QrmiError: the gateway refused (its message says why); nothing is held.
+        """
+        from qrmi.gateway.client import start_job
+
+        with self.store.lock(ctx.job_id):
+            state = self.store.load(ctx.job_id)
+            new = state is None
+            if state is not None:
+                self._reuse(state, ctx, names)
+                if state.gateway != asdict(site):
+                    raise InvalidInputError(
+                        f"job {ctx.job_id} holds its QPUs in another mode or on another "
+                        "gateway than qrmi_config.json now says; resubmit the job"
+                    )
+            else:
+                state = JobState(ctx.job_id, ctx.uid, list(names), ctx.time_limit_seconds)
+                state.gateway = asdict(site)
+                self.store.save(state)
+            try:
+                _, variables = start_job(
+                    site.url,
+                    ctx.job_id,
+                    ctx.uid,
+                    list(names),
+                    ctx.time_limit_seconds,
+                    munge_socket=site.munge_socket,
+                    ca_file=site.ca_file,
+                    deadline=deadline,
+                )
+            except BaseException:
+                if new:  # a later step's failed restart leaves the running job alone
+                    with contextlib.suppress(Exception):
+                        self._end_on_gateway(state, cleanup_deadline)
+                raise
+        logger.info("job %s started on the gateway %s: %s", ctx.job_id, site.url, ",".join(names))
+        return variables
+
+    def _end_on_gateway(self, state: JobState, deadline: float) -> None:
+        """End the job on its gateway (idempotent there), then forget it here.
+
+        Raises:
+            QrmiError: the gateway did not answer or could not release a lease; the state
+                stays, so that a later call (the Epilog) retries.
+        """
+        from qrmi.gateway.client import finish_job
+
+        site = GatewaySite(**(state.gateway or {}))  # type: ignore[arg-type]
+        if deadline <= 0:
+            raise ServiceUnavailableError(f"no time left to end job {state.job_id} on {site.url}")
+        finish_job(
+            site.url,
+            state.job_id,
+            munge_socket=site.munge_socket,
+            ca_file=site.ca_file,
+            deadline=deadline,
+        )
+        self.store.delete(state.job_id)
+        logger.info("job %s ended on the gateway %s", state.job_id, site.url)
+
     def _reuse(self, state: JobState, ctx: JobContext, names: Sequence[str]) -> list[Lease]:
         if list(names) != state.names:
             raise InvalidInputError(
@@ -488,14 +641,27 @@ class JobLifecycle:
         logger.info("job %s acquired QPU %s (%s)", ctx.job_id, rdef.name, kind)
         return Lease(rdef.name, kind, token, settings)
 
-    def finish(self, job_id: str, *, held_lock_fd: int | None = None) -> ReleaseReport:
+    def finish(
+        self,
+        job_id: str,
+        *,
+        held_lock_fd: int | None = None,
+        gateway_deadline: float = GATEWAY_FINISH_SECONDS,
+    ) -> ReleaseReport:
         """Release every lease of the job that is not released yet; forget the job when all
         are. Safe to call any number of times, from any process (``held_lock_fd``: see
-        :meth:`JobStateStore.lock`)."""
+        :meth:`JobStateStore.lock`). A job in gateway mode is ended on its gateway (within
+        ``gateway_deadline``), which releases the leases and stops the job's tasks."""
         with self.store.lock(job_id, held_fd=held_lock_fd):
             state = self.store.load(job_id)
             if state is None:
                 return ReleaseReport([], {}, had_state=False)
+            if state.gateway is not None:
+                try:
+                    self._end_on_gateway(state, gateway_deadline)
+                except Exception as exc:  # kept for a retry (the Epilog)
+                    return ReleaseReport([], dict.fromkeys(state.names, str(exc)), True)
+                return ReleaseReport(list(state.names), {}, had_state=True)
             released, failed = self._settle(state)
         return ReleaseReport(released, failed, had_state=True)
 

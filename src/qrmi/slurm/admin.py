@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from qrmi.config import Config
+from qrmi.config import Config, ResourceDef
 from qrmi.errors import ConfigError, QrmiError
 from qrmi.log import redact
 
@@ -171,6 +171,8 @@ def check(config_path: Path, slurm_conf: Path, plugstack: Path | None = None) ->
     findings += _check_job_submit(conf, slurm_conf.parent, names)
     findings += _check_epilog(conf.get("epilog", ""), args)
     findings += [_job_view(config, name) for name in names]
+    for name in names:
+        findings += _gateway_secrets(config, name)
     return findings
 
 
@@ -334,11 +336,31 @@ def _who(mode: int) -> str:
     return "every user" if mode & stat.S_IWOTH else "its group"
 
 
+def _gateway_secrets(config: Config, name: str) -> list[Finding]:
+    """A QPU in gateway mode whose compute-node entry still carries credentials: its jobs do
+    not receive them, but every compute node stores them for nothing."""
+    from qrmi.lifecycle import GATEWAY_URL_KEY
+
+    rdef = config.resource_map[name]
+    secrets = sorted(key for key in rdef.environment if _SECRET_KEY.search(key))
+    if not rdef.environment.get(GATEWAY_URL_KEY) or not secrets:
+        return []
+    finding = Finding(
+        "warning",
+        f"QPU {name} is in gateway mode but its entry also holds {', '.join(secrets)}; the "
+        "gateway host's config holds the credentials: remove them from the compute nodes' "
+        "qrmi_config.json",
+    )
+    return [finding]
+
+
 def _job_view(config: Config, name: str) -> Finding:
     """The variables a job with ``--qpu=name`` sees; credential values are not shown."""
     from qrmi.lifecycle import TASK_LOG_VAR, JobContext, Lease, job_variables, type_string
 
     rdef = config.resource_map[name]
+    if rdef.environment.get("QRMI_GATEWAY_URL"):
+        return _gateway_job_view(rdef)
     lease = Lease(name, type_string(rdef.resource_type), "<set at job start>", rdef.environment)
     variables = job_variables([lease], JobContext(job_id="<job id>", uid=0))
     variables[TASK_LOG_VAR] = "<state_dir>/tasks/<job id>.tasks"
@@ -351,6 +373,25 @@ def _job_view(config: Config, name: str) -> Finding:
             f"submit with --qpu={name} can read them)"
         )
     return Finding("info", "\n".join([head, *lines]))
+
+
+def _gateway_job_view(rdef: ResourceDef) -> Finding:
+    url = rdef.environment["QRMI_GATEWAY_URL"]
+    names = [
+        "QRMI_GATEWAY_URL",
+        "QRMI_JOB_ID",
+        "QRMI_JOB_QPU_RESOURCES",
+        "QRMI_JOB_QPU_TYPES",
+        f"{rdef.name}_QRMI_GATEWAY_TOKEN",
+        f"{rdef.name}_QRMI_JOB_ACQUISITION_TOKEN",
+        f"{rdef.name}_QRMI_JOB_TIMEOUT_SECONDS",
+    ]
+    head = (
+        f"a job with --qpu={rdef.name} is served by the QRMI gateway at {redact(url)} (gateway "
+        "mode): it sees no vendor setting, only the gateway's URL, a job token and the job "
+        "variables, among them:"
+    )
+    return Finding("info", "\n".join([head, *(f"  {name}" for name in names)]))
 
 
 def _shown(key: str, value: str) -> str:

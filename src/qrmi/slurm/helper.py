@@ -23,6 +23,12 @@ Which process acquires and which releases (the semantics documented in the user 
 * without a batch step, a job must fit on one node (the leases are kept on the node that
   acquired them); a multi-node one is refused before anything is acquired.
 * ``epilog`` (slurm.conf ``Epilog=``) releases whatever a crashed step daemon left behind.
+
+Gateway mode (the QPUs' config entries name ``QRMI_GATEWAY_URL``): the acquisition asks the
+QRMI gateway to start the job, proving root with MUNGE, and exports what it answers (the
+gateway's URL and the job's token, never a vendor setting); the release and the Epilog end the
+job there. Every call fits inside the shim's ``timeout=``; a gateway that is down or refuses
+fails the step at start with its message, and nothing stays held.
 """
 
 from __future__ import annotations
@@ -302,9 +308,21 @@ def _import_backends(definitions: Sequence[ResourceDef]) -> None:
             backend_class(type_string(rdef.resource_type))
 
 
+#: When the helper's own deadline (the shim's ``timeout=`` less one second) passes, as a
+#: ``time.monotonic()`` value; ``None`` without a timeout.
+_deadline_at: float | None = None
+
+
+def _seconds_left(share: float, default: float) -> float:
+    """``share`` of the time left before the helper's deadline (``default`` without one)."""
+    if _deadline_at is None:
+        return default
+    return max(0.0, (_deadline_at - time.monotonic()) * share)
+
+
 def cmd_acquire(args: Args) -> int:
     """Acquire (or reuse) the job's QPUs and print the variables for the shim to export."""
-    from qrmi.lifecycle import JobContext, parse_qpu_list, resolve
+    from qrmi.lifecycle import JobContext, gateway_site, parse_qpu_list, resolve
 
     names = parse_qpu_list(args.qpu)
     plan = _step_plan(args, names)
@@ -313,20 +331,32 @@ def cmd_acquire(args: Args) -> int:
     query = JobRecordQuery(args.job)
     lifecycle = _lifecycle(args)
     definitions = resolve(lifecycle.config, names)  # an unknown name first: it lists the known
-    _import_backends(definitions)  # while squeue runs
+    site = gateway_site(definitions)
+    if site is None:
+        _import_backends(definitions)  # while squeue runs
+    else:
+        import qrmi.gateway.client  # noqa: F401  (while squeue runs)
     record = query.record()
     check_licenses(args.job, names, record.licenses)
     ctx = JobContext(args.job, args.uid, record.time_limit_seconds)
-    leases = lifecycle.acquire(ctx, names)
+    if site is None:
+        variables = lifecycle.variables(lifecycle.acquire(ctx, names), ctx)
+    else:  # leave time to end a failed start on the gateway before the shim's kill
+        variables = lifecycle.start_gateway(
+            ctx,
+            names,
+            site,
+            deadline=_seconds_left(0.6, 30.0),
+            cleanup_deadline=_seconds_left(0.9, 10.0),
+        )
     try:
-        variables = lifecycle.variables(leases, ctx)
         for key, value in variables.items():  # a vendor's token, too, must stay on one line
             if any(c in key + value for c in "\n\r\0"):
                 raise InvalidInputError(f"the value of {key} contains a line break")
         for key, value in variables.items():
             emit("setenv", f"{key}={value}")
     except BaseException:  # the job will not run: nothing may stay held
-        lifecycle.finish(args.job)
+        lifecycle.finish(args.job, gateway_deadline=_seconds_left(0.9, 10.0))
         raise
     if plan == "acquire-own":
         emit("release-at-exit", "")
@@ -336,7 +366,9 @@ def cmd_acquire(args: Args) -> int:
 
 def cmd_release(args: Args) -> int:
     """Release what the job still holds; a second call finds nothing and succeeds."""
-    report = _lifecycle(args).finish(args.job, held_lock_fd=args.lock_fd)
+    report = _lifecycle(args).finish(
+        args.job, held_lock_fd=args.lock_fd, gateway_deadline=_seconds_left(0.9, 30.0)
+    )
     if report.released:
         emit("info", f"job {args.job}: released {','.join(report.released)} ({args.command})")
     for name, reason in report.failed.items():
@@ -449,7 +481,7 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one helper command; every failure becomes an ``error`` line and exit status 1
     (2 for a wrong command line)."""
-    global _log_to_file
+    global _log_to_file, _deadline_at
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
         sys.stdout.write(__doc__ or "")
@@ -467,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # finish (and release a partial acquisition) before the shim's SIGKILL
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.alarm(args.timeout - 1)
+        _deadline_at = time.monotonic() + args.timeout - 1
     try:
         return COMMANDS[args.command](args)
     except HelperTimeout:
