@@ -540,7 +540,7 @@ class JobLifecycle:
         site: GatewaySite,
         *,
         deadline: float,
-        cleanup_deadline: float,
+        cleanup_deadline: Callable[[], float],
     ) -> dict[str, str]:
         """Start the job on the gateway ``site`` and return the job's variables (the gateway's
         URL, the job token per QPU and the reference's non-secret variables); a later step of
@@ -548,14 +548,15 @@ class JobLifecycle:
 
         The job's state names the gateway before the call, so that the job's end (or the
         Epilog, after a kill mid-call) ends the job there. A start that fails is ended at once
-        (best effort within ``cleanup_deadline``; otherwise the state stays for the Epilog).
+        (best effort, within the seconds ``cleanup_deadline()`` gives then; if that fails too,
+        the state stays for the Epilog); one that never reached the gateway is just forgotten.
 
         Raises:
             InvalidInputError: the job already holds a different set of QPUs.
             GatewayUnavailableError: the gateway did not answer within ``deadline``.
             QrmiError: the gateway refused (its message says why); nothing is held.
         """
-        from qrmi.gateway.client import start_job
+        from qrmi.gateway.client import GatewayUnavailableError, start_job
 
         with self.store.lock(ctx.job_id):
             state = self.store.load(ctx.job_id)
@@ -582,13 +583,22 @@ class JobLifecycle:
                     ca_file=site.ca_file,
                     deadline=deadline,
                 )
+            except GatewayUnavailableError as exc:
+                if new and not exc.reached:  # the gateway never saw the start: nothing held
+                    self.store.delete(ctx.job_id)
+                elif new:
+                    self._end_after_failed_start(state, cleanup_deadline())
+                raise
             except BaseException:
                 if new:  # a later step's failed restart leaves the running job alone
-                    with contextlib.suppress(Exception):
-                        self._end_on_gateway(state, cleanup_deadline)
+                    self._end_after_failed_start(state, cleanup_deadline())
                 raise
         logger.info("job %s started on the gateway %s: %s", ctx.job_id, site.url, ",".join(names))
         return variables
+
+    def _end_after_failed_start(self, state: JobState, deadline: float) -> None:
+        with contextlib.suppress(Exception):
+            self._end_on_gateway(state, deadline)
 
     def _end_on_gateway(self, state: JobState, deadline: float) -> None:
         """End the job on its gateway (idempotent there), then forget it here.

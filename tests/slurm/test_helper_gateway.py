@@ -133,6 +133,7 @@ def test_a_gateway_that_is_down_fails_the_start_with_a_message_and_holds_nothing
     assert "error the QRMI gateway at http://127.0.0.1:9 did not answer" in started.stdout
     assert "setenv" not in started.stdout
     assert "Traceback" not in started.stderr
+    assert not job_state(helper).exists()  # the gateway never saw the start: nothing to end
 
 
 def test_a_gateway_refusal_reaches_the_job_and_ends_the_job_there(

@@ -37,7 +37,12 @@ DEFAULT_DEADLINE = 30.0
 
 
 class GatewayUnavailableError(ServiceUnavailableError):
-    """The gateway could not be reached (or kept failing) within the call's deadline."""
+    """The gateway could not be reached (or kept failing) within the call's deadline.
+
+    ``reached`` is False when no try got past the TCP connection (the gateway never saw the
+    request, so a failed job start holds nothing there)."""
+
+    reached: bool = True
 
 
 def start_job(
@@ -153,7 +158,7 @@ def _root_call(
 
         verify = ssl.create_default_context(cafile=ca_file)
     give_up = time.monotonic() + deadline
-    delay, last = 0.1, "no try made"
+    delay, last, reached = 0.1, "no try made", False
     with httpx.Client(verify=verify) as client:
         while True:
             headers = {}
@@ -172,16 +177,20 @@ def _root_call(
                 )
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
+                reached = reached or not isinstance(exc, httpx.ConnectError)
             else:
+                reached = True
                 if response.status_code not in (502, 503, 504) or _typed(response):
                     return _answer(response, method, base + path)
                 last = f"HTTP {response.status_code}"
             if time.monotonic() + delay >= give_up:
-                raise GatewayUnavailableError(
+                unavailable = GatewayUnavailableError(
                     f"the QRMI gateway at {base} did not answer {method} {path} within "
                     f"{deadline:g} s (last: {last}); check that 'qrmi gateway' runs there and "
                     "that this node can reach it"
                 )
+                unavailable.reached = reached
+                raise unavailable
             time.sleep(delay)
             delay = min(2.0, delay * 2)
 

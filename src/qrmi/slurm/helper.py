@@ -347,7 +347,7 @@ def cmd_acquire(args: Args) -> int:
             names,
             site,
             deadline=_seconds_left(0.6, 30.0),
-            cleanup_deadline=_seconds_left(0.9, 10.0),
+            cleanup_deadline=lambda: _seconds_left(0.9, 10.0),
         )
     try:
         for key, value in variables.items():  # a vendor's token, too, must stay on one line
