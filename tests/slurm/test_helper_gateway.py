@@ -164,3 +164,30 @@ def test_one_job_cannot_mix_direct_and_gateway_qpus_or_two_gateways(
     assert answer.returncode == 1
     assert "must be held by one QRMI gateway" in answer.stdout
     assert mixed.events("b") == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the check wants root-owned files")
+def test_check_accepts_a_gateway_entry_and_warns_of_credentials_left_in_it(
+    tmp_path: Path,
+) -> None:
+    from qrmi.slurm import admin
+
+    from .test_admin import setup_cluster_files
+
+    config, conf = setup_cluster_files(tmp_path, "Licenses=a:1,b:1")
+    entries = {
+        "a": {"QRMI_GATEWAY_URL": "https://qpu-gw.example.org:8443"},
+        "b": {"QRMI_GATEWAY_URL": "https://qpu-gw.example.org:8443", "QRMI_X_APIKEY": SECRET},
+    }
+    data = json.loads(config.read_text())
+    for resource in data["resources"]:
+        resource["type"] = "local-emulator"
+        resource["environment"] = entries[resource["name"]]
+    config.write_text(json.dumps(data))
+    findings = admin.check(config, conf)
+    text = "\n".join(f"{f.level}: {f.message}" for f in findings)
+    assert [f.message for f in findings if f.level == "error"] == [], text
+    warnings = [f.message for f in findings if f.level == "warning"]
+    assert len(warnings) == 1 and "QPU b is in gateway mode" in warnings[0], text
+    assert "QRMI_X_APIKEY" in warnings[0] and SECRET not in text
+    assert "served by the QRMI gateway at https://qpu-gw.example.org:8443" in text
