@@ -1,8 +1,9 @@
-"""End to end: a QPU in gateway mode on the live cluster, with a real ``qrmi gateway`` process.
+"""End to end: QPUs in gateway mode on the live cluster, with a real ``qrmi gateway`` process.
 
 The gateway (on 127.0.0.1, proving root with the cluster's own munged) holds the emulator QPU
-``emu2`` and a secret-looking setting; the compute nodes' entry for ``emu2`` holds only the
-gateway's URL and the munged socket. The other QPUs of the lab stay in direct mode.
+``emu2`` (with a secret-looking setting) and, as ``qb``, an IBM Quantum System (our fake, with
+its API key and S3 keys); the compute nodes' entries for them hold only the gateway's URL and
+the munged socket. The other QPUs of the lab stay in direct mode.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import pytest
 from qrmi.backends.local_emulator.store import TaskStore
 from qrmi.backends.local_emulator.worker import stop_worker
 from qrmi.gateway.client import admin_request
+from qrmi.testing.ibm_quantum_system import QuantumSystemFake
+from qrmi.testing.slurm_cluster import find_checkout
 
 from .lab import Lab
 
@@ -37,6 +40,7 @@ class Gateway:
     url: str
     munge_socket: str
     emulator_dir: Path
+    ibm_secrets: list[str]
 
     def tasks_of(self, job_id: int) -> list[str]:
         tasks = admin_request("GET", self.url, "/v1/admin/tasks", munge_socket=self.munge_socket)
@@ -49,13 +53,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _set_emu2(lab: Lab, environment: dict[str, str]) -> None:
-    """Give ``emu2`` of the compute nodes' config this ``environment``."""
+def _set_emu2(lab: Lab, environment: dict[str, str], name: str = "emu2", kind: str = "") -> None:
+    """Give QPU ``name`` of the compute nodes' config this ``environment`` (and type)."""
     path = lab.cluster.config_path
     config = json.loads(path.read_text())
     for resource in config["resources"]:
-        if resource["name"] == "emu2":
+        if resource["name"] == name:
             resource["environment"] = environment
+            resource["type"] = kind or resource["type"]
     path.write_text(json.dumps(config, indent=2))
 
 
@@ -68,7 +73,10 @@ def gateway(lab: Lab) -> Iterator[Gateway]:
     environment = {"QRMI_LOCAL_STATE_DIR": str(emulator_dir), "QRMI_LOCAL_IDLE_SECONDS": "5"}
     environment["QRMI_IBM_QS_IAM_APIKEY"] = GATEWAY_SECRET
     entry = {"name": "emu2", "type": "local-emulator", "environment": environment}
-    config.write_text(json.dumps({"resources": [entry]}))
+    ibm = QuantumSystemFake(devices={"qb": "fake_perth"}).start()
+    ibm_entry = {"name": "qb", "type": ibm.resource_type, "environment": ibm.settings}
+    config.write_text(json.dumps({"resources": [entry, ibm_entry]}))
+    secrets = [v for k, v in ibm.settings.items() if "KEY" in k]
     munge_socket = str(lab.cluster.root / "munge" / "munge.socket")
     url = f"http://127.0.0.1:{_free_port()}"
     command = [sys.executable, "-c", "from qrmi.cli import main; main()", "gateway"]
@@ -79,14 +87,17 @@ def gateway(lab: Lab) -> Iterator[Gateway]:
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_healthy(url, process, home / "gateway.log")
-        _set_emu2(lab, {"QRMI_GATEWAY_URL": url, "QRMI_GATEWAY_MUNGE_SOCKET": munge_socket})
-        yield Gateway(url, munge_socket, emulator_dir)
+        via_gateway = {"QRMI_GATEWAY_URL": url, "QRMI_GATEWAY_MUNGE_SOCKET": munge_socket}
+        _set_emu2(lab, via_gateway)
+        _set_emu2(lab, via_gateway, "qb", ibm.resource_type)
+        yield Gateway(url, munge_socket, emulator_dir, [*secrets, GATEWAY_SECRET])
     finally:
         lab.cluster.config_path.write_text(original)
         process.terminate()
         process.wait(timeout=30)
         log.close()
         stop_worker(emulator_dir)
+        ibm.stop()
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -220,4 +231,23 @@ def test_a_gateway_that_is_down_fails_the_job_at_start_without_a_drain(
     output = lab.cluster.output(job)
     assert f"the QRMI gateway at {down} did not answer" in output, output
     assert "should-not-run" not in output
+    _assert_clean(lab)
+
+
+def test_an_ibm_job_runs_the_bell_example_unchanged_and_holds_no_vendor_secret(
+    lab: Lab, gateway: Gateway
+) -> None:
+    example = lab.cluster.work / "bell_sampler.py"
+    example.write_text((find_checkout() / "examples" / "bell_sampler.py").read_text())
+    command = f"env > env-$SLURM_JOB_ID.txt; {lab.cluster.python} {example}"
+    job = lab.cluster.sbatch("--qpu=qb", "--wrap", command)
+    assert lab.cluster.wait_done(job, timeout=180) == "COMPLETED", lab.cluster.output(job)
+    output = lab.cluster.output(job)
+    assert "resource: qb (ibm-quantum-system)" in output and "counts:" in output, output
+    environment = (lab.cluster.work / f"env-{job}.txt").read_text()
+    helper_log = (lab.cluster.state_dir / "helper.log").read_text()
+    logs = "".join(lab.cluster.log(node) for node in lab.cluster.nodes)
+    seen = output + environment + helper_log + logs
+    assert [secret for secret in gateway.ibm_secrets if secret in seen] == []
+    assert "QRMI_IBM_QS" not in environment
     _assert_clean(lab)
