@@ -445,7 +445,7 @@ static int take_job_lock(const char *job)
 		return -1;
 	quiet.sa_handler = on_lock_alarm; /* no SA_RESTART: the alarm ends the wait */
 	sigaction(SIGALRM, &quiet, NULL);
-	alarm(opt_timeout);
+	alarm((unsigned int)opt_timeout);
 	locked = flock(fd, LOCK_EX) == 0;
 	alarm(0);
 	if (!locked) {
