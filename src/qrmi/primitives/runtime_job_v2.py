@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from qrmi.protocol import QuantumResourceProtocol
 
-__all__ = ["STATUS_MAP", "RuntimeJobV2", "TaskFailedError"]
+__all__ = ["STATUS_MAP", "QRMITaskJob", "RuntimeJobV2", "TaskFailedError"]
 
 #: QRMI task status to Qiskit job status (the reference's table).
 STATUS_MAP: dict[TaskStatus, JobStatus] = {
@@ -60,28 +60,12 @@ class TaskFailedError(TaskNotReadyError):
         self.logs = logs
 
 
-class RuntimeJobV2(BasePrimitiveJob):  # type: ignore[misc]
-    """A primitive task running on a QRMI resource.
+class QRMITaskJob(BasePrimitiveJob):  # type: ignore[misc]
+    """A Qiskit job answered from one QRMI task (``self._qrmi``, ``self._job_id``): its status
+    calls and ``cancel()``, the task's status being asked again only while it is not final."""
 
-    Args:
-        qrmi: the resource the task runs on.
-        job_id: the QRMI task id.
-        delete_job: accepted for compatibility with the reference and ignored (with a warning
-            once per process): a job object never stops or deletes its task when collected.
-    """
-
-    def __init__(
-        self, qrmi: QuantumResourceProtocol, job_id: str, *, delete_job: bool = False
-    ) -> None:
-        super().__init__(job_id)
-        self._qrmi = qrmi
-        self._last_status: TaskStatus | None = None
-        self._result: PrimitiveResult | None = None
-        if delete_job:
-            _warn_delete_job_ignored()
-
-    def __repr__(self) -> str:
-        return f"<RuntimeJobV2 {self._job_id!r} on {_resource_name(self._qrmi)!r}>"
+    _qrmi: QuantumResourceProtocol
+    _last_status: TaskStatus | None = None
 
     # ----- status -------------------------------------------------------------------------
 
@@ -121,6 +105,30 @@ class RuntimeJobV2(BasePrimitiveJob):  # type: ignore[misc]
         """Stop the task if it has not finished; a finished task's result is kept."""
         self._qrmi.task_stop(self._job_id)
         self._last_status = None
+
+
+class RuntimeJobV2(QRMITaskJob):
+    """A primitive task running on a QRMI resource.
+
+    Args:
+        qrmi: the resource the task runs on.
+        job_id: the QRMI task id.
+        delete_job: accepted for compatibility with the reference and ignored (with a warning
+            once per process): a job object never stops or deletes its task when collected.
+    """
+
+    def __init__(
+        self, qrmi: QuantumResourceProtocol, job_id: str, *, delete_job: bool = False
+    ) -> None:
+        super().__init__(job_id)
+        self._qrmi = qrmi
+        self._last_status: TaskStatus | None = None
+        self._result: PrimitiveResult | None = None
+        if delete_job:
+            _warn_delete_job_ignored()
+
+    def __repr__(self) -> str:
+        return f"<RuntimeJobV2 {self._job_id!r} on {_resource_name(self._qrmi)!r}>"
 
     def logs(self) -> str:
         """The task's logs."""

@@ -22,26 +22,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from qiskit.primitives import BasePrimitiveJob, DataBin, PrimitiveResult, SamplerPubResult
-from qiskit.providers import JobStatus
+from qiskit.primitives import DataBin, PrimitiveResult, SamplerPubResult
 
 from qrmi.backends.base import poll_intervals
 from qrmi.errors import ServiceError, TaskNotReadyError, TaskTimeoutError
 from qrmi.models import Payload, TaskStatus
 from qrmi.primitives.pasqal._provider import provider_module
 from qrmi.primitives.pasqal.target import get_device
+from qrmi.primitives.runtime_job_v2 import STATUS_MAP, QRMITaskJob
 
 # QPPSamplerV2 is resolved by the module's __getattr__ (it needs qiskit-pasqal-provider).
 __all__ = ["STATUS_MAP", "Options", "QPPSamplerV2", "QRMIPasqalBackend", "QRMIPasqalJob"]  # noqa: F822
 
-#: QRMI task status to Qiskit job status (the reference's table).
-STATUS_MAP: dict[TaskStatus, JobStatus] = {
-    TaskStatus.Queued: JobStatus.QUEUED,
-    TaskStatus.Running: JobStatus.RUNNING,
-    TaskStatus.Completed: JobStatus.DONE,
-    TaskStatus.Failed: JobStatus.ERROR,
-    TaskStatus.Cancelled: JobStatus.CANCELLED,
-}
 
 DEFAULT_SHOTS = 1024
 
@@ -58,7 +50,7 @@ class Options:
     run_options: dict[str, Any] = field(default_factory=dict)
 
 
-class QRMIPasqalJob(BasePrimitiveJob):  # type: ignore[misc]
+class QRMIPasqalJob(QRMITaskJob):
     """A Pasqal sampler task on a QRMI resource."""
 
     def __init__(
@@ -89,31 +81,6 @@ class QRMIPasqalJob(BasePrimitiveJob):  # type: ignore[misc]
     def __repr__(self) -> str:
         return f"<QRMIPasqalJob {self._job_id!r} on {self._backend_name!r}>"
 
-    def status(self) -> JobStatus:
-        """The Qiskit ``JobStatus`` of the task (asked again only while it is not final)."""
-        return STATUS_MAP[self._task_status()]
-
-    def done(self) -> bool:
-        """True when the task completed successfully."""
-        return self._task_status() == TaskStatus.Completed
-
-    def running(self) -> bool:
-        """True while the task runs."""
-        return self._task_status() == TaskStatus.Running
-
-    def cancelled(self) -> bool:
-        """True when the task was cancelled."""
-        return self._task_status() == TaskStatus.Cancelled
-
-    def in_final_state(self) -> bool:
-        """True once the task is done, failed or cancelled."""
-        return self._task_status().is_final
-
-    def cancel(self) -> None:
-        """Stop the task if it has not finished."""
-        self._qrmi.task_stop(self._job_id)
-        self._last_status = None
-
     def result(self) -> PrimitiveResult:
         """Wait for the task and return ``PrimitiveResult([SamplerPubResult(DataBin(counts))])``.
 
@@ -142,12 +109,6 @@ class QRMIPasqalJob(BasePrimitiveJob):  # type: ignore[misc]
             )
         return self._result
 
-    def _task_status(self) -> TaskStatus:
-        if not self._known_final():
-            self._last_status = self._qrmi.task_status(self._job_id)
-        assert self._last_status is not None
-        return self._last_status
-
     def _known_final(self) -> bool:
         status = getattr(self, "_last_status", None)
         return status is not None and status.is_final
@@ -156,7 +117,7 @@ class QRMIPasqalJob(BasePrimitiveJob):  # type: ignore[misc]
         timeout = self._timeout_seconds
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         for delay in poll_intervals(cap=max(0.01, self._poll_interval_seconds)):
-            status = self._task_status()
+            status = self.task_status()
             if status.is_final:
                 return status
             if deadline is not None and time.monotonic() >= deadline:
