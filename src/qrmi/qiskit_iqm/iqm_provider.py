@@ -31,6 +31,7 @@ from qiskit.providers import BackendV2, JobStatus, JobV1, Options
 from qrmi.errors import QrmiError, ResourceNotFoundError, TaskTimeoutError
 from qrmi.job import get_job_qpu_resources_and_types
 from qrmi.models import Payload, ResourceType, TaskStatus
+from qrmi.primitives.runtime_job_v2 import STATUS_MAP
 from qrmi.qiskit_iqm._circuits import (
     DeviceArchitecture,
     build_target,
@@ -42,15 +43,6 @@ from qrmi.resource import QuantumResource
 __all__ = ["STATUS_MAP", "IQMJobCustom", "IQMProvider", "QRMIBackend"]
 
 IQM_TYPE = ResourceType.IQMServer.type_string
-
-#: QRMI task status to Qiskit job status (the reference's table).
-STATUS_MAP: dict[TaskStatus, JobStatus] = {
-    TaskStatus.Queued: JobStatus.QUEUED,
-    TaskStatus.Running: JobStatus.RUNNING,
-    TaskStatus.Completed: JobStatus.DONE,
-    TaskStatus.Failed: JobStatus.ERROR,
-    TaskStatus.Cancelled: JobStatus.CANCELLED,
-}
 
 
 class IQMJobCustom(JobV1):  # type: ignore[misc]
