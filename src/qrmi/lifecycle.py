@@ -112,11 +112,13 @@ def _default_factory(name: str, kind: str, settings: Mapping[str, str]) -> _Reso
 @dataclass(frozen=True)
 class JobContext:
     """What the workload manager knows about the job (never anything the user set):
-    ``time_limit_seconds`` is ``None`` for an unlimited job."""
+    ``time_limit_seconds`` is ``None`` for an unlimited job; ``accounting`` has its ``user``,
+    ``account`` and ``partition`` where known (for the gateway's usage records)."""
 
     job_id: str
     uid: int
     time_limit_seconds: int | None = None
+    accounting: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -582,6 +584,7 @@ class JobLifecycle:
                     munge_socket=site.munge_socket,
                     ca_file=site.ca_file,
                     deadline=deadline,
+                    accounting=ctx.accounting,
                 )
             except GatewayUnavailableError as exc:
                 if new and not exc.reached:  # the gateway never saw the start: nothing held

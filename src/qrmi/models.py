@@ -18,6 +18,7 @@ __all__ = [
     "Target",
     "TaskResult",
     "TaskStatus",
+    "TaskUsage",
 ]
 
 
@@ -169,6 +170,19 @@ class Target:
     def json(self) -> Any:
         """``value`` parsed as JSON."""
         return json.loads(self.value)
+
+
+@dataclass(frozen=True)
+class TaskUsage:
+    """What a task cost, as the vendor reports it (pyqrmi extension; unknown fields ``None``).
+
+    ``quantum_seconds`` is the vendor's billed QPU time (IBM's ``usage.quantum_seconds``,
+    for instance); ``running_seconds`` the vendor-side time from the task's start to its end,
+    for vendors that bill no QPU time of their own.
+    """
+
+    quantum_seconds: float | None = None
+    running_seconds: float | None = None
 
 
 class Payload:

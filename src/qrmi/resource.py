@@ -8,7 +8,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from qrmi.config import Settings
-from qrmi.models import Payload, ResourceStatus, ResourceType, Target, TaskResult, TaskStatus
+from qrmi.models import (
+    Payload,
+    ResourceStatus,
+    ResourceType,
+    Target,
+    TaskResult,
+    TaskStatus,
+    TaskUsage,
+)
 from qrmi.registry import backend_class, parse_type
 
 if TYPE_CHECKING:
@@ -137,6 +145,11 @@ class QuantumResource:
     def task_logs(self, task_id: str) -> str:
         """The task's logs (for a failed task, the reason)."""
         return self._backend.task_logs(task_id)
+
+    def task_usage(self, task_id: str) -> TaskUsage | None:
+        """What the task cost (vendor QPU seconds or vendor-side running time), where the
+        vendor reports it; ``None`` otherwise (pyqrmi extension, used for accounting)."""
+        return self._backend.task_usage(task_id)
 
     def task_wait(self, task_id: str, timeout: float | None = None) -> TaskStatus:
         """Wait until the task is final and return its status (pyqrmi extension).

@@ -27,6 +27,7 @@ from qrmi.models import (
     Target,
     TaskResult,
     TaskStatus,
+    TaskUsage,
 )
 
 __all__ = ["Backend", "Clock", "Sleeper", "dump_json", "poll_intervals"]
@@ -203,6 +204,11 @@ class Backend(abc.ABC):
     def task_logs(self, task_id: str) -> str:
         """The vendor's logs for ``task_id``."""
         return self.fetch_logs(task_id)
+
+    def task_usage(self, task_id: str) -> TaskUsage | None:
+        """What ``task_id`` cost, where the vendor reports it; ``None`` when it reports nothing
+        (the default: a backend whose API reports usage overrides this)."""
+        return None
 
     def target(self) -> Target:
         """The device description."""

@@ -70,6 +70,9 @@ class StartJobRequest(BaseModel):
     time_limit: int | None = Field(
         default=None, description="job time limit in seconds; null or 0 for none"
     )
+    user: str | None = Field(default=None, description="the job's user name, for accounting")
+    account: str | None = Field(default=None, description="the job's Slurm account")
+    partition: str | None = Field(default=None, description="the job's Slurm partition")
 
 
 class StartJobAnswer(BaseModel):
@@ -84,6 +87,10 @@ class FinishJobAnswer(BaseModel):
     already_finished: bool
     cancelled_tasks: list[str]
     released: list[str]
+    usage: dict[str, float] = Field(
+        default_factory=dict,
+        description="the job's recorded tasks (``tasks``) and their QPU seconds (``qpu_seconds``)",
+    )
 
 
 class TaskStartRequest(BaseModel):
@@ -272,7 +279,15 @@ def _add_job_routes(app: FastAPI, service: GatewayService, verifier: MungeVerifi
         """Acquire the job's QPUs and mint its token (root's MUNGE credential, payload
         ``qrmi-gateway POST /v1/jobs/{job_id}``)."""
         verifier.verify_root(x_munge_cred, "POST", f"/v1/jobs/{body.job_id}")
-        started = service.start_job(body.job_id, body.uid, body.qpus, body.time_limit)
+        started = service.start_job(
+            body.job_id,
+            body.uid,
+            body.qpus,
+            body.time_limit,
+            user_name=body.user,
+            account=body.account,
+            partition=body.partition,
+        )
         return StartJobAnswer(
             job_id=started.job_id,
             token=started.token,
@@ -293,6 +308,7 @@ def _add_job_routes(app: FastAPI, service: GatewayService, verifier: MungeVerifi
             already_finished=done.already_finished,
             cancelled_tasks=done.cancelled_tasks,
             released=done.released,
+            usage=done.usage,
         )
 
 
@@ -376,6 +392,8 @@ def _add_qpu_routes(app: FastAPI, service: GatewayService) -> None:
         deadline = time.monotonic() + timeout
         for delay in poll_intervals():
             status = await run_in_threadpool(resource.task_status, task_id)
+            if status.is_final:
+                await run_in_threadpool(service.observe, resource, qpu, task_id, status)
             remaining = deadline - time.monotonic()
             if status.is_final or remaining <= 0:
                 return {"task_id": task_id, "status": status.name, "final": status.is_final}

@@ -16,7 +16,7 @@ The Slurm helper's use::
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -55,18 +55,21 @@ def start_job(
     munge_socket: str | None = None,
     ca_file: str | None = None,
     deadline: float = DEFAULT_DEADLINE,
+    accounting: Mapping[str, str] | None = None,
 ) -> tuple[str, dict[str, str]]:
     """Acquire the job's QPUs on the gateway at ``url``; return ``(token, variables)``.
 
     ``variables`` is the job's whole QRMI environment: ``QRMI_GATEWAY_URL``, the reference's
     job variables and ``{qpu}_QRMI_GATEWAY_TOKEN`` per QPU (``token`` is their value). Calling
-    it again for a running job keeps the leases and mints a new token.
+    it again for a running job keeps the leases and mints a new token. ``accounting`` holds
+    the job's ``user``, ``account`` and ``partition`` as Slurm knows them (for usage records).
 
     Raises:
         GatewayUnavailableError: the gateway did not answer within ``deadline``.
         QrmiError: the gateway refused (unknown QPU, vendor acquisition failed, ...).
     """
     body = {"job_id": job_id, "uid": uid, "qpus": list(qpus), "time_limit": time_limit}
+    body.update(accounting or {})
     answer = _root_call(
         "POST",
         url,

@@ -29,7 +29,8 @@ from qrmi.errors import (
     TaskNotFoundError,
 )
 from qrmi.gateway.auth import hash_token, new_token
-from qrmi.gateway.store import JobRecord, Store
+from qrmi.gateway.store import JobRecord, Store, UsageRecord
+from qrmi.gateway.usage import payload_facts, task_cost
 from qrmi.models import (
     Payload,
     ResourceStatus,
@@ -90,6 +91,8 @@ class FinishedJob:
     already_finished: bool = False
     cancelled_tasks: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
+    #: Totals over the Slurm job's recorded tasks: ``tasks`` and ``qpu_seconds``.
+    usage: dict[str, float] = field(default_factory=dict)
 
 
 class GatewayService:
@@ -178,9 +181,18 @@ class GatewayService:
     # ----- job lifecycle -----------------------------------------------------------------------
 
     def start_job(
-        self, job_id: str, uid: int, qpus: list[str], time_limit: int | None
+        self,
+        job_id: str,
+        uid: int,
+        qpus: list[str],
+        time_limit: int | None,
+        *,
+        user_name: str | None = None,
+        account: str | None = None,
+        partition: str | None = None,
     ) -> StartedJob:
-        """Acquire ``qpus`` for the job and mint its token.
+        """Acquire ``qpus`` for the job and mint its token; ``user_name``, ``account`` and
+        ``partition`` (as Slurm knows the job) go into the job's usage records.
 
         Starting a job that is already active again (the helper retried) keeps its leases and
         mints a new token, which replaces the previous one.
@@ -191,6 +203,8 @@ class GatewayService:
             QrmiError: a vendor acquisition failed (nothing stays acquired).
         """
         _check_job_request(job_id, uid, qpus, time_limit)
+        for what, value in (("user", user_name), ("account", account), ("partition", partition)):
+            _check_slurm_name(what, value)
         for qpu in qpus:
             self.definition(qpu)
         with self._job_lock(job_id):
@@ -201,7 +215,15 @@ class GatewayService:
             expires = None
             if time_limit is not None and 0 < time_limit < INFINITE_TIMEOUT_SECONDS:
                 expires = self.clock() + time_limit + self.token_grace_seconds
-            self.store.add_job(job_id, uid, hash_token(token), expires)
+            self.store.add_job(
+                job_id,
+                uid,
+                hash_token(token),
+                expires,
+                user_name=user_name,
+                account=account,
+                partition=partition,
+            )
             job = self.store.job(job_id)
             assert job is not None
             self._acquire_all(job, qpus)
@@ -313,6 +335,8 @@ class GatewayService:
                     f"{'; '.join(failures)}. Its token is revoked; call the job end again to retry."
                 )
             self.store.set_state(job_id, "finished")
+            self._settle_usage(job_id)
+            report.usage = self.usage_totals(job_id)
             self._forget_views(job_id)
             logger.info(
                 "job %s finished: %d task(s) cancelled, %d lease(s) released",
@@ -355,7 +379,10 @@ class GatewayService:
         now = self.clock()
         ended = []
         for job in self.store.jobs():
-            if job.state == "finished" or job.expires is None or job.expires > now:
+            if job.state == "finished":
+                self._settle_usage(job.job_id)
+                continue
+            if job.expires is None or job.expires > now:
                 continue
             try:
                 self.finish_job(job.job_id)
@@ -487,17 +514,95 @@ class GatewayService:
             raise GatewayError(
                 "ResourcePausedError", f"QPU {qpu!r} is paused by the administrator: {reason}"
             )
+        submitted = self.clock()
         task_id = self._task_resource(job, qpu).task_start(payload)
         self.store.add_task(qpu, task_id, job.job_id)
+        facts = payload_facts(payload)
+        self.store.add_usage(
+            UsageRecord(
+                qpu=qpu,
+                task_id=task_id,
+                slurm_job_id=job.job_id,
+                uid=job.uid,
+                user_name=job.user_name,
+                account=job.account,
+                partition=job.partition,
+                qpu_type=self.type_string(qpu),
+                payload_kind=facts.kind,
+                program=facts.program,
+                shots=facts.shots,
+                input_bytes=facts.input_bytes,
+                submitted=submitted,
+            )
+        )
         return task_id
 
     def task_status(self, job: JobRecord, qpu: str, task_id: str) -> TaskStatus:
         """The status of one of the job's tasks."""
-        return self._owned(job, qpu, task_id).task_status(task_id)
+        resource = self._owned(job, qpu, task_id)
+        return self.observe(resource, qpu, task_id, resource.task_status(task_id))
+
+    def observe(
+        self, resource: QuantumResource, qpu: str, task_id: str, status: TaskStatus
+    ) -> TaskStatus:
+        """Note a status the gateway saw in the task's usage record; returns ``status``."""
+        if status == TaskStatus.Running:
+            self.store.mark_usage_running(qpu, task_id, self.clock())
+        elif status.is_final:
+            self._end_usage(resource, qpu, task_id, status)
+        return status
+
+    def _end_usage(
+        self, resource: QuantumResource, qpu: str, task_id: str, status: TaskStatus
+    ) -> None:
+        record = self.store.usage_of(qpu, task_id)
+        if record is None or record.ended is not None:
+            return
+        try:
+            reported = resource.task_usage(task_id)
+        except QrmiError as exc:
+            logger.info("no vendor usage for task %s on %s: %s", task_id, qpu, exc)
+            reported = None
+        ended = self.clock()
+        seconds, source = task_cost(reported, record.started, ended)
+        self.store.end_usage(
+            qpu,
+            task_id,
+            state=status.name,
+            ended=ended,
+            quantum_seconds=seconds,
+            usage_source=source,
+        )
+
+    def _settle_usage(self, job_id: str) -> None:
+        """Complete the usage records of an ended job whose tasks are now final."""
+        job = self.store.job(job_id)
+        if job is None:
+            return
+        for record in self.store.usage(slurm_job_id=job_id, open_only=True):
+            try:
+                resource = self._task_resource(job, record.qpu)
+                self.observe(
+                    resource, record.qpu, record.task_id, resource.task_status(record.task_id)
+                )
+            except QrmiError as exc:
+                logger.warning(
+                    "job %s: no final state yet for task %s: %s", job_id, record.task_id, exc
+                )
+
+    def usage_totals(self, job_id: str) -> dict[str, float]:
+        """``tasks`` and ``qpu_seconds`` (known costs only) of the Slurm job's tasks."""
+        records = self.store.usage(slurm_job_id=job_id)
+        seconds = sum(r.quantum_seconds or 0.0 for r in records)
+        return {"tasks": len(records), "qpu_seconds": round(seconds, 6)}
 
     def task_result(self, job: JobRecord, qpu: str, task_id: str) -> TaskResult:
         """The result of one of the job's completed tasks."""
-        return self._owned(job, qpu, task_id).task_result(task_id)
+        resource = self._owned(job, qpu, task_id)
+        result = resource.task_result(task_id)
+        self.observe(resource, qpu, task_id, TaskStatus.Completed)
+        self.store.set_result_bytes(qpu, task_id, len(result.value))
+        return result
 
     def task_logs(self, job: JobRecord, qpu: str, task_id: str) -> str:
         """The logs of one of the job's tasks."""
@@ -536,6 +641,17 @@ def _build(rdef: ResourceDef, job_settings: Mapping[str, str]) -> QuantumResourc
     """A backend from the admin's settings alone (never the gateway's own environment)."""
     settings = {**rdef.environment, **job_settings}
     return QuantumResource(rdef.name, rdef.resource_type, config=settings, environ={})
+
+
+_SLURM_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
+
+
+def _check_slurm_name(what: str, value: str | None) -> None:
+    if value is not None and not _SLURM_NAME.fullmatch(value):
+        raise GatewayError(
+            "InvalidInputError",
+            f"{what} {value[:80]!r} is not a Slurm {what} name (1 to 64 letters, digits, '._@+-')",
+        )
 
 
 def _check_job_request(job_id: str, uid: int, qpus: list[str], time_limit: int | None) -> None:

@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-__all__ = ["JobRecord", "LeaseRecord", "Store", "TaskRecord"]
+__all__ = ["JobRecord", "LeaseRecord", "Store", "TaskRecord", "UsageRecord"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -28,7 +29,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     revoked_hash TEXT,
     created REAL NOT NULL,
     expires REAL,
-    state TEXT NOT NULL DEFAULT 'active'
+    state TEXT NOT NULL DEFAULT 'active',
+    user_name TEXT,
+    account TEXT,
+    partition_name TEXT
 );
 CREATE TABLE IF NOT EXISTS leases (
     job_id TEXT NOT NULL,
@@ -47,6 +51,30 @@ CREATE TABLE IF NOT EXISTS tasks (
     PRIMARY KEY (qpu, task_id)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks (job_id);
+CREATE TABLE IF NOT EXISTS usage (
+    qpu TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    slurm_job_id TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    user_name TEXT,
+    account TEXT,
+    partition_name TEXT,
+    qpu_type TEXT NOT NULL,
+    payload_kind TEXT NOT NULL,
+    program TEXT,
+    shots INTEGER,
+    input_bytes INTEGER NOT NULL,
+    submitted REAL NOT NULL,
+    started REAL,
+    ended REAL,
+    state TEXT NOT NULL,
+    quantum_seconds REAL,
+    usage_source TEXT,
+    result_bytes INTEGER,
+    PRIMARY KEY (qpu, task_id)
+);
+CREATE INDEX IF NOT EXISTS usage_by_job ON usage (slurm_job_id);
+CREATE INDEX IF NOT EXISTS usage_by_time ON usage (submitted);
 CREATE TABLE IF NOT EXISTS used_credentials (
     digest TEXT PRIMARY KEY,
     forget_after REAL NOT NULL
@@ -69,6 +97,50 @@ class JobRecord:
     expires: float | None
     state: str
     qpus: tuple[str, ...]
+    user_name: str | None = None
+    account: str | None = None
+    partition: str | None = None
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One task's accounting record: who ran what on which QPU, when, and what it cost.
+
+    ``quantum_seconds`` is the vendor's billed QPU time when its API reports one
+    (``usage_source`` ``"vendor"``), else the vendor-side running time (``"vendor-running"``),
+    else the running time the gateway observed (``"gateway"``); ``None`` while unknown.
+    ``state`` is a :class:`~qrmi.TaskStatus` name; ``ended`` is set once it is final.
+    """
+
+    qpu: str
+    task_id: str
+    slurm_job_id: str
+    uid: int
+    user_name: str | None
+    account: str | None
+    partition: str | None
+    qpu_type: str
+    payload_kind: str
+    program: str | None
+    shots: int | None
+    input_bytes: int
+    submitted: float
+    started: float | None = None
+    ended: float | None = None
+    state: str = "Queued"
+    quantum_seconds: float | None = None
+    usage_source: str | None = None
+    result_bytes: int | None = None
+
+
+_JOB_SELECT = (
+    "SELECT job_id, uid, created, expires, state, user_name, account, partition_name FROM jobs"
+)
+_USAGE_COLUMNS = (
+    "qpu, task_id, slurm_job_id, uid, user_name, account, partition_name, qpu_type, "
+    "payload_kind, program, shots, input_bytes, submitted, started, ended, state, "
+    "quantum_seconds, usage_source, result_bytes"
+)
 
 
 @dataclass(frozen=True)
@@ -131,12 +203,23 @@ class Store:
 
     # ----- jobs --------------------------------------------------------------------------------
 
-    def add_job(self, job_id: str, uid: int, token_hash: str, expires: float | None) -> None:
+    def add_job(
+        self,
+        job_id: str,
+        uid: int,
+        token_hash: str,
+        expires: float | None,
+        *,
+        user_name: str | None = None,
+        account: str | None = None,
+        partition: str | None = None,
+    ) -> None:
         """Record a new active job; its QPUs are those of its main leases (:meth:`add_lease`)."""
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO jobs (job_id, uid, token_hash, created, expires) VALUES (?,?,?,?,?)",
-                (job_id, uid, token_hash, self.clock(), expires),
+                "INSERT INTO jobs (job_id, uid, token_hash, created, expires, user_name, "
+                "account, partition_name) VALUES (?,?,?,?,?,?,?,?)",
+                (job_id, uid, token_hash, self.clock(), expires, user_name, account, partition),
             )
 
     def set_token(self, job_id: str, token_hash: str) -> None:
@@ -172,7 +255,7 @@ class Store:
         """The job ``job_id``, or ``None``."""
         with self._lock:
             row = self._db.execute(
-                "SELECT job_id, uid, created, expires, state FROM jobs WHERE job_id = ?",
+                _JOB_SELECT + " WHERE job_id = ?",
                 (job_id,),
             ).fetchone()
             return None if row is None else self._job(row)
@@ -181,7 +264,7 @@ class Store:
         """The job whose current token hashes to ``token_hash``, or ``None``."""
         with self._lock:
             row = self._db.execute(
-                "SELECT job_id, uid, created, expires, state FROM jobs WHERE token_hash = ?",
+                _JOB_SELECT + " WHERE token_hash = ?",
                 (token_hash,),
             ).fetchone()
             return None if row is None else self._job(row)
@@ -190,14 +273,14 @@ class Store:
         """The job whose revoked token hashes to ``token_hash``, or ``None``."""
         with self._lock:
             row = self._db.execute(
-                "SELECT job_id, uid, created, expires, state FROM jobs WHERE revoked_hash = ?",
+                _JOB_SELECT + " WHERE revoked_hash = ?",
                 (token_hash,),
             ).fetchone()
             return None if row is None else self._job(row)
 
     def jobs(self, state: str | None = None) -> list[JobRecord]:
         """Every job (in ``state`` when given), oldest first."""
-        query = "SELECT job_id, uid, created, expires, state FROM jobs"
+        query = _JOB_SELECT
         args: tuple[str, ...] = ()
         if state is not None:
             query, args = query + " WHERE state = ?", (state,)
@@ -205,11 +288,22 @@ class Store:
             rows = self._db.execute(query + " ORDER BY created", args).fetchall()
             return [self._job(row) for row in rows]
 
-    def _job(self, row: tuple[str, int, float, float | None, str]) -> JobRecord:
+    def _job(self, row: tuple[Any, ...]) -> JobRecord:
         qpus = self._db.execute(
             "SELECT qpu FROM leases WHERE job_id = ? AND main = 1 ORDER BY rowid", (row[0],)
         ).fetchall()
-        return JobRecord(row[0], row[1], row[2], row[3], row[4], tuple(q for (q,) in qpus))
+        job_id, uid, created, expires, state, user_name, account, partition = row
+        return JobRecord(
+            job_id,
+            uid,
+            created,
+            expires,
+            state,
+            tuple(q for (q,) in qpus),
+            user_name,
+            account,
+            partition,
+        )
 
     # ----- leases ------------------------------------------------------------------------------
 
@@ -276,6 +370,90 @@ class Store:
         with self._lock:
             rows = self._db.execute(query + " ORDER BY created, rowid", args).fetchall()
         return [TaskRecord(*row) for row in rows]
+
+    # ----- usage records -----------------------------------------------------------------------
+
+    def add_usage(self, record: UsageRecord) -> None:
+        """Record a task the moment it is started (so no job end can lose it)."""
+        values = tuple(getattr(record, f.name) for f in fields(UsageRecord))
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES ({','.join('?' * len(values))}) "
+                "ON CONFLICT (qpu, task_id) DO NOTHING",
+                values,
+            )
+
+    def mark_usage_running(self, qpu: str, task_id: str, when: float) -> None:
+        """Note when the gateway first saw the task running."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE usage SET started = ?, state = 'Running' "
+                "WHERE qpu = ? AND task_id = ? AND started IS NULL AND ended IS NULL",
+                (when, qpu, task_id),
+            )
+
+    def end_usage(
+        self,
+        qpu: str,
+        task_id: str,
+        *,
+        state: str,
+        ended: float,
+        quantum_seconds: float | None,
+        usage_source: str | None,
+    ) -> bool:
+        """Record the task's final state and cost; False when it was recorded before."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE usage SET state = ?, ended = ?, quantum_seconds = ?, usage_source = ? "
+                "WHERE qpu = ? AND task_id = ? AND ended IS NULL",
+                (state, ended, quantum_seconds, usage_source, qpu, task_id),
+            )
+            return cursor.rowcount == 1
+
+    def set_result_bytes(self, qpu: str, task_id: str, size: int) -> None:
+        """Record the size of the task's result."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE usage SET result_bytes = ? WHERE qpu = ? AND task_id = ?",
+                (size, qpu, task_id),
+            )
+
+    def usage_of(self, qpu: str, task_id: str) -> UsageRecord | None:
+        """The usage record of one task, or ``None``."""
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT {_USAGE_COLUMNS} FROM usage WHERE qpu = ? AND task_id = ?",
+                (qpu, task_id),
+            ).fetchone()
+        return None if row is None else UsageRecord(*row)
+
+    def usage(
+        self,
+        *,
+        slurm_job_id: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        open_only: bool = False,
+    ) -> list[UsageRecord]:
+        """Usage records (of one Slurm job; submitted in ``[start, end)``), oldest first."""
+        conditions, args = [], []
+        for condition, value in (
+            ("slurm_job_id = ?", slurm_job_id),
+            ("submitted >= ?", start),
+            ("submitted < ?", end),
+        ):
+            if value is not None:
+                conditions.append(condition)
+                args.append(value)
+        if open_only:
+            conditions.append("ended IS NULL")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT {_USAGE_COLUMNS} FROM usage{where} ORDER BY submitted, task_id", args
+            ).fetchall()
+        return [UsageRecord(*row) for row in rows]
 
     # ----- MUNGE replay guard, pauses ----------------------------------------------------------
 

@@ -40,7 +40,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -115,11 +115,13 @@ BACKFILL_YEAR_SECONDS = 365 * 86400
 
 @dataclass(frozen=True)
 class JobRecord:
-    """What slurmctld says about the job: its time limit (``None`` if unlimited) and the
-    licenses it was granted (name -> count)."""
+    """What slurmctld says about the job: its time limit (``None`` if unlimited), the
+    licenses it was granted (name -> count) and, for usage records, its user, account and
+    partition (the ones Slurm has, never the job's environment)."""
 
     time_limit_seconds: int | None
     licenses: dict[str, int]
+    accounting: dict[str, str] = field(default_factory=dict)
 
 
 def parse_licenses(text: str) -> dict[str, int]:
@@ -139,16 +141,21 @@ def parse_licenses(text: str) -> dict[str, int]:
 
 
 def parse_job_record(line: str) -> JobRecord:
-    """One ``squeue -o '%l|%W'`` line.
+    """One ``squeue -o '%l|%W|%u|%a|%P'`` line (the last three may be missing).
 
     Raises:
         InvalidInputError: the time limit is not a Slurm time limit.
     """
-    limit, _, licenses = line.partition("|")
+    limit, licenses, *names = line.split("|")
     seconds = parse_time_limit(limit)
     if seconds == BACKFILL_YEAR_SECONDS:
         seconds = None
-    return JobRecord(seconds, parse_licenses(licenses))
+    accounting = {
+        key: value.strip()
+        for key, value in zip(("user", "account", "partition"), names, strict=False)
+        if value.strip() not in ("", "(null)", "N/A")
+    }
+    return JobRecord(seconds, parse_licenses(licenses), accounting)
 
 
 #: How long squeue may take to answer.
@@ -176,7 +183,7 @@ class JobRecordQuery:
                 write_ends.append(write_end)
             self.pid = os.posix_spawnp(
                 "squeue",
-                ["squeue", "-h", "-j", job_id, "-o", "%l|%W"],
+                ["squeue", "-h", "-j", job_id, "-o", "%l|%W|%u|%a|%P"],
                 os.environ,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -338,7 +345,7 @@ def cmd_acquire(args: Args) -> int:
         import qrmi.gateway.client  # noqa: F401  (while squeue runs)
     record = query.record()
     check_licenses(args.job, names, record.licenses)
-    ctx = JobContext(args.job, args.uid, record.time_limit_seconds)
+    ctx = JobContext(args.job, args.uid, record.time_limit_seconds, record.accounting)
     if site is None:
         variables = lifecycle.variables(lifecycle.acquire(ctx, names), ctx)
     else:  # leave time to end a failed start on the gateway before the shim's kill
