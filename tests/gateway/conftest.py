@@ -1,7 +1,9 @@
-"""Fixtures of the gateway tests: a private munged, and gateways over the local emulator."""
+"""Fixtures of the gateway tests: a private munged, a private PostgreSQL, and gateways over the
+local emulator."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from qrmi.backends.local_emulator.worker import stop_worker
 from qrmi.gateway.testing import LocalGateway
 from qrmi.models import Payload
 from qrmi.testing.munge import MungeDaemon, MungeUnavailableError, munge_available
+from qrmi.testing.postgres import PostgresServer, postgres_bindir
 
 #: A value planted in the config as a vendor secret: it must never leave the gateway.
 SECRET = "s3cr3t-APIKEY-do-not-leak-7f3a"
@@ -67,6 +70,36 @@ def munge() -> Iterator[MungeDaemon]:
         yield daemon
     finally:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """Debian's PostgreSQL on a free port of 127.0.0.1 (skipped only when not installed)."""
+    if postgres_bindir() is None:
+        pytest.skip("PostgreSQL is not installed (scripts/install-system-deps installs it as root)")
+    server = PostgresServer(fsync=False).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A new, empty database on the session's PostgreSQL."""
+    return postgres.create_database(f"gateway_{next(_databases)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a store lives, once for each database: a SQLite path, a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return tmp_path / "gateway.db"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from qrmi.config import Config, ResourceDef
@@ -116,8 +117,10 @@ class GatewayService:
         self._job_locks: dict[str, threading.Lock] = {}
         self._shared: dict[str, QuantumResource] = {}
         self._views: dict[tuple[str, str], QuantumResource] = {}
-        # Token hash -> job, for the hot path of every call. Only this process writes the
-        # store, so dropping a job's entries whenever its token or state changes keeps it exact.
+        # Token hash -> job, for the hot path of every call. Alone on its store (SQLite), this
+        # process drops a job's entries whenever it changes its token or state, which keeps it
+        # exact. On a shared store another gateway may revoke a token at any time, so each use
+        # checks that it is still an active job's (one indexed lookup).
         self._by_token: dict[str, JobRecord] = {}
 
     # ----- resources ---------------------------------------------------------------------------
@@ -351,10 +354,13 @@ class GatewayService:
         return failures
 
     def reap_expired(self) -> list[str]:
-        """End the jobs whose token expired (their node died before the job end); return them."""
+        """End the jobs whose token expired (their node died before the job end); return them.
+        Also drop what this process cached of jobs that ended, maybe on another gateway."""
         now = self.clock()
         ended = []
-        for job in self.store.jobs():
+        jobs = self.store.jobs()
+        self._forget_ended(jobs)
+        for job in jobs:
             if job.state == "finished" or job.expires is None or job.expires > now:
                 continue
             try:
@@ -364,9 +370,24 @@ class GatewayService:
                 logger.warning("cannot end expired job %s yet: %s", job.job_id, exc)
         return ended
 
-    def _job_lock(self, job_id: str) -> threading.Lock:
+    @contextmanager
+    def _job_lock(self, job_id: str) -> Iterator[None]:
+        """Serialise the job's start and end: among this process's threads, then among the
+        gateways sharing the store (a database lock)."""
         with self._lock:
-            return self._job_locks.setdefault(job_id, threading.Lock())
+            lock = self._job_locks.setdefault(job_id, threading.Lock())
+        with lock, self.store.job_lock(job_id):
+            yield
+
+    def _forget_ended(self, jobs: list[JobRecord]) -> None:
+        active = {job.job_id for job in jobs if job.state == "active"}
+        with self._lock:
+            cached = {key[0] for key in self._views} | {j.job_id for j in self._by_token.values()}
+        for job_id in cached - active:  # its lock stays: a start may be running
+            self._forget_tokens(job_id)
+            with self._lock:
+                for key in [key for key in self._views if key[0] == job_id]:
+                    del self._views[key]
 
     def _forget_tokens(self, job_id: str) -> None:
         with self._lock:
@@ -395,6 +416,9 @@ class GatewayService:
             )
         digest = hash_token(token)
         job = self._by_token.get(digest)
+        if job is not None and self.store.shared and self.store.active_job_id(digest) != job.job_id:
+            self._forget_tokens(job.job_id)  # revoked or replaced, maybe by another gateway
+            job = None
         if job is None:
             job = self.store.job_by_token(digest)
             if job is not None and job.state == "active":
