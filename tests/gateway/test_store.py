@@ -238,3 +238,16 @@ def test_an_unreachable_database_is_a_clear_error_without_the_password(
     assert describe_location(url) == (
         f"postgresql://qrmi:***@127.0.0.1:{postgres.port}/no_such_database"
     )
+
+
+def test_a_database_gone_mid_run_is_store_unavailable(postgres: PostgresServer) -> None:
+    server = PostgresServer(fsync=False).start()  # a server of its own, to stop
+    try:
+        store = Store(server.create_database("gone"))
+        store.add_job("9", 1000, hash_token(new_token()), expires=None)
+    finally:
+        server.stop()
+
+    with pytest.raises(StoreUnavailableError, match="unavailable"):
+        store.job("9")
+    store.close()
