@@ -4,7 +4,10 @@ other's writes, release a lease once and share one job lock."""
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
+import subprocess
 import threading
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 
 from qrmi.gateway.auth import hash_token, new_token
 from qrmi.gateway.store import Store, StoreUnavailableError, describe_location
-from qrmi.testing.postgres import PostgresServer
+from qrmi.testing.postgres import PostgresServer, postgres_bindir
 
 
 def test_everything_survives_a_reopen(store_location: str | Path) -> None:
@@ -250,4 +253,27 @@ def test_a_database_gone_mid_run_is_store_unavailable(postgres: PostgresServer) 
 
     with pytest.raises(StoreUnavailableError, match="unavailable"):
         store.job("9")
+    store.close()
+
+
+def test_the_documented_backup_and_restore_bring_a_job_back(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "gateway.md").read_text()
+    recipe = next(b for b in re.findall(r"^```sh\n(.*?)^```$", doc, re.S | re.M) if "pg_dump" in b)
+    documented_url = "postgresql://qrmi-gw@db.example.org:5432/qrmi_gateway"
+    script = recipe.replace(documented_url, postgres_url).replace("/var/backups/", f"{tmp_path}/")
+    backup, restore = script.split("pg_restore")
+    store = Store(postgres_url)
+    store.add_job("9", 1000, hash_token(new_token()), expires=None)
+    store.add_lease("9", "emu", "lease-1", main=True)
+    environment = {"PATH": f"{postgres_bindir()}:{os.environ['PATH']}"}
+
+    subprocess.run(["bash", "-c", backup], env=environment, check=True, timeout=120)
+    store.delete_job("9")
+    store.add_job("10", 1000, hash_token(new_token()), expires=None)
+    subprocess.run(["bash", "-c", "pg_restore" + restore], env=environment, check=True, timeout=120)
+
+    assert [job.job_id for job in store.jobs()] == ["9"]
+    assert [lease.token for lease in store.leases("9")] == ["lease-1"]
     store.close()
