@@ -256,6 +256,27 @@ def test_a_database_gone_mid_run_is_store_unavailable(postgres: PostgresServer) 
     store.close()
 
 
+def test_a_store_reconnects_after_its_database_restarts(postgres: PostgresServer) -> None:
+    server = PostgresServer(fsync=False).start()  # a server of its own, to restart
+    try:
+        store = Store(server.create_database("restarted"))
+        store.add_job("9", 1000, hash_token(new_token()), expires=None)
+        server.restart()  # every connection of the pool is cut
+
+        found, refusals = None, 0
+        while found is None and refusals < 20:
+            try:
+                found = store.job("9")
+            except StoreUnavailableError:  # a connection cut by the restart: 503, retried
+                refusals += 1
+
+        assert found is not None and found.job_id == "9"
+        store.add_job("10", 1000, hash_token(new_token()), expires=None)
+        store.close()
+    finally:
+        server.stop()
+
+
 def test_the_documented_backup_and_restore_bring_a_job_back(
     postgres_url: str, tmp_path: Path
 ) -> None:

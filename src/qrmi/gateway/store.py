@@ -540,7 +540,7 @@ class _Postgres:
             max_size=max(1, pool_size),
             kwargs={"autocommit": True},
             name="qrmi-gateway-store",
-            timeout=30.0,
+            timeout=10.0,  # waiting longer for a connection: answer 503, the client retries
             open=True,
         )
 

@@ -66,6 +66,8 @@ class PostgresServer:
         self.user = ""
         self.directory: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._command: list[str] = []
+        self._owner = pwd.getpwuid(os.geteuid())
 
     @property
     def url(self) -> str:
@@ -109,18 +111,32 @@ class PostgresServer:
             "-c",
             f"fsync={'on' if self.fsync else 'off'}",
         ]
+        self._command, self._owner = command, owner
+        self._serve()
+        return self
+
+    def restart(self) -> None:
+        """Stop the server (fast shutdown: every client connection is cut) and start it again
+        on the same port and data, as a database restart or failover looks to its clients."""
+        process, self._process = self._process, None
+        if process is not None:
+            _shut_down(process)
+        self._serve()
+
+    def _serve(self) -> None:
+        assert self.directory is not None
+        as_root = os.geteuid() == 0
         with (self.directory / "postgres.log").open("ab") as log:
             self._process = subprocess.Popen(
-                command,
+                self._command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                user=owner.pw_uid if os.geteuid() == 0 else None,
-                group=owner.pw_gid if os.geteuid() == 0 else None,
+                user=self._owner.pw_uid if as_root else None,
+                group=self._owner.pw_gid if as_root else None,
                 start_new_session=True,  # a Ctrl-C of the tests reaches it only through stop()
             )
         self._wait_until_ready()
-        return self
 
     def create_database(self, name: str) -> str:
         """Create database ``name`` (lower-case letters, digits, ``_``); return its URL."""
@@ -135,13 +151,8 @@ class PostgresServer:
     def stop(self) -> None:
         """Stop the server this object started (fast shutdown) and delete its files."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGINT)  # "fast" shutdown: clients are disconnected
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        if process is not None:
+            _shut_down(process)
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
@@ -197,6 +208,16 @@ class PostgresServer:
 
     def __repr__(self) -> str:
         return f"PostgresServer(port={self.port})"
+
+
+def _shut_down(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)  # "fast" shutdown: clients are disconnected
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def _owner() -> pwd.struct_passwd:
