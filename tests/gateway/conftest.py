@@ -117,11 +117,26 @@ MakeGateway = Callable[..., LocalGateway]
 
 
 @pytest.fixture
-def make_gateway(tmp_path: Path, emulators: Path, munge: MungeDaemon) -> Iterator[MakeGateway]:
+def gateway_store() -> str:
+    """The store of the gateways :func:`make_gateway` makes: ``sqlite`` (a file of their own)
+    here; a test module that redefines this fixture with both params runs on both stores."""
+    return "sqlite"
+
+
+@pytest.fixture
+def make_gateway(
+    tmp_path: Path,
+    emulators: Path,
+    munge: MungeDaemon,
+    gateway_store: str,
+    request: pytest.FixtureRequest,
+) -> Iterator[MakeGateway]:
     started: list[LocalGateway] = []
 
     def make(**options: Any) -> LocalGateway:
         directory = tmp_path / f"gateway{len(started)}"
+        if gateway_store == "postgresql":
+            options.setdefault("store", request.getfixturevalue("postgres_url"))
         gateway = LocalGateway(
             emulator_config(emulators), directory, munge_socket=munge.socket, **options
         )

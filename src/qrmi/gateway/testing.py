@@ -40,7 +40,8 @@ __all__ = ["GatewayProcess", "LocalGateway"]
 
 
 class LocalGateway:
-    """A gateway for ``config`` whose store is ``directory/gateway.db``."""
+    """A gateway for ``config`` whose store is ``directory/gateway.db``, or ``store`` (a
+    ``postgresql://`` URL, for instance) when given."""
 
     def __init__(
         self,
@@ -52,9 +53,11 @@ class LocalGateway:
         max_body_bytes: int | None = None,
         token_grace_seconds: float = 300.0,
         body_timeout: float = 30.0,
+        store: str | Path | None = None,
     ) -> None:
         self.config = config if isinstance(config, Config) else Config.from_dict(config)
         self.directory = Path(directory)
+        self.store_location = self.directory / "gateway.db" if store is None else store
         self.munge_socket = munge_socket
         self._app_options: dict[str, Any] = {
             "munge_socket": munge_socket,
@@ -73,7 +76,7 @@ class LocalGateway:
         return str(self.server.url)
 
     def _build(self) -> ASGIApp:
-        store = Store(self.directory / "gateway.db")
+        store = Store(self.store_location)
         self.service = GatewayService(
             self.config, store, token_grace_seconds=self.token_grace_seconds
         )
