@@ -298,3 +298,20 @@ def test_the_documented_backup_and_restore_bring_a_job_back(
     assert [job.job_id for job in store.jobs()] == ["9"]
     assert [lease.token for lease in store.leases("9")] == ["lease-1"]
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("postgresql://gw:s3cret@db:5432/qrmi", "postgresql://gw:***@db:5432/qrmi"),
+        ("postgresql://gw:s3%40c/ret@db/qrmi", "postgresql://gw:***@db/qrmi"),
+        (
+            "postgresql://gw@db/qrmi?password=s3cret&sslmode=require",
+            "postgresql://gw@db/qrmi?password=***&sslmode=require",
+        ),
+        ("postgres:///qrmi?host=/run/postgresql", "postgres:///qrmi?host=/run/postgresql"),
+        ("/var/lib/qrmi-gateway/gateway.db", "/var/lib/qrmi-gateway/gateway.db"),
+    ],
+)
+def test_a_store_is_described_without_its_password(location: str, shown: str) -> None:
+    assert describe_location(location) == shown

@@ -189,8 +189,13 @@ def describe_location(location: str | Path) -> str:
     text = str(location)
     if not is_postgres_url(text):
         return text
-    text = re.sub(r"(://[^:@/]*):[^@/]*@", r"\1:***@", text)
-    return re.sub(r"(?i)(password=)[^&]*", r"\1***", text)
+    scheme, rest = text.split("://", 1)
+    head, question, query = rest.partition("?")
+    userinfo, at, after = head.rpartition("@")  # a badly quoted password may hold "@" or "/"
+    if at and ":" in userinfo:
+        head = f"{userinfo.split(':', 1)[0]}:***@{after}"
+    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", query)
+    return f"{scheme}://{head}{question}{query}"
 
 
 class Store:
