@@ -52,7 +52,9 @@ __all__ = [
     "is_postgres_url",
 ]
 
-#: One statement each (split on ``;``); types that SQLite and PostgreSQL both accept.
+#: Split on ``;`` into statements. Types that SQLite and PostgreSQL both accept: TEXT, BIGINT,
+#: INTEGER, DOUBLE PRECISION for times (PostgreSQL's REAL has 24 bits: seconds since 1970
+#: would lose minutes); no AUTOINCREMENT or ``rowid`` (order by a column of the row's own).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
