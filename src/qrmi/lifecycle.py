@@ -262,17 +262,21 @@ def gateway_site(definitions: Sequence[ResourceDef]) -> GatewaySite | None:
 
 
 def _site_of(rdef: ResourceDef) -> GatewaySite | None:
+    from qrmi.gateway.client import split_gateway_urls
+
     url = rdef.environment.get(GATEWAY_URL_KEY, "").strip()
     if not url:
         return None
-    if not url.startswith(("http://", "https://")):
+    try:
+        urls = split_gateway_urls(url)
+    except ConfigError:
         raise ConfigError(
             f"{GATEWAY_URL_KEY}={url!r} of QPU {rdef.name!r} in qrmi_config.json is not an "
             "http:// or https:// URL; set it to the gateway's base URL, e.g. "
-            "https://qpu-gw.example.org:8443"
-        )
+            "https://qpu-gw.example.org:8443, or to its replicas' URLs separated by commas"
+        ) from None
     return GatewaySite(
-        url.rstrip("/"),
+        ",".join(urls),
         rdef.environment.get(GATEWAY_MUNGE_KEY) or None,
         rdef.environment.get(GATEWAY_CA_KEY) or None,
     )

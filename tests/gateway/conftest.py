@@ -1,7 +1,9 @@
-"""Fixtures of the gateway tests: a private munged, and gateways over the local emulator."""
+"""Fixtures of the gateway tests: a private munged, a private PostgreSQL, and gateways over the
+local emulator."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from qrmi.backends.local_emulator.worker import stop_worker
 from qrmi.gateway.testing import LocalGateway
 from qrmi.models import Payload
 from qrmi.testing.munge import MungeDaemon, MungeUnavailableError, munge_available
+from qrmi.testing.postgres import PostgresServer, postgres_bindir
 
 #: A value planted in the config as a vendor secret: it must never leave the gateway.
 SECRET = "s3cr3t-APIKEY-do-not-leak-7f3a"
@@ -70,6 +73,36 @@ def munge() -> Iterator[MungeDaemon]:
 
 
 @pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """Debian's PostgreSQL on a free port of 127.0.0.1 (skipped only when not installed)."""
+    if postgres_bindir() is None:
+        pytest.skip("PostgreSQL is not installed (scripts/install-system-deps installs it as root)")
+    server = PostgresServer(fsync=False).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A new, empty database on the session's PostgreSQL."""
+    return postgres.create_database(f"gateway_{next(_databases)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a store lives, once for each database: a SQLite path, a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return tmp_path / "gateway.db"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture(scope="session")
 def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The emulators' state directory, shared by the session; their workers stop at the end."""
     state = tmp_path_factory.mktemp("emulators")
@@ -84,11 +117,26 @@ MakeGateway = Callable[..., LocalGateway]
 
 
 @pytest.fixture
-def make_gateway(tmp_path: Path, emulators: Path, munge: MungeDaemon) -> Iterator[MakeGateway]:
+def gateway_store() -> str:
+    """The store of the gateways :func:`make_gateway` makes: ``sqlite`` (a file of their own)
+    here; a test module that redefines this fixture with both params runs on both stores."""
+    return "sqlite"
+
+
+@pytest.fixture
+def make_gateway(
+    tmp_path: Path,
+    emulators: Path,
+    munge: MungeDaemon,
+    gateway_store: str,
+    request: pytest.FixtureRequest,
+) -> Iterator[MakeGateway]:
     started: list[LocalGateway] = []
 
     def make(**options: Any) -> LocalGateway:
         directory = tmp_path / f"gateway{len(started)}"
+        if gateway_store == "postgresql":
+            options.setdefault("store", request.getfixturevalue("postgres_url"))
         gateway = LocalGateway(
             emulator_config(emulators), directory, munge_socket=munge.socket, **options
         )

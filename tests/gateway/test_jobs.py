@@ -25,6 +25,12 @@ from qrmi.testing.munge import MungeDaemon
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the job lifecycle is root's")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gateway_store(request: pytest.FixtureRequest) -> str:
+    """Each test here runs on both stores."""
+    return str(request.param)
+
+
 def test_start_job_gives_the_gateway_variables_and_no_secret(
     gateway: LocalGateway, munge: MungeDaemon, caplog: pytest.LogCaptureFixture
 ) -> None:

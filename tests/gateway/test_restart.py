@@ -13,6 +13,12 @@ from qrmi.models import TaskStatus
 from qrmi.resource import QuantumResource
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gateway_store(request: pytest.FixtureRequest) -> str:
+    """Each test here runs on both stores."""
+    return str(request.param)
+
+
 def test_a_restart_mid_task_loses_nothing(gateway: LocalGateway) -> None:
     _, mine = gateway.open_job("301", qpus=["emu"])
     _, theirs = gateway.open_job("302", qpus=["emu"])

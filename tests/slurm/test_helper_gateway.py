@@ -124,6 +124,22 @@ def test_a_gateway_job_gets_a_token_and_no_secret_and_its_end_revokes_it(
     assert again.returncode == 0 and again.stdout == ""
 
 
+def test_the_helper_goes_on_with_the_next_replica_listed(
+    tmp_path: Path, gateway: LocalGateway, munge: MungeDaemon
+) -> None:
+    replicas = f"http://127.0.0.1:9, {gateway.url}/"  # the first one is down
+    helper = gateway_helper(tmp_path, replicas, munge)
+
+    started = helper.acquire("--step", "batch", "--qpu", "a", "--timeout", "20")
+
+    assert started.returncode == 0, started.stdout + started.stderr
+    variables = variables_of(started.stdout)
+    assert variables["QRMI_GATEWAY_URL"] == f"http://127.0.0.1:9,{gateway.url}"
+    released = helper.run("release", "--job", "42", "--timeout", "20")
+    assert released.returncode == 0, released.stdout
+    assert "released a" in released.stdout
+
+
 def test_a_gateway_that_is_down_fails_the_start_with_a_message_and_holds_nothing(
     tmp_path: Path, munge: MungeDaemon
 ) -> None:

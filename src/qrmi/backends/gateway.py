@@ -14,7 +14,8 @@ and :class:`~qrmi.QuantumResource` picks this backend whatever the vendor type
 Settings (``{name}_KEY`` or the config dict; the URL may also be unprefixed):
 
 =================================  ==========================================================
-``QRMI_GATEWAY_URL``               the gateway's base URL (required)
+``QRMI_GATEWAY_URL``               the gateway's base URL (required), or the URLs of its
+                                   replicas separated by commas
 ``QRMI_GATEWAY_TOKEN``             the job token (required)
 ``QRMI_GATEWAY_CA_FILE``           CA bundle for a gateway with a private TLS certificate
 ``QRMI_GATEWAY_TIMEOUT``           seconds per HTTP try (default 30)
@@ -23,8 +24,11 @@ Settings (``{name}_KEY`` or the config dict; the URL may also be unprefixed):
 =================================  ==========================================================
 
 A gateway that cannot be reached raises :class:`~qrmi.errors.ServiceUnavailableError` once the
-retry budget is spent, never hangs. Errors the gateway answers carry the type of the error raised
-on the gateway host (``TaskNotFoundError``, ``TaskNotReadyError`` ...), raised here again.
+retry budget is spent, never hangs. With several replicas listed, a call that cannot reach one
+(connection refused or dropped, timeout, HTTP 503) goes on at once with the next, within the
+same budget; later calls start with the replica that answered last. Errors the gateway answers
+carry the type of the error raised on the gateway host (``TaskNotFoundError``,
+``TaskNotReadyError`` ...), raised here again.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import httpx
 from qrmi._version import __version__
 from qrmi.backends.base import Backend
 from qrmi.config import Settings
-from qrmi.errors import ConfigError, QrmiError, ServiceError
+from qrmi.errors import ConfigError, QrmiError, ServiceError, ServiceUnavailableError
 from qrmi.gateway.wire import error_class, payload_to_json
 from qrmi.http import HttpClient, RetryPolicy, StaticToken
 from qrmi.models import (
@@ -99,43 +103,85 @@ class GatewayBackend(Backend):
                 f"resource {resource_id!r} is not set up for the QRMI gateway: "
                 f"{settings.env_name(TOKEN_KEY)} and {URL_KEY} must both be set"
             )
-        self.url, token = found
-        budget = settings.get_float("QRMI_GATEWAY_RETRY_SECONDS", 60.0) or 60.0
-        self._http = HttpClient(
-            self.url,
-            service="QRMI gateway",
-            headers={"User-Agent": f"pyqrmi/{__version__}", "Accept": "application/json"},
-            auth=StaticToken(token),
-            timeout=settings.get_float("QRMI_GATEWAY_TIMEOUT", 30.0) or 30.0,
-            retry=RetryPolicy(
-                max_attempts=10_000,  # bounded by the deadline
-                backoff_initial=0.1,
-                backoff_max=2.0,
-                retry_statuses=_RETRY_STATUSES,
-                throttle_statuses=frozenset({429}),
-                deadline=budget,
-            ),
-            transport=_transport(settings.get("QRMI_GATEWAY_CA_FILE")),
-            clock=self.clock,
-            sleep=self.sleep,
-        )
+        from qrmi.gateway.client import split_gateway_urls
+
+        urls, token = found
+        self.urls = split_gateway_urls(urls)
+        self.url = self.urls[0]
+        self._budget = settings.get_float("QRMI_GATEWAY_RETRY_SECONDS", 60.0) or 60.0
+        timeout = settings.get_float("QRMI_GATEWAY_TIMEOUT", 30.0) or 30.0
+        transport = _transport(settings.get("QRMI_GATEWAY_CA_FILE"))
+        # Alone, a gateway is retried until the budget is spent; among replicas, one failed
+        # try moves on to the next (the loop in _send_anywhere owns the budget).
+        tries = 10_000 if len(self.urls) == 1 else 1
+        self._http = [
+            HttpClient(
+                url,
+                service="QRMI gateway",
+                headers={"User-Agent": f"pyqrmi/{__version__}", "Accept": "application/json"},
+                auth=StaticToken(token),
+                timeout=timeout,
+                retry=RetryPolicy(
+                    max_attempts=tries,  # bounded by the deadline
+                    backoff_initial=0.1,
+                    backoff_max=2.0,
+                    retry_statuses=_RETRY_STATUSES,
+                    throttle_statuses=frozenset({429}),
+                    deadline=self._budget,
+                ),
+                transport=transport,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+            for url in self.urls
+        ]
+        self._preferred = 0  # the replica that answered last
         self._base = f"v1/qpus/{resource_id}"
 
     # ----- one call ----------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         suffix = f"/{path}" if path else ""
-        response = self._http.request(method, self._base + suffix, expected=_ANSWERED, **kwargs)
+        url, response = self._send_anywhere(method, self._base + suffix, **kwargs)
         if response.status_code >= 400:
-            raise _error_from(response, self.url)
+            raise _error_from(response, url)
         try:
             return response.json()
         except ValueError:
             raise ServiceError(
-                f"the QRMI gateway at {self.url} answered {method} {path} with a body that is "
+                f"the QRMI gateway at {url} answered {method} {path} with a body that is "
                 "not JSON; check that QRMI_GATEWAY_URL names the gateway",
                 status_code=response.status_code,
             ) from None
+
+    def _send_anywhere(self, method: str, path: str, **kwargs: Any) -> tuple[str, httpx.Response]:
+        """The answer of the first replica that gives one, starting with the last that did;
+        rounds over every replica, with a growing pause between rounds, until the budget."""
+        count = len(self._http)
+        if count == 1:
+            return self.url, self._http[0].request(method, path, expected=_ANSWERED, **kwargs)
+        started, pause = self.clock(), 0.1
+        while True:
+            first = self._preferred
+            for index in [(first + step) % count for step in range(count)]:
+                left = self._budget - (self.clock() - started)
+                try:
+                    response = self._http[index].request(
+                        method, path, expected=_ANSWERED, deadline=max(left, 0.001), **kwargs
+                    )
+                except ServiceUnavailableError as exc:
+                    last = exc
+                    continue
+                self._preferred = index
+                return self.urls[index], response
+            if self.clock() - started + pause >= self._budget:
+                raise ServiceUnavailableError(
+                    f"no QRMI gateway of {', '.join(self.urls)} answered {method} {path} within "
+                    f"{self._budget:g} s; the last failure: {last}",
+                    status_code=last.status_code,
+                )
+            self.sleep(pause)
+            pause = min(2.0, pause * 2)
 
     # ----- resource calls ----------------------------------------------------------------------
 
@@ -230,7 +276,7 @@ class GatewayBackend(Backend):
                 )
 
     def __repr__(self) -> str:
-        return f"GatewayBackend({self.resource_id!r}, {self.url!r})"
+        return f"GatewayBackend({self.resource_id!r}, {','.join(self.urls)!r})"
 
 
 def _transport(ca_file: str | None) -> httpx.HTTPTransport | None:

@@ -36,8 +36,14 @@ def gateway(
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
     store: Annotated[
-        Path, typer.Option(help="SQLite store of jobs, token hashes, leases and tasks.")
-    ] = Path(_DEFAULT_STORE),
+        str,
+        typer.Option(
+            help="Store of jobs, token hashes, leases and tasks: a SQLite file, or a "
+            "postgresql://user@host:port/dbname URL that gateway replicas share (password in "
+            "~/.pgpass or PGPASSWORD, not on the command line).",
+            envvar="QRMI_GATEWAY_STORE",
+        ),
+    ] = _DEFAULT_STORE,
     munge_socket: Annotated[
         str | None, typer.Option(help="munged socket (default: /run/munge/munge.socket.2).")
     ] = None,

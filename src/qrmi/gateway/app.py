@@ -254,8 +254,11 @@ def _job_dependency(service: GatewayService) -> Callable[..., Awaitable[JobRecor
     async def current_job(
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> JobRecord:
-        # Mostly a dictionary lookup (the service caches live tokens): no thread hop.
-        job = service.authenticate(_bearer(authorization))
+        token = _bearer(authorization)
+        if service.store.shared:  # a round trip to the shared database: off the event loop
+            job = await run_in_threadpool(service.authenticate, token)
+        else:  # mostly a dictionary lookup (the service caches live tokens): no thread hop
+            job = service.authenticate(token)
         request.state.job_id = job.job_id
         return job
 

@@ -5,6 +5,10 @@ to the request (:func:`qrmi.gateway.auth.munge_binding`), so it only works for u
 sharing the cluster's MUNGE key. Every call has a deadline: a gateway that is down or slow makes
 it raise :class:`GatewayUnavailableError` with a message that says so, never hang.
 
+``url`` may list several gateway replicas sharing one PostgreSQL store, comma-separated
+(``https://gw1:8443,https://gw2:8443``): a call that cannot reach one (connection refused or
+dropped, HTTP 503 or a proxy's 502/504) goes on with the next, within the same deadline.
+
 The Slurm helper's use::
 
     token, variables = start_job(url, job_id, uid, qpus, time_limit)   # at job start
@@ -21,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from qrmi.errors import QrmiError, ServiceError, ServiceUnavailableError
+from qrmi.errors import ConfigError, QrmiError, ServiceError, ServiceUnavailableError
 from qrmi.gateway.auth import MUNGE_HEADER, munge_binding
 from qrmi.gateway.wire import error_class
 
@@ -29,11 +33,15 @@ __all__ = [
     "GatewayUnavailableError",
     "admin_request",
     "finish_job",
+    "split_gateway_urls",
     "start_job",
 ]
 
 #: Default budget of a start or end call, retries included (seconds).
 DEFAULT_DEADLINE = 30.0
+#: Longest wait for a TCP connection to one replica before trying the next.
+_CONNECT_SECONDS = 5.0
+_MAX_URLS = 16
 
 
 class GatewayUnavailableError(ServiceUnavailableError):
@@ -81,7 +89,7 @@ def start_job(
         deadline=deadline,
     )
     variables = {str(k): str(v) for k, v in answer["variables"].items()}
-    variables["QRMI_GATEWAY_URL"] = url.rstrip("/")
+    variables["QRMI_GATEWAY_URL"] = ",".join(split_gateway_urls(url))
     return str(answer["token"]), variables
 
 
@@ -140,6 +148,23 @@ def admin_request(
     )
 
 
+def split_gateway_urls(text: str) -> list[str]:
+    """The gateway addresses of a ``QRMI_GATEWAY_URL`` value: one URL, or replicas separated by
+    commas, tried in that order.
+
+    Raises:
+        ConfigError: an entry is not an http:// or https:// URL, or none is given.
+    """
+    urls = [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
+    bad = [u for u in urls if not u.startswith(("http://", "https://")) or " " in u]
+    if not urls or bad or len(urls) > _MAX_URLS:
+        raise ConfigError(
+            f"QRMI_GATEWAY_URL={text!r} must be the gateway's base URL, or up to {_MAX_URLS} "
+            "replicas' URLs separated by commas, e.g. https://gw1:8443,https://gw2:8443"
+        )
+    return urls
+
+
 def _root_call(
     method: str,
     url: str,
@@ -154,16 +179,18 @@ def _root_call(
 ) -> Any:
     from qrmi.backends._munge import Munge, MungeError
 
-    base = url.rstrip("/")
+    bases = split_gateway_urls(url)
     verify: Any = True
     if ca_file is not None:
         import ssl
 
         verify = ssl.create_default_context(cafile=ca_file)
     give_up = time.monotonic() + deadline
-    delay, last, reached = 0.1, "no try made", False
+    delay, last, reached, tries = 0.1, "no try made", False, 0
     with httpx.Client(verify=verify) as client:
         while True:
+            base = bases[tries % len(bases)]
+            tries += 1
             headers = {}
             if admin_token:
                 headers["Authorization"] = f"Bearer {admin_token}"
@@ -173,29 +200,49 @@ def _root_call(
                 except MungeError as exc:
                     raise ServiceError(f"cannot prove root to the QRMI gateway: {exc}") from None
                 headers[MUNGE_HEADER] = credential
-            remaining = give_up - time.monotonic()
             try:
                 response = client.request(
-                    method, base + path, json=json, headers=headers, timeout=max(0.5, remaining)
+                    method,
+                    base + path,
+                    json=json,
+                    headers=headers,
+                    timeout=_try_timeout(give_up - time.monotonic(), len(bases)),
                 )
             except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                last = f"{base}: {type(exc).__name__}: {exc}"
                 reached = reached or not isinstance(exc, httpx.ConnectError)
             else:
                 reached = True
-                if response.status_code not in (502, 503, 504) or _typed(response):
+                if not _unavailable(response):
                     return _answer(response, method, base + path)
-                last = f"HTTP {response.status_code}"
+                last = f"{base}: HTTP {response.status_code}"
+            if tries % len(bases) and time.monotonic() < give_up:
+                continue  # the next replica at once
             if time.monotonic() + delay >= give_up:
                 unavailable = GatewayUnavailableError(
-                    f"the QRMI gateway at {base} did not answer {method} {path} within "
-                    f"{deadline:g} s (last: {last}); check that 'qrmi gateway' runs there and "
-                    "that this node can reach it"
+                    f"the QRMI gateway at {', '.join(bases)} did not answer {method} {path} "
+                    f"within {deadline:g} s (last: {last}); check that 'qrmi gateway' runs "
+                    "there and that this node can reach it"
                 )
                 unavailable.reached = reached
                 raise unavailable
             time.sleep(delay)
             delay = min(2.0, delay * 2)
+
+
+def _try_timeout(remaining: float, replicas: int) -> httpx.Timeout:
+    """One try's timeout: what is left, but with replicas to fall back on, at most half of it
+    (a hung replica leaves time for the next) and a short connect."""
+    budget = max(0.5, remaining / 2 if replicas > 1 else remaining)
+    return httpx.Timeout(budget, connect=min(budget, _CONNECT_SECONDS))
+
+
+def _unavailable(response: httpx.Response) -> bool:
+    """The gateway is restarting, overloaded or cannot reach its store (503), or a proxy in
+    front of it failed (502/504 without the gateway's typed error): try again or elsewhere."""
+    return response.status_code == 503 or (
+        response.status_code in (502, 504) and not _typed(response)
+    )
 
 
 def _typed(response: httpx.Response) -> bool:

@@ -15,12 +15,13 @@ from qrmi.errors import ConfigError
 from qrmi.gateway.app import DEFAULT_MAX_BODY_BYTES, ASGIApp, create_app
 from qrmi.gateway.auth import load_admin_hashes
 from qrmi.gateway.service import GatewayService
-from qrmi.gateway.store import Store
+from qrmi.gateway.store import Store, StoreUnavailableError, describe_location
 from qrmi.log import redact
 
 __all__ = ["DEFAULT_STORE", "GatewayOptions", "JsonFormatter", "build_app", "parse_listen", "serve"]
 
-#: Where the store lives unless ``--store`` says otherwise.
+#: Where the store lives unless ``--store`` says otherwise: a SQLite file, or a
+#: ``postgresql://user@host:port/dbname`` URL for replicas sharing one database.
 DEFAULT_STORE = Path("/var/lib/qrmi-gateway/gateway.db")
 
 _RECORD_FIELDS = ("method", "path", "status", "ms", "job_id")
@@ -64,7 +65,7 @@ class GatewayOptions:
     """Everything ``qrmi gateway`` is started with."""
 
     config: Path
-    store: Path = DEFAULT_STORE
+    store: str | Path = DEFAULT_STORE
     host: str = "127.0.0.1"
     port: int = 8765
     tls_cert: Path | None = None
@@ -110,8 +111,8 @@ def build_app(options: GatewayOptions) -> tuple[ASGIApp, GatewayService]:
         ) from None
     try:
         store = Store(options.store)
-    except Exception as exc:  # sqlite3.Error, OSError: the path is unusable
-        raise ConfigError(f"cannot open the gateway store {options.store}: {exc}") from None
+    except StoreUnavailableError as exc:  # the message names the store, never its password
+        raise ConfigError(str(exc)) from None
     service = GatewayService(config, store, token_grace_seconds=options.token_grace_seconds)
     app = create_app(
         service,
@@ -134,7 +135,7 @@ def serve(options: GatewayOptions) -> None:
         "https" if options.tls_cert else "http",
         options.host,
         options.port,
-        options.store,
+        describe_location(options.store),
     )
     try:
         uvicorn.run(

@@ -17,7 +17,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from qrmi.config import Config, ResourceDef
@@ -119,8 +120,10 @@ class GatewayService:
         self._job_locks: dict[str, threading.Lock] = {}
         self._shared: dict[str, QuantumResource] = {}
         self._views: dict[tuple[str, str], QuantumResource] = {}
-        # Token hash -> job, for the hot path of every call. Only this process writes the
-        # store, so dropping a job's entries whenever its token or state changes keeps it exact.
+        # Token hash -> job, for the hot path of every call. Alone on its store (SQLite), this
+        # process drops a job's entries whenever it changes its token or state, which keeps it
+        # exact. On a shared store another gateway may revoke a token at any time, so each use
+        # checks that it is still an active job's (one indexed lookup).
         self._by_token: dict[str, JobRecord] = {}
 
     # ----- resources ---------------------------------------------------------------------------
@@ -335,7 +338,7 @@ class GatewayService:
                     f"{'; '.join(failures)}. Its token is revoked; call the job end again to retry."
                 )
             self.store.set_state(job_id, "finished")
-            self._settle_usage(job_id)
+            self._settle_usage({job_id})
             report.usage = self.usage_totals(job_id)
             self._forget_views(job_id)
             logger.info(
@@ -375,14 +378,15 @@ class GatewayService:
         return failures
 
     def reap_expired(self) -> list[str]:
-        """End the jobs whose token expired (their node died before the job end); return them."""
+        """End the jobs whose token expired (their node died before the job end); return them.
+        Also drop what this process cached of jobs that ended, maybe on another gateway."""
         now = self.clock()
         ended = []
-        for job in self.store.jobs():
-            if job.state == "finished":
-                self._settle_usage(job.job_id)
-                continue
-            if job.expires is None or job.expires > now:
+        jobs = self.store.jobs()
+        self._forget_ended(jobs)
+        self._settle_usage({job.job_id for job in jobs if job.state == "finished"})
+        for job in jobs:
+            if job.state == "finished" or job.expires is None or job.expires > now:
                 continue
             try:
                 self.finish_job(job.job_id)
@@ -391,9 +395,24 @@ class GatewayService:
                 logger.warning("cannot end expired job %s yet: %s", job.job_id, exc)
         return ended
 
-    def _job_lock(self, job_id: str) -> threading.Lock:
+    @contextmanager
+    def _job_lock(self, job_id: str) -> Iterator[None]:
+        """Serialise the job's start and end: among this process's threads, then among the
+        gateways sharing the store (a database lock)."""
         with self._lock:
-            return self._job_locks.setdefault(job_id, threading.Lock())
+            lock = self._job_locks.setdefault(job_id, threading.Lock())
+        with lock, self.store.job_lock(job_id):
+            yield
+
+    def _forget_ended(self, jobs: list[JobRecord]) -> None:
+        active = {job.job_id for job in jobs if job.state == "active"}
+        with self._lock:
+            cached = {key[0] for key in self._views} | {j.job_id for j in self._by_token.values()}
+        for job_id in cached - active:  # its lock stays: a start may be running
+            self._forget_tokens(job_id)
+            with self._lock:
+                for key in [key for key in self._views if key[0] == job_id]:
+                    del self._views[key]
 
     def _forget_tokens(self, job_id: str) -> None:
         with self._lock:
@@ -422,6 +441,9 @@ class GatewayService:
             )
         digest = hash_token(token)
         job = self._by_token.get(digest)
+        if job is not None and self.store.shared and self.store.active_job_id(digest) != job.job_id:
+            self._forget_tokens(job.job_id)  # revoked or replaced, maybe by another gateway
+            job = None
         if job is None:
             job = self.store.job_by_token(digest)
             if job is not None and job.state == "active":
@@ -574,20 +596,22 @@ class GatewayService:
             usage_source=source,
         )
 
-    def _settle_usage(self, job_id: str) -> None:
-        """Complete the usage records of an ended job whose tasks are now final."""
-        job = self.store.job(job_id)
-        if job is None:
+    def _settle_usage(self, job_ids: set[str]) -> None:
+        """Complete the open usage records of ended jobs whose tasks are now final."""
+        if not job_ids:
             return
-        for record in self.store.usage(slurm_job_id=job_id, open_only=True):
+        only = next(iter(job_ids)) if len(job_ids) == 1 else None
+        for record in self.store.usage(slurm_job_id=only, open_only=True):
+            job = self.store.job(record.slurm_job_id) if record.slurm_job_id in job_ids else None
+            if job is None:
+                continue
             try:
                 resource = self._task_resource(job, record.qpu)
-                self.observe(
-                    resource, record.qpu, record.task_id, resource.task_status(record.task_id)
-                )
+                status = resource.task_status(record.task_id)
+                self.observe(resource, record.qpu, record.task_id, status)
             except QrmiError as exc:
                 logger.warning(
-                    "job %s: no final state yet for task %s: %s", job_id, record.task_id, exc
+                    "job %s: no final state yet for task %s: %s", job.job_id, record.task_id, exc
                 )
 
     def usage_totals(self, job_id: str) -> dict[str, float]:

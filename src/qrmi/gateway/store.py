@@ -1,34 +1,69 @@
 """The gateway's durable state: jobs, their token hashes, leases and task ownership.
 
-One SQLite file in WAL mode (embedded, nothing to set up). Every change is committed before the
-gateway answers, so a gateway killed at any point and started again on the same file knows every
-job, lease and task it had acknowledged. Job tokens are stored only as SHA-256 hashes.
+Two databases hold it, chosen by the location given to :class:`Store`:
 
-Thread-safe: one connection guarded by a lock (the gateway's calls to the store are short; the
-slow vendor calls happen outside it).
+* a file path: one SQLite file in WAL mode (embedded, nothing to set up), for one gateway;
+* a ``postgresql://`` URL: a PostgreSQL database (psycopg 3, a connection pool), which several
+  gateway replicas share: a job started through one is served by all of them.
+
+Every change is committed before the gateway answers, so a gateway killed at any point and
+started again (or a replica taking over) knows every job, lease and task it had acknowledged.
+Job tokens are stored only as SHA-256 hashes.
+
+The SQL is written once for both: ``?`` placeholders (translated for psycopg),
+``INSERT ... ON CONFLICT``, explicit ordering columns (no ``rowid``), and types both accept. A
+method reads or writes with::
+
+    with self._transaction() as db:
+        row = db.execute("SELECT ... WHERE job_id = ?", (job_id,)).fetchone()
+
+Thread-safe: SQLite uses one connection guarded by a lock (the gateway's calls to the store are
+short; the slow vendor calls happen outside it); PostgreSQL a pool of connections.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["JobRecord", "LeaseRecord", "Store", "TaskRecord", "UsageRecord"]
+from qrmi.errors import ServiceUnavailableError
 
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+__all__ = [
+    "JobRecord",
+    "LeaseRecord",
+    "Store",
+    "StoreUnavailableError",
+    "TaskRecord",
+    "UsageRecord",
+    "describe_location",
+    "is_postgres_url",
+]
+
+#: Split on ``;`` into statements. Types that SQLite and PostgreSQL both accept: TEXT, BIGINT,
+#: INTEGER, DOUBLE PRECISION for times (PostgreSQL's REAL has 24 bits: seconds since 1970
+#: would lose minutes); no AUTOINCREMENT or ``rowid`` (order by a column of the row's own).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
-    uid INTEGER NOT NULL,
+    uid BIGINT NOT NULL,
     token_hash TEXT UNIQUE,
     revoked_hash TEXT,
-    created REAL NOT NULL,
-    expires REAL,
+    created DOUBLE PRECISION NOT NULL,
+    expires DOUBLE PRECISION,
     state TEXT NOT NULL DEFAULT 'active',
     user_name TEXT,
     account TEXT,
@@ -39,23 +74,28 @@ CREATE TABLE IF NOT EXISTS leases (
     qpu TEXT NOT NULL,
     token TEXT NOT NULL,
     main INTEGER NOT NULL DEFAULT 0,
-    released REAL,
+    released DOUBLE PRECISION,
+    seq BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (qpu, token)
 );
 CREATE INDEX IF NOT EXISTS leases_by_job ON leases (job_id);
+CREATE INDEX IF NOT EXISTS leases_in_order ON leases (job_id, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_revoked_hash ON jobs (revoked_hash);
 CREATE TABLE IF NOT EXISTS tasks (
     qpu TEXT NOT NULL,
     task_id TEXT NOT NULL,
     job_id TEXT NOT NULL,
-    created REAL NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    seq BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (qpu, task_id)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks (job_id);
+CREATE INDEX IF NOT EXISTS tasks_in_order ON tasks (job_id, seq);
 CREATE TABLE IF NOT EXISTS usage (
     qpu TEXT NOT NULL,
     task_id TEXT NOT NULL,
     slurm_job_id TEXT NOT NULL,
-    uid INTEGER NOT NULL,
+    uid BIGINT NOT NULL,
     user_name TEXT,
     account TEXT,
     partition_name TEXT,
@@ -63,28 +103,80 @@ CREATE TABLE IF NOT EXISTS usage (
     payload_kind TEXT NOT NULL,
     program TEXT,
     shots INTEGER,
-    input_bytes INTEGER NOT NULL,
-    submitted REAL NOT NULL,
-    started REAL,
-    ended REAL,
+    input_bytes BIGINT NOT NULL,
+    submitted DOUBLE PRECISION NOT NULL,
+    started DOUBLE PRECISION,
+    ended DOUBLE PRECISION,
     state TEXT NOT NULL,
-    quantum_seconds REAL,
+    quantum_seconds DOUBLE PRECISION,
     usage_source TEXT,
-    result_bytes INTEGER,
+    result_bytes BIGINT,
     PRIMARY KEY (qpu, task_id)
 );
 CREATE INDEX IF NOT EXISTS usage_by_job ON usage (slurm_job_id);
 CREATE INDEX IF NOT EXISTS usage_by_time ON usage (submitted);
 CREATE TABLE IF NOT EXISTS used_credentials (
     digest TEXT PRIMARY KEY,
-    forget_after REAL NOT NULL
+    forget_after DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS paused (
     qpu TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
-    since REAL NOT NULL
-);
+    since DOUBLE PRECISION NOT NULL
+)
 """
+
+#: Columns added after the first release: (table, column, definition, fill). Files made before
+#: get them on open; ``seq`` is filled from SQLite's ``rowid`` so the old rows keep their order.
+_ADDED_COLUMNS = (
+    ("leases", "seq", "BIGINT NOT NULL DEFAULT 0", "rowid"),
+    ("tasks", "seq", "BIGINT NOT NULL DEFAULT 0", "rowid"),
+    ("jobs", "user_name", "TEXT", None),
+    ("jobs", "account", "TEXT", None),
+    ("jobs", "partition_name", "TEXT", None),
+)
+
+#: A job with its main QPUs in one statement (one round trip to PostgreSQL).
+_JOB_SELECT = (
+    "SELECT j.job_id, j.uid, j.created, j.expires, j.state, l.qpu, j.user_name, j.account, "
+    "j.partition_name FROM jobs j LEFT JOIN leases l ON l.job_id = j.job_id AND l.main = 1"
+)
+#: The next ordinal of a job's leases or tasks, in the statement that inserts the row.
+_NEXT_SEQ = "COALESCE(MAX(seq), 0) + 1"
+#: Key of the advisory lock that serialises schema creation by replicas starting together.
+_SCHEMA_LOCK = 0x71726D69  # "qrmi"
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+class StoreUnavailableError(ServiceUnavailableError):
+    """The store cannot be opened or reached (unusable path, database down or refusing us).
+
+    The gateway answers it with HTTP 503, so that clients retry, or try another replica."""
+
+
+class Cursor(Protocol):
+    """What :meth:`Session.execute` returns (an sqlite3 or psycopg cursor)."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows an INSERT, UPDATE or DELETE changed."""
+        ...
+
+    def fetchone(self) -> Any:
+        """The next row (a tuple), or ``None``."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """The remaining rows."""
+        ...
+
+
+class Session(Protocol):
+    """A transaction's connection: ``execute(sql, args)`` with ``?`` placeholders."""
+
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> Cursor:
+        """Run one statement."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -133,9 +225,6 @@ class UsageRecord:
     result_bytes: int | None = None
 
 
-_JOB_SELECT = (
-    "SELECT job_id, uid, created, expires, state, user_name, account, partition_name FROM jobs"
-)
 _USAGE_COLUMNS = (
     "qpu, task_id, slurm_job_id, uid, user_name, account, partition_name, qpu_type, "
     "payload_kind, program, shots, input_bytes, submitted, started, ended, state, "
@@ -164,42 +253,76 @@ class TaskRecord:
     created: float
 
 
+def is_postgres_url(location: str | Path) -> bool:
+    """True when ``location`` names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(location, str) and location.startswith(_POSTGRES_SCHEMES)
+
+
+def describe_location(location: str | Path) -> str:
+    """``location`` fit for logs and messages: a URL's password is replaced by ``***``."""
+    text = str(location)
+    if not is_postgres_url(text):
+        return text
+    scheme, rest = text.split("://", 1)
+    head, question, query = rest.partition("?")
+    userinfo, at, after = head.rpartition("@")  # a badly quoted password may hold "@" or "/"
+    if at and ":" in userinfo:
+        head = f"{userinfo.split(':', 1)[0]}:***@{after}"
+    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", query)
+    return f"{scheme}://{head}{question}{query}"
+
+
 class Store:
-    """The SQLite store at ``path`` (created with mode 0600 if missing)."""
+    """The store at ``location``: a SQLite file path (created with mode 0600 if missing) or a
+    ``postgresql://user@host:port/dbname`` URL (the database must exist; the tables are
+    created on first use). ``pool_size`` bounds the PostgreSQL connections of this process.
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
-        self.path = Path(path)
+    Raises:
+        StoreUnavailableError: the database cannot be opened (the message says why, without
+            the password).
+    """
+
+    def __init__(
+        self,
+        location: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        pool_size: int = 16,
+    ) -> None:
         self.clock = clock
-        self._lock = threading.Lock()
-        self._create_private(self.path)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self.location = describe_location(location)
+        self._backend: _Sqlite | _Postgres
+        if is_postgres_url(location):
+            self.kind = "postgresql"
+            self.path: Path | None = None
+            self._backend = _Postgres(str(location), pool_size)
+        else:
+            self.kind = "sqlite"
+            self.path = Path(location)
+            self._backend = _Sqlite(self.path)
 
-    @staticmethod
-    def _create_private(path: Path) -> None:
-        if path.exists():
-            return
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.touch(mode=0o600)
+    @property
+    def shared(self) -> bool:
+        """True when other gateway processes may write this store (PostgreSQL)."""
+        return self.kind == "postgresql"
 
     def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._db.close()
+        self._backend.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._backend.transaction() as db:
+            yield db
+
+    @contextmanager
+    def job_lock(self, job_id: str) -> Iterator[None]:
+        """Hold the job's lock across gateway processes (a PostgreSQL advisory lock, released
+        by the database if this process dies). On SQLite, which one gateway process serves,
+        the caller's in-process lock is all there is."""
+        with self._backend.job_lock(job_id):
+            yield
 
     # ----- jobs --------------------------------------------------------------------------------
 
@@ -253,57 +376,41 @@ class Store:
 
     def job(self, job_id: str) -> JobRecord | None:
         """The job ``job_id``, or ``None``."""
-        with self._lock:
-            row = self._db.execute(
-                _JOB_SELECT + " WHERE job_id = ?",
-                (job_id,),
-            ).fetchone()
-            return None if row is None else self._job(row)
+        return self._one_job("j.job_id = ?", job_id)
 
     def job_by_token(self, token_hash: str) -> JobRecord | None:
         """The job whose current token hashes to ``token_hash``, or ``None``."""
-        with self._lock:
-            row = self._db.execute(
-                _JOB_SELECT + " WHERE token_hash = ?",
-                (token_hash,),
-            ).fetchone()
-            return None if row is None else self._job(row)
+        return self._one_job("j.token_hash = ?", token_hash)
 
     def job_by_revoked_token(self, token_hash: str) -> JobRecord | None:
         """The job whose revoked token hashes to ``token_hash``, or ``None``."""
-        with self._lock:
-            row = self._db.execute(
-                _JOB_SELECT + " WHERE revoked_hash = ?",
+        return self._one_job("j.revoked_hash = ?", token_hash)
+
+    def active_job_id(self, token_hash: str) -> str | None:
+        """The id of the active job whose current token hashes to ``token_hash``, or ``None``:
+        one indexed lookup, for checking a cached token on every call."""
+        with self._backend.read() as db:
+            row = db.execute(
+                "SELECT job_id FROM jobs WHERE token_hash = ? AND state = 'active'",
                 (token_hash,),
             ).fetchone()
-            return None if row is None else self._job(row)
+        return None if row is None else str(row[0])
 
     def jobs(self, state: str | None = None) -> list[JobRecord]:
         """Every job (in ``state`` when given), oldest first."""
         query = _JOB_SELECT
         args: tuple[str, ...] = ()
         if state is not None:
-            query, args = query + " WHERE state = ?", (state,)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY created", args).fetchall()
-            return [self._job(row) for row in rows]
+            query, args = query + " WHERE j.state = ?", (state,)
+        with self._backend.read() as db:
+            rows = db.execute(query + " ORDER BY j.created, j.job_id, l.seq", args).fetchall()
+        return _jobs_from(rows)
 
-    def _job(self, row: tuple[Any, ...]) -> JobRecord:
-        qpus = self._db.execute(
-            "SELECT qpu FROM leases WHERE job_id = ? AND main = 1 ORDER BY rowid", (row[0],)
-        ).fetchall()
-        job_id, uid, created, expires, state, user_name, account, partition = row
-        return JobRecord(
-            job_id,
-            uid,
-            created,
-            expires,
-            state,
-            tuple(q for (q,) in qpus),
-            user_name,
-            account,
-            partition,
-        )
+    def _one_job(self, condition: str, value: str) -> JobRecord | None:
+        with self._backend.read() as db:
+            rows = db.execute(f"{_JOB_SELECT} WHERE {condition} ORDER BY l.seq", (value,))
+            found = _jobs_from(rows.fetchall())
+        return found[0] if found else None
 
     # ----- leases ------------------------------------------------------------------------------
 
@@ -311,8 +418,10 @@ class Store:
         """Record a vendor lease held for ``job_id``."""
         with self._transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO leases (job_id, qpu, token, main) VALUES (?,?,?,?)",
-                (job_id, qpu, token, int(main)),
+                "INSERT INTO leases (job_id, qpu, token, main, seq) "
+                f"SELECT ?, ?, ?, ?, {_NEXT_SEQ} FROM leases WHERE job_id = ? "
+                "ON CONFLICT (qpu, token) DO NOTHING",
+                (job_id, qpu, token, int(main), job_id),
             )
 
     def leases(self, job_id: str, *, held_only: bool = False) -> list[LeaseRecord]:
@@ -320,21 +429,22 @@ class Store:
         query = "SELECT job_id, qpu, token, main, released FROM leases WHERE job_id = ?"
         if held_only:
             query += " AND released IS NULL"
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY rowid", (job_id,)).fetchall()
+        with self._backend.read() as db:
+            rows = db.execute(query + " ORDER BY seq, qpu, token", (job_id,)).fetchall()
         return [LeaseRecord(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
 
     def lease(self, qpu: str, token: str) -> LeaseRecord | None:
         """The lease ``token`` on ``qpu``, or ``None``."""
-        with self._lock:
-            r = self._db.execute(
+        with self._backend.read() as db:
+            r = db.execute(
                 "SELECT job_id, qpu, token, main, released FROM leases WHERE qpu = ? AND token = ?",
                 (qpu, token),
             ).fetchone()
         return None if r is None else LeaseRecord(r[0], r[1], r[2], bool(r[3]), r[4])
 
     def mark_released(self, qpu: str, token: str) -> bool:
-        """Mark the lease released; False when it already was (so a release happens once)."""
+        """Mark the lease released; False when it already was (so a release happens once, also
+        when two gateways race: the second UPDATE finds ``released`` set)."""
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE leases SET released = ? WHERE qpu = ? AND token = ? AND released IS NULL",
@@ -348,14 +458,17 @@ class Store:
         """Record that ``job_id`` started ``task_id`` on ``qpu``."""
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO tasks (qpu, task_id, job_id, created) VALUES (?,?,?,?)",
-                (qpu, task_id, job_id, self.clock()),
+                "INSERT INTO tasks (qpu, task_id, job_id, created, seq) "
+                f"SELECT ?, ?, ?, ?, {_NEXT_SEQ} FROM tasks WHERE job_id = ? "
+                "ON CONFLICT (qpu, task_id) DO UPDATE SET job_id = excluded.job_id, "
+                "created = excluded.created, seq = excluded.seq",
+                (qpu, task_id, job_id, self.clock(), job_id),
             )
 
     def task(self, qpu: str, task_id: str) -> TaskRecord | None:
         """Who owns ``task_id`` on ``qpu``, or ``None``."""
-        with self._lock:
-            row = self._db.execute(
+        with self._backend.read() as db:
+            row = db.execute(
                 "SELECT qpu, task_id, job_id, created FROM tasks WHERE qpu = ? AND task_id = ?",
                 (qpu, task_id),
             ).fetchone()
@@ -367,8 +480,8 @@ class Store:
         args: tuple[str, ...] = ()
         if job_id is not None:
             query, args = query + " WHERE job_id = ?", (job_id,)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY created, rowid", args).fetchall()
+        with self._backend.read() as db:
+            rows = db.execute(query + " ORDER BY created, seq, task_id", args).fetchall()
         return [TaskRecord(*row) for row in rows]
 
     # ----- usage records -----------------------------------------------------------------------
@@ -458,11 +571,13 @@ class Store:
     # ----- MUNGE replay guard, pauses ----------------------------------------------------------
 
     def use_credential(self, digest: str, forget_after: float) -> bool:
-        """Record a credential as used; False when it was used before (a replay)."""
+        """Record a credential as used; False when it was used before (a replay), by this
+        gateway or another one on the same database."""
         with self._transaction() as db:
             db.execute("DELETE FROM used_credentials WHERE forget_after < ?", (self.clock(),))
             cursor = db.execute(
-                "INSERT OR IGNORE INTO used_credentials (digest, forget_after) VALUES (?,?)",
+                "INSERT INTO used_credentials (digest, forget_after) VALUES (?,?) "
+                "ON CONFLICT (digest) DO NOTHING",
                 (digest, forget_after),
             )
             return cursor.rowcount == 1
@@ -471,7 +586,8 @@ class Store:
         """Refuse new tasks on ``qpu`` until :meth:`resume`."""
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO paused (qpu, reason, since) VALUES (?,?,?)",
+                "INSERT INTO paused (qpu, reason, since) VALUES (?,?,?) ON CONFLICT (qpu) "
+                "DO UPDATE SET reason = excluded.reason, since = excluded.since",
                 (qpu, reason, self.clock()),
             )
 
@@ -482,6 +598,209 @@ class Store:
 
     def paused(self, qpu: str) -> str | None:
         """The reason ``qpu`` is paused, or ``None``."""
-        with self._lock:
-            row = self._db.execute("SELECT reason FROM paused WHERE qpu = ?", (qpu,)).fetchone()
+        with self._backend.read() as db:
+            row = db.execute("SELECT reason FROM paused WHERE qpu = ?", (qpu,)).fetchone()
         return None if row is None else str(row[0])
+
+    def __repr__(self) -> str:
+        return f"Store({self.location!r})"
+
+
+def _jobs_from(rows: list[Any]) -> list[JobRecord]:
+    """Jobs from ``_JOB_SELECT`` rows (one per main lease, or one with no QPU), in row order."""
+    found: dict[str, tuple[Any, list[str]]] = {}
+    for row in rows:
+        qpus = found.setdefault(row[0], (row, []))[1]
+        if row[5] is not None:
+            qpus.append(row[5])
+    return [
+        JobRecord(head[0], head[1], head[2], head[3], head[4], tuple(qpus), *head[6:9])
+        for head, qpus in found.values()
+    ]
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+# ----- SQLite ------------------------------------------------------------------------------------
+
+
+class _Sqlite:
+    """One connection in autocommit mode; transactions are ``BEGIN IMMEDIATE`` (they take the
+    write lock at once, so two writers never deadlock upgrading a read lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        try:
+            self._create_private(path)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            with self.transaction() as db:
+                _add_missing_columns(self._db)
+                for statement in _statements(_SCHEMA):
+                    db.execute(statement)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailableError(f"cannot open the SQLite store {path}: {exc}") from None
+
+    @staticmethod
+    def _create_private(path: Path) -> None:
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """Single-statement reads need no transaction (each statement sees one snapshot)."""
+        with self._lock:
+            yield self._db
+
+    @contextmanager
+    def job_lock(self, job_id: str) -> Iterator[None]:
+        yield
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, column, definition, fill in _ADDED_COLUMNS:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})").fetchall()}
+        if columns and column not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            if fill is not None:
+                db.execute(f"UPDATE {table} SET {column} = {fill}")
+
+
+# ----- PostgreSQL --------------------------------------------------------------------------------
+
+
+class _Postgres:
+    """A psycopg connection pool; every connection is in autocommit mode, so a read is one
+    round trip and a write runs in an explicit transaction."""
+
+    def __init__(self, url: str, pool_size: int) -> None:
+        try:
+            import psycopg  # noqa: F401  # checked here, used by the methods
+            from psycopg_pool import ConnectionPool
+        except ImportError:
+            raise StoreUnavailableError(
+                "a postgresql:// store needs psycopg 3 and psycopg-pool: "
+                "pip install 'pyqrmi[gateway]'"
+            ) from None
+        self._url = url
+        self._where = describe_location(url)
+        with self._connect() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for statement in _statements(_SCHEMA):
+                conn.execute(statement)
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(1, pool_size),
+            kwargs={"autocommit": True},
+            name="qrmi-gateway-store",
+            timeout=10.0,  # waiting longer for a connection: answer 503, the client retries
+            open=True,
+        )
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+
+        try:
+            return psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(
+                f"cannot connect to the PostgreSQL store {self._where}: {_first_line(exc)}. "
+                "Check that PostgreSQL runs there, that the database exists and that this "
+                "user may log in (password in ~/.pgpass or PGPASSWORD)"
+            ) from None
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self._unavailable_as_503(), self._pool.connection() as conn, conn.transaction():
+            yield _PgSession(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._unavailable_as_503(), self._pool.connection() as conn:
+            yield _PgSession(conn)
+
+    @contextmanager
+    def _unavailable_as_503(self) -> Iterator[None]:
+        """A lost or refused connection (database restarting, pool exhausted) becomes
+        :class:`StoreUnavailableError`: the call may be retried, here or on another replica."""
+        import psycopg
+
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"the gateway's PostgreSQL store {self._where} is unavailable: "
+                f"{_first_line(exc)}; retry shortly"
+            ) from None
+
+    @contextmanager
+    def job_lock(self, job_id: str) -> Iterator[None]:
+        """A session advisory lock on a connection of its own: held while the caller makes
+        slow vendor calls (so not a pooled connection that other calls wait for), and dropped
+        by PostgreSQL when the connection closes, also when this process is killed."""
+        import psycopg
+
+        key = _lock_key(job_id)
+        with self._connect() as conn:
+            with self._unavailable_as_503():
+                conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield
+            finally:
+                with contextlib.suppress(psycopg.Error):  # a lost connection released it
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+class _PgSession:
+    """A psycopg connection taking the store's ``?`` placeholders."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> Cursor:
+        return self._conn.execute(_to_psycopg(sql), args)
+
+
+@functools.lru_cache(maxsize=512)
+def _to_psycopg(sql: str) -> str:
+    """``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled). The store's SQL has no
+    ``?`` inside string literals."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _lock_key(job_id: str) -> int:
+    """A signed 64-bit advisory-lock key for the job, apart from :data:`_SCHEMA_LOCK`."""
+    digest = hashlib.sha256(b"qrmi-gateway-job:" + job_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -11,10 +11,22 @@ injected), with its store in ``directory``::
 
 :meth:`LocalGateway.open_job` skips the MUNGE check (it calls the service directly); use
 :func:`qrmi.gateway.client.start_job` against :attr:`LocalGateway.url` to go through it.
+
+:class:`GatewayProcess` runs ``qrmi gateway`` as a process of its own instead, for what needs
+one: replicas sharing a PostgreSQL store, ``kill -9``, load tests::
+
+    replica = GatewayProcess(config_file, store=postgres_url, log=tmp / "gw1.log").start()
+    replica.kill()                 # SIGKILL, by PID
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,11 +36,12 @@ from qrmi.gateway.app import ASGIApp, create_app
 from qrmi.gateway.service import GatewayService
 from qrmi.gateway.store import Store
 
-__all__ = ["LocalGateway"]
+__all__ = ["GatewayProcess", "LocalGateway"]
 
 
 class LocalGateway:
-    """A gateway for ``config`` whose store is ``directory/gateway.db``."""
+    """A gateway for ``config`` whose store is ``directory/gateway.db``, or ``store`` (a
+    ``postgresql://`` URL, for instance) when given."""
 
     def __init__(
         self,
@@ -40,9 +53,11 @@ class LocalGateway:
         max_body_bytes: int | None = None,
         token_grace_seconds: float = 300.0,
         body_timeout: float = 30.0,
+        store: str | Path | None = None,
     ) -> None:
         self.config = config if isinstance(config, Config) else Config.from_dict(config)
         self.directory = Path(directory)
+        self.store_location = self.directory / "gateway.db" if store is None else store
         self.munge_socket = munge_socket
         self._app_options: dict[str, Any] = {
             "munge_socket": munge_socket,
@@ -61,7 +76,7 @@ class LocalGateway:
         return str(self.server.url)
 
     def _build(self) -> ASGIApp:
-        store = Store(self.directory / "gateway.db")
+        store = Store(self.store_location)
         self.service = GatewayService(
             self.config, store, token_grace_seconds=self.token_grace_seconds
         )
@@ -106,3 +121,101 @@ class LocalGateway:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class GatewayProcess:
+    """``qrmi gateway`` serving ``config`` from ``store`` (a SQLite path or a PostgreSQL URL)
+    on a free port of 127.0.0.1, its output in ``log``; ``args`` are more command-line options.
+    Only the process this object started is ever signalled (by its PID)."""
+
+    def __init__(
+        self,
+        config: str | Path,
+        *,
+        store: str | Path,
+        log: str | Path,
+        munge_socket: str | None = None,
+        args: list[str] | None = None,
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(log)
+        self.start_timeout = start_timeout
+        self.command = [
+            sys.executable,
+            "-m",
+            "qrmi.cli",
+            "gateway",
+            "--config",
+            str(config),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            *(["--munge-socket", munge_socket] if munge_socket else []),
+            *(args or []),
+        ]
+        # The store travels in the environment: a URL may carry a password.
+        self._environment = {**os.environ, "QRMI_GATEWAY_STORE": str(store)}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> GatewayProcess:
+        """Start the process; return once ``/v1/health`` answers.
+
+        Raises:
+            RuntimeError: it exited, or did not answer within ``start_timeout`` (its log is
+                quoted).
+        """
+        import httpx
+
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self._environment,
+            )
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop(signal.SIGKILL)
+        raise RuntimeError(f"qrmi gateway did not start: {self.log.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Send ``sig`` (if it still runs) and wait for the exit; return its status."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(sig)
+        try:
+            return process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait(30)
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown at all, as when its host dies."""
+        self.stop(signal.SIGKILL)
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

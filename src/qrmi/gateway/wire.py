@@ -48,6 +48,7 @@ ERROR_STATUS: dict[str, int] = {
     "UnsupportedFunctionError": 501,
     "ServiceError": 502,
     "ServiceUnavailableError": 502,
+    "StoreUnavailableError": 503,  # the gateway's own database: retry, or try another replica
     "TaskTimeoutError": 504,
     "InternalError": 500,
 }
@@ -141,6 +142,6 @@ def error_class(kind: str) -> type[errors.QrmiError]:
         return errors.ResourceNotFoundError
     if kind in ("PayloadTooLarge", "UnsupportedMediaType", "MethodNotAllowed"):
         return errors.InvalidInputError
-    if kind == "RequestTimeout":
+    if kind in ("RequestTimeout", "StoreUnavailableError"):
         return errors.ServiceUnavailableError
     return errors.ServiceError
