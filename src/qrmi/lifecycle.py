@@ -112,11 +112,13 @@ def _default_factory(name: str, kind: str, settings: Mapping[str, str]) -> _Reso
 @dataclass(frozen=True)
 class JobContext:
     """What the workload manager knows about the job (never anything the user set):
-    ``time_limit_seconds`` is ``None`` for an unlimited job."""
+    ``time_limit_seconds`` is ``None`` for an unlimited job; ``run_id`` (its start time) tells
+    one run of a requeued job from the next, ``None`` when unknown."""
 
     job_id: str
     uid: int
     time_limit_seconds: int | None = None
+    run_id: str | None = None
 
 
 @dataclass
@@ -141,6 +143,8 @@ class JobState:
     leases: list[Lease] = field(default_factory=list)
     #: The gateway holding the job's QPUs (:class:`GatewaySite` as a dict), None in direct mode.
     gateway: dict[str, str | None] | None = None
+    #: The run the gateway started (:attr:`JobContext.run_id`), so that its end ends that run.
+    run_id: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -159,6 +163,12 @@ class ReleaseReport:
     released: list[str]
     failed: dict[str, str]
     had_state: bool
+
+
+def _earlier_run(state: JobState, ctx: JobContext) -> bool:
+    """Whether ``state`` was left on this node by an earlier run of the job (Slurm requeued
+    it, and that run's end never came: its node failed or was rebooted)."""
+    return None not in (state.run_id, ctx.run_id) and state.run_id != ctx.run_id
 
 
 def parse_qpu_list(text: str) -> list[str]:
@@ -560,6 +570,8 @@ class JobLifecycle:
 
         with self.store.lock(ctx.job_id):
             state = self.store.load(ctx.job_id)
+            if state is not None and _earlier_run(state, ctx):
+                state = None  # left by a run Slurm requeued; the gateway ends that run itself
             new = state is None
             if state is not None:
                 self._reuse(state, ctx, names)
@@ -571,6 +583,7 @@ class JobLifecycle:
             else:
                 state = JobState(ctx.job_id, ctx.uid, list(names), ctx.time_limit_seconds)
                 state.gateway = asdict(site)
+                state.run_id = ctx.run_id
                 self.store.save(state)
             try:
                 _, variables = start_job(
@@ -579,6 +592,7 @@ class JobLifecycle:
                     ctx.uid,
                     list(names),
                     ctx.time_limit_seconds,
+                    run_id=state.run_id,
                     munge_socket=site.munge_socket,
                     ca_file=site.ca_file,
                     deadline=deadline,
@@ -615,6 +629,7 @@ class JobLifecycle:
         finish_job(
             site.url,
             state.job_id,
+            run_id=state.run_id,
             munge_socket=site.munge_socket,
             ca_file=site.ca_file,
             deadline=deadline,

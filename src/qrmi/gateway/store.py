@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     revoked_hash TEXT,
     created REAL NOT NULL,
     expires REAL,
-    state TEXT NOT NULL DEFAULT 'active'
+    state TEXT NOT NULL DEFAULT 'active',
+    run_id TEXT
 );
 CREATE TABLE IF NOT EXISTS leases (
     job_id TEXT NOT NULL,
@@ -59,9 +60,18 @@ CREATE TABLE IF NOT EXISTS paused (
 """
 
 
+_JOB_COLUMNS = "job_id, uid, created, expires, state, run_id"
+#: Separates a job id from the number of an archived run (``1234~1``): a requeued job's
+#: earlier runs keep their rows under such ids, which no Slurm job id can take.
+RUN_SEPARATOR = "~"
+
+
 @dataclass(frozen=True)
 class JobRecord:
-    """A job the gateway knows. ``state``: ``active``, ``finishing`` or ``finished``."""
+    """A job the gateway knows. ``state``: ``active``, ``finishing`` or ``finished``.
+
+    ``run_id`` tells one run of the job from the next (Slurm requeues a job under the same id);
+    ``None`` for a job started without one."""
 
     job_id: str
     uid: int
@@ -69,6 +79,7 @@ class JobRecord:
     expires: float | None
     state: str
     qpus: tuple[str, ...]
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,14 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a store made by an older gateway up to the current schema."""
+        try:
+            self._db.execute("SELECT run_id FROM jobs WHERE 0 = 1").fetchall()
+        except sqlite3.OperationalError:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN run_id TEXT")
 
     @staticmethod
     def _create_private(path: Path) -> None:
@@ -131,13 +150,46 @@ class Store:
 
     # ----- jobs --------------------------------------------------------------------------------
 
-    def add_job(self, job_id: str, uid: int, token_hash: str, expires: float | None) -> None:
+    def add_job(
+        self,
+        job_id: str,
+        uid: int,
+        token_hash: str,
+        expires: float | None,
+        run_id: str | None = None,
+    ) -> None:
         """Record a new active job; its QPUs are those of its main leases (:meth:`add_lease`)."""
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO jobs (job_id, uid, token_hash, created, expires) VALUES (?,?,?,?,?)",
-                (job_id, uid, token_hash, self.clock(), expires),
+                "INSERT INTO jobs (job_id, uid, token_hash, created, expires, run_id) "
+                "VALUES (?,?,?,?,?,?)",
+                (job_id, uid, token_hash, self.clock(), expires, run_id),
             )
+
+    def set_run(self, job_id: str, run_id: str) -> None:
+        """Record the run identity of a job started without one."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET run_id = ? WHERE job_id = ? AND run_id IS NULL", (run_id, job_id)
+            )
+
+    def archive_job(self, job_id: str) -> str:
+        """Move the job's rows (job, leases, tasks) to ``<job_id>~<n>``, the first free ``n``,
+        in one transaction, so that the id can start a new run; return the archive's id.
+
+        The archived run keeps its revoked token hash (a copied token is answered "revoked")
+        and its tasks (visible to admins, to no job).
+        """
+        with self._transaction() as db:
+            number = 1
+            while db.execute(
+                "SELECT 1 FROM jobs WHERE job_id = ?", (f"{job_id}{RUN_SEPARATOR}{number}",)
+            ).fetchone():
+                number += 1
+            archived = f"{job_id}{RUN_SEPARATOR}{number}"
+            for table in ("leases", "tasks", "jobs"):
+                db.execute(f"UPDATE {table} SET job_id = ? WHERE job_id = ?", (archived, job_id))
+            return archived
 
     def set_token(self, job_id: str, token_hash: str) -> None:
         """Replace the job's token hash (a repeated job start mints a new token)."""
@@ -172,7 +224,7 @@ class Store:
         """The job ``job_id``, or ``None``."""
         with self._lock:
             row = self._db.execute(
-                "SELECT job_id, uid, created, expires, state FROM jobs WHERE job_id = ?",
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?",
                 (job_id,),
             ).fetchone()
             return None if row is None else self._job(row)
@@ -181,7 +233,7 @@ class Store:
         """The job whose current token hashes to ``token_hash``, or ``None``."""
         with self._lock:
             row = self._db.execute(
-                "SELECT job_id, uid, created, expires, state FROM jobs WHERE token_hash = ?",
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE token_hash = ?",
                 (token_hash,),
             ).fetchone()
             return None if row is None else self._job(row)
@@ -190,14 +242,14 @@ class Store:
         """The job whose revoked token hashes to ``token_hash``, or ``None``."""
         with self._lock:
             row = self._db.execute(
-                "SELECT job_id, uid, created, expires, state FROM jobs WHERE revoked_hash = ?",
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE revoked_hash = ?",
                 (token_hash,),
             ).fetchone()
             return None if row is None else self._job(row)
 
     def jobs(self, state: str | None = None) -> list[JobRecord]:
         """Every job (in ``state`` when given), oldest first."""
-        query = "SELECT job_id, uid, created, expires, state FROM jobs"
+        query = f"SELECT {_JOB_COLUMNS} FROM jobs"
         args: tuple[str, ...] = ()
         if state is not None:
             query, args = query + " WHERE state = ?", (state,)
@@ -205,11 +257,11 @@ class Store:
             rows = self._db.execute(query + " ORDER BY created", args).fetchall()
             return [self._job(row) for row in rows]
 
-    def _job(self, row: tuple[str, int, float, float | None, str]) -> JobRecord:
+    def _job(self, row: tuple[str, int, float, float | None, str, str | None]) -> JobRecord:
         qpus = self._db.execute(
             "SELECT qpu FROM leases WHERE job_id = ? AND main = 1 ORDER BY rowid", (row[0],)
         ).fetchall()
-        return JobRecord(row[0], row[1], row[2], row[3], row[4], tuple(q for (q,) in qpus))
+        return JobRecord(row[0], row[1], row[2], row[3], row[4], tuple(q for (q,) in qpus), row[5])
 
     # ----- leases ------------------------------------------------------------------------------
 

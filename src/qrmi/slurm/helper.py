@@ -115,11 +115,13 @@ BACKFILL_YEAR_SECONDS = 365 * 86400
 
 @dataclass(frozen=True)
 class JobRecord:
-    """What slurmctld says about the job: its time limit (``None`` if unlimited) and the
-    licenses it was granted (name -> count)."""
+    """What slurmctld says about the job: its time limit (``None`` if unlimited), the
+    licenses it was granted (name -> count) and its start time (which tells one run of a
+    requeued job from the next; ``None`` if squeue gave none)."""
 
     time_limit_seconds: int | None
     licenses: dict[str, int]
+    start_time: str | None = None
 
 
 def parse_licenses(text: str) -> dict[str, int]:
@@ -139,16 +141,24 @@ def parse_licenses(text: str) -> dict[str, int]:
 
 
 def parse_job_record(line: str) -> JobRecord:
-    """One ``squeue -o '%l|%W'`` line.
+    """One ``squeue -o '%l|%W|%S'`` line.
 
     Raises:
         InvalidInputError: the time limit is not a Slurm time limit.
     """
-    limit, _, licenses = line.partition("|")
+    limit, _, rest = line.partition("|")
+    licenses, _, start = rest.partition("|")
     seconds = parse_time_limit(limit)
     if seconds == BACKFILL_YEAR_SECONDS:
         seconds = None
-    return JobRecord(seconds, parse_licenses(licenses))
+    return JobRecord(seconds, parse_licenses(licenses), _start_time(start))
+
+
+def _start_time(text: str) -> str | None:
+    """squeue's ``%S`` of a running job (``2026-12-01T07:05:12``), else None (``N/A`` ...)."""
+    text = text.strip()
+    shape_ok = len(text) == 19 and text[10] == "T"
+    return text if shape_ok and all(c.isdigit() or c in "-:T" for c in text) else None
 
 
 #: How long squeue may take to answer.
@@ -176,7 +186,7 @@ class JobRecordQuery:
                 write_ends.append(write_end)
             self.pid = os.posix_spawnp(
                 "squeue",
-                ["squeue", "-h", "-j", job_id, "-o", "%l|%W"],
+                ["squeue", "-h", "-j", job_id, "-o", "%l|%W|%S"],
                 os.environ,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -338,7 +348,7 @@ def cmd_acquire(args: Args) -> int:
         import qrmi.gateway.client  # noqa: F401  (while squeue runs)
     record = query.record()
     check_licenses(args.job, names, record.licenses)
-    ctx = JobContext(args.job, args.uid, record.time_limit_seconds)
+    ctx = JobContext(args.job, args.uid, record.time_limit_seconds, record.start_time)
     if site is None:
         variables = lifecycle.variables(lifecycle.acquire(ctx, names), ctx)
     else:  # leave time to end a failed start on the gateway before the shim's kill
