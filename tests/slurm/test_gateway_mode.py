@@ -358,3 +358,36 @@ def test_a_gateway_killed_and_restarted_mid_job_loses_nothing(lab: Lab, gateway:
     lease = (lab.cluster.work / f"lease-{job}.txt").read_text().strip()
     _released_once(gateway, [lease])
     _assert_clean(lab)
+
+
+def _demo_job(lab: Lab, script: str, qpu: str) -> tuple[int, str]:
+    """Submit ``examples/jobs/<script>`` as it is, on ``qpu``; wait; return (job, output)."""
+    demo = lab.cluster.work / "demo"
+    demo.mkdir(exist_ok=True)
+    examples = find_checkout() / "examples"
+    for name in ("bell_sampler.py", "estimator.py", f"jobs/{script}"):
+        (demo / Path(name).name).write_text((examples / name).read_text())
+    (demo / script).chmod(0o755)
+    env = {"PYQRMI_VENV": str(lab.cluster.python.parent.parent), "PYQRMI_EXAMPLES": str(demo)}
+    job = lab.cluster.sbatch(f"--qpu={qpu}", str(demo / script), env=env)
+    state = lab.cluster.wait_done(job, timeout=300)
+    output = lab.cluster.output(job)
+    assert state == "COMPLETED", output
+    return job, output
+
+
+def test_the_demo_job_scripts_run_unchanged_in_gateway_and_direct_mode(
+    lab: Lab, gateway: Gateway
+) -> None:
+    _, sampled = _demo_job(lab, "run_sampler.sh", "qb")  # an IBM QPU behind the gateway
+    assert "resource: qb (ibm-quantum-system)" in sampled and "counts: {" in sampled, sampled
+    _, estimated = _demo_job(lab, "run_estimator.sh", "emu2")  # the gateway's emulator
+    assert "resource: emu2 (local-emulator)" in estimated, estimated
+    values = dict(re.findall(r"^<(\w+)> = ([+-]\d\.\d+)", estimated, re.MULTILINE))
+    assert abs(float(values["ZZ"]) - 1.0) <= 0.1 and abs(float(values["YY"]) + 1.0) <= 0.1
+    _, direct = _demo_job(lab, "run_sampler.sh", "emu")  # the same script in direct mode
+    assert "resource: emu (local-emulator)" in direct and "counts: {" in direct, direct
+    logs = "".join(lab.cluster.log(node) for node in lab.cluster.nodes)
+    seen = sampled + estimated + (lab.cluster.state_dir / "helper.log").read_text() + logs
+    assert [secret for secret in gateway.ibm_secrets if secret in seen] == []
+    _assert_clean(lab)
