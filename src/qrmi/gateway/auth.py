@@ -5,9 +5,9 @@
 * **MUNGE credentials** (header ``X-Munge-Cred``) prove that the caller is root (uid 0) on a host
   sharing the cluster's MUNGE key: the Slurm helper at job start and end, and admins. A
   credential carries a payload binding it to one request, body included
-  (:func:`munge_binding`), is accepted
-  once (``munged`` refuses a replay; the gateway also remembers the credentials it accepted,
-  across its restarts) and only while MUNGE deems it fresh (its TTL, 5 minutes by default).
+  (:func:`munge_binding`), is accepted once (``munged`` refuses a replay; the gateway also
+  remembers the credentials it accepted, across its restarts) and only while MUNGE deems it
+  fresh (its TTL, 5 minutes by default).
 * **Admin tokens**: the SHA-256 hashes listed in the admin token file (one ``sha256:<hex>`` per
   line, or a token in clear text, which is hashed on load).
 """
