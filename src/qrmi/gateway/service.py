@@ -231,7 +231,7 @@ class GatewayService:
                 job.job_id,
                 job.state,
             )
-            self._finish(job)
+            self._finish(job, keep_lock=True)  # the new run starts under this lock
         archived = self.store.archive_job(job.job_id)
         self._forget_views(job.job_id, keep_lock=True)
         logger.info(
@@ -345,8 +345,8 @@ class GatewayService:
                 return FinishedJob(job_id, already_finished=True)
             return self._finish(job)
 
-    def _finish(self, job: JobRecord) -> FinishedJob:
-        """End ``job`` (the caller holds its lock)."""
+    def _finish(self, job: JobRecord, *, keep_lock: bool = False) -> FinishedJob:
+        """End ``job`` (the caller holds its lock, which is dropped unless ``keep_lock``)."""
         job_id = job.job_id
         self._forget_tokens(job_id)
         self.store.revoke_token(job_id)
@@ -359,7 +359,7 @@ class GatewayService:
                 f"{'; '.join(failures)}. Its token is revoked; call the job end again to retry."
             )
         self.store.set_state(job_id, "finished")
-        self._forget_views(job_id)
+        self._forget_views(job_id, keep_lock=keep_lock)
         logger.info(
             "job %s finished: %d task(s) cancelled, %d lease(s) released",
             job_id,
