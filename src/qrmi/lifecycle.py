@@ -112,12 +112,14 @@ def _default_factory(name: str, kind: str, settings: Mapping[str, str]) -> _Reso
 @dataclass(frozen=True)
 class JobContext:
     """What the workload manager knows about the job (never anything the user set):
-    ``time_limit_seconds`` is ``None`` for an unlimited job; ``accounting`` has its ``user``,
-    ``account`` and ``partition`` where known (for the gateway's usage records)."""
+    ``time_limit_seconds`` is ``None`` for an unlimited job; ``run_id`` (its start time) tells
+    one run of a requeued job from the next, ``None`` when unknown; ``accounting`` has its
+    ``user``, ``account`` and ``partition`` where known (for the gateway's usage records)."""
 
     job_id: str
     uid: int
     time_limit_seconds: int | None = None
+    run_id: str | None = None
     accounting: dict[str, str] = field(default_factory=dict)
 
 
@@ -143,6 +145,8 @@ class JobState:
     leases: list[Lease] = field(default_factory=list)
     #: The gateway holding the job's QPUs (:class:`GatewaySite` as a dict), None in direct mode.
     gateway: dict[str, str | None] | None = None
+    #: The run the gateway started (:attr:`JobContext.run_id`), so that its end ends that run.
+    run_id: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -161,6 +165,12 @@ class ReleaseReport:
     released: list[str]
     failed: dict[str, str]
     had_state: bool
+
+
+def _earlier_run(state: JobState, ctx: JobContext) -> bool:
+    """Whether ``state`` was left on this node by an earlier run of the job (Slurm requeued
+    it, and that run's end never came: its node failed or was rebooted)."""
+    return None not in (state.run_id, ctx.run_id) and state.run_id != ctx.run_id
 
 
 def parse_qpu_list(text: str) -> list[str]:
@@ -566,6 +576,8 @@ class JobLifecycle:
 
         with self.store.lock(ctx.job_id):
             state = self.store.load(ctx.job_id)
+            if state is not None and _earlier_run(state, ctx):
+                state = None  # left by a run Slurm requeued; the gateway ends that run itself
             new = state is None
             if state is not None:
                 self._reuse(state, ctx, names)
@@ -577,6 +589,7 @@ class JobLifecycle:
             else:
                 state = JobState(ctx.job_id, ctx.uid, list(names), ctx.time_limit_seconds)
                 state.gateway = asdict(site)
+                state.run_id = ctx.run_id
                 self.store.save(state)
             try:
                 _, variables = start_job(
@@ -585,6 +598,7 @@ class JobLifecycle:
                     ctx.uid,
                     list(names),
                     ctx.time_limit_seconds,
+                    run_id=state.run_id,
                     munge_socket=site.munge_socket,
                     ca_file=site.ca_file,
                     deadline=deadline,
@@ -622,6 +636,7 @@ class JobLifecycle:
         finish_job(
             site.url,
             state.job_id,
+            run_id=state.run_id,
             munge_socket=site.munge_socket,
             ca_file=site.ca_file,
             deadline=deadline,

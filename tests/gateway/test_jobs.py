@@ -115,10 +115,15 @@ def test_an_unknown_qpu_is_refused_and_nothing_stays_acquired(
     assert gateway.service is not None and gateway.service.store.job("106") is None
 
 
-def _post_job(gateway: LocalGateway, credential: str | None, job_id: str = "110") -> httpx.Response:
-    headers = {MUNGE_HEADER: credential} if credential is not None else {}
-    body = {"job_id": job_id, "uid": 1000, "qpus": ["emu"], "time_limit": 60}
-    return httpx.post(f"{gateway.url}/v1/jobs", json=body, headers=headers)
+#: The body :func:`_post_job` sends (a credential is bound to these exact bytes).
+JOB_110 = b'{"job_id": "110", "uid": 1000, "qpus": ["emu"], "time_limit": 60}'
+
+
+def _post_job(gateway: LocalGateway, credential: str | None) -> httpx.Response:
+    headers = {"Content-Type": "application/json"}
+    if credential is not None:
+        headers[MUNGE_HEADER] = credential
+    return httpx.post(f"{gateway.url}/v1/jobs", content=JOB_110, headers=headers)
 
 
 def test_job_start_without_a_credential_is_401(gateway: LocalGateway) -> None:
@@ -136,7 +141,7 @@ def test_a_garbage_credential_is_401(gateway: LocalGateway) -> None:
 
 
 def test_a_replayed_credential_is_401(gateway: LocalGateway, munge: MungeDaemon) -> None:
-    credential = Munge(munge.socket).encode(munge_binding("POST", "/v1/jobs/110"))
+    credential = Munge(munge.socket).encode(munge_binding("POST", "/v1/jobs/110", JOB_110))
     assert _post_job(gateway, credential).status_code == 201
 
     replay = _post_job(gateway, credential)
@@ -174,7 +179,7 @@ def test_a_credential_made_for_another_request_is_401(
 
 def test_a_non_root_credential_is_403(gateway: LocalGateway, munge: MungeDaemon) -> None:
     os.chmod(os.path.dirname(munge.socket), 0o755)  # let uid 65534 reach the socket
-    binding = munge_binding("POST", "/v1/jobs/110").decode()
+    binding = munge_binding("POST", "/v1/jobs/110", JOB_110).decode()
     made = subprocess.run(  # MUNGE's own client: uid 65534 may not reach this checkout's venv
         ["munge", "--socket", munge.socket, "--string", binding],
         user=65534,

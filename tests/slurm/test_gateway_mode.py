@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -41,10 +42,28 @@ class Gateway:
     munge_socket: str
     emulator_dir: Path
     ibm_secrets: list[str]
+    command: list[str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
 
     def tasks_of(self, job_id: int) -> list[str]:
         tasks = admin_request("GET", self.url, "/v1/admin/tasks", munge_socket=self.munge_socket)
         return [t["task_id"] for t in tasks if t["job_id"] == str(job_id)]
+
+    def jobs(self) -> dict[str, dict[str, object]]:
+        """The gateway's jobs (archived runs of requeued jobs as ``<id>~<n>``) by id."""
+        jobs = admin_request("GET", self.url, "/v1/admin/jobs", munge_socket=self.munge_socket)
+        return {str(job["job_id"]): job for job in jobs}
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        _wait_healthy(self.url, self.process, self.log)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
 
 
 def _free_port() -> int:
@@ -83,19 +102,18 @@ def gateway(lab: Lab) -> Iterator[Gateway]:
     command += ["--config", str(config), "--store", str(home / "gateway.db")]
     command += ["--listen", url[len("http://") :], "--munge-socket", munge_socket]
     original = lab.cluster.config_path.read_text()
-    log = (home / "gateway.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    served = Gateway(
+        url, munge_socket, emulator_dir, [*secrets, GATEWAY_SECRET], command, home / "gateway.log"
+    )
     try:
-        _wait_healthy(url, process, home / "gateway.log")
+        served.start()
         via_gateway = {"QRMI_GATEWAY_URL": url, "QRMI_GATEWAY_MUNGE_SOCKET": munge_socket}
         _set_emu2(lab, via_gateway)
         _set_emu2(lab, via_gateway, "qb", ibm.resource_type)
-        yield Gateway(url, munge_socket, emulator_dir, [*secrets, GATEWAY_SECRET])
+        yield served
     finally:
         lab.cluster.config_path.write_text(original)
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        served.stop()
         stop_worker(emulator_dir)
         ibm.stop()
 
@@ -250,4 +268,126 @@ def test_an_ibm_job_runs_the_bell_example_unchanged_and_holds_no_vendor_secret(
     seen = output + environment + helper_log + logs
     assert [secret for secret in gateway.ibm_secrets if secret in seen] == []
     assert "QRMI_IBM_QS" not in environment
+    _assert_clean(lab)
+
+
+def _released_once(gateway: Gateway, leases: list[str]) -> None:
+    counts = {
+        lease.token: lease.release_count for lease in TaskStore(gateway.emulator_dir).leases()
+    }
+    assert {lease: counts.get(lease) for lease in leases} == {lease: 1 for lease in leases}
+
+
+def _wait_for_file(path: Path, job: int, lab: Lab) -> str:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        time.sleep(0.2)
+    pytest.fail(f"job {job} never wrote {path.name}: {lab.cluster.output(job)}")
+
+
+def test_a_requeued_job_completes_its_second_run_and_its_first_runs_token_is_refused(
+    lab: Lab, gateway: Gateway
+) -> None:
+    python, shared = lab.cluster.python, lab.cluster.shared
+    script = _script(
+        lab,
+        "gw-requeue.sh",
+        f"""
+run=${{SLURM_RESTART_COUNT:-0}}
+echo "$emu2_QRMI_GATEWAY_TOKEN" > token-$SLURM_JOB_ID-$run.txt
+echo "$emu2_QRMI_JOB_ACQUISITION_TOKEN" > lease-$SLURM_JOB_ID-$run.txt
+[ "$run" = 0 ] && sleep 300
+{python} -m qrmi.tools.task_runner emu2 {shared / "bell_sampler.json"} out-$SLURM_JOB_ID.json \\
+  && echo "run $run sampled"
+""",
+    )
+    job = lab.cluster.sbatch("--qpu=emu2", "--requeue", script)
+    work = lab.cluster.work
+    first_token = _wait_for_file(work / f"token-{job}-0.txt", job, lab)
+
+    requeued = lab.cluster.run(["scontrol", "requeue", str(job)])
+    assert requeued.returncode == 0, requeued.stderr
+
+    assert lab.cluster.wait_done(job, timeout=300) == "COMPLETED", lab.cluster.output(job)
+    assert "run 1 sampled" in lab.cluster.output(job), lab.cluster.output(job)
+    second_token = (work / f"token-{job}-1.txt").read_text().strip()
+    status = f"{gateway.url}/v1/qpus/emu2/status"
+    for token in (first_token, second_token):  # the runs ended: both tokens are refused
+        assert httpx.get(status, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    jobs = gateway.jobs()
+    assert jobs[f"{job}~1"]["state"] == jobs[str(job)]["state"] == "finished"
+    leases = [(work / f"lease-{job}-{run}.txt").read_text().strip() for run in (0, 1)]
+    assert leases[0] != leases[1]
+    _released_once(gateway, leases)
+    _assert_clean(lab)
+
+
+#: A job program: six short sampler tasks in a row through the gateway, one line per task.
+TASK_LOOP = """
+import json
+from qrmi.models import Payload, TaskStatus
+from qrmi.resource import QuantumResource
+qpu = QuantumResource("emu2", "local-emulator")
+bell = 'OPENQASM 3.0; include "stdgates.inc"; bit[2] c; qubit[2] q; h q[0]; c = measure q;'
+for number in range(6):
+    params = {"pubs": [[bell, None, 10]], "version": 2,
+              "options": {"emulator": {"min_duration_seconds": 1}}}
+    task = qpu.task_start(Payload.QiskitPrimitive(input=json.dumps(params), program_id="sampler"))
+    assert qpu.task_wait(task, 120) == TaskStatus.Completed
+    qpu.task_result(task)
+    print("task", number, "done", flush=True)
+"""
+
+
+def test_a_gateway_killed_and_restarted_mid_job_loses_nothing(lab: Lab, gateway: Gateway) -> None:
+    program = lab.cluster.work / "gw-loop.py"
+    program.write_text(TASK_LOOP)
+    command = 'echo "$emu2_QRMI_JOB_ACQUISITION_TOKEN" > lease-$SLURM_JOB_ID.txt; '
+    command += f"{lab.cluster.python} {program}"
+    job = lab.cluster.sbatch("--qpu=emu2", "--wrap", command)
+    _wait_for_output(lab, job, "task 1 done")
+
+    gateway.stop(signal.SIGKILL)  # kill -9 mid-job, then start again on the same store
+    gateway.start()
+
+    assert lab.cluster.wait_done(job, timeout=300) == "COMPLETED", lab.cluster.output(job)
+    assert "task 5 done" in lab.cluster.output(job)
+    assert gateway.jobs()[str(job)]["state"] == "finished"
+    lease = (lab.cluster.work / f"lease-{job}.txt").read_text().strip()
+    _released_once(gateway, [lease])
+    _assert_clean(lab)
+
+
+def _demo_job(lab: Lab, script: str, qpu: str) -> tuple[int, str]:
+    """Submit ``examples/jobs/<script>`` as it is, on ``qpu``; wait; return (job, output)."""
+    demo = lab.cluster.work / "demo"
+    demo.mkdir(exist_ok=True)
+    examples = find_checkout() / "examples"
+    for name in ("bell_sampler.py", "estimator.py", f"jobs/{script}"):
+        (demo / Path(name).name).write_text((examples / name).read_text())
+    (demo / script).chmod(0o755)
+    env = {"PYQRMI_VENV": str(lab.cluster.python.parent.parent), "PYQRMI_EXAMPLES": str(demo)}
+    job = lab.cluster.sbatch(f"--qpu={qpu}", str(demo / script), env=env)
+    state = lab.cluster.wait_done(job, timeout=300)
+    output = lab.cluster.output(job)
+    assert state == "COMPLETED", output
+    return job, output
+
+
+def test_the_demo_job_scripts_run_unchanged_in_gateway_and_direct_mode(
+    lab: Lab, gateway: Gateway
+) -> None:
+    _, sampled = _demo_job(lab, "run_sampler.sh", "qb")  # an IBM QPU behind the gateway
+    assert "resource: qb (ibm-quantum-system)" in sampled and "counts: {" in sampled, sampled
+    _, estimated = _demo_job(lab, "run_estimator.sh", "emu2")  # the gateway's emulator
+    assert "resource: emu2 (local-emulator)" in estimated, estimated
+    values = dict(re.findall(r"^<(\w+)> = ([+-]\d\.\d+)", estimated, re.MULTILINE))
+    assert abs(float(values["ZZ"]) - 1.0) <= 0.1 and abs(float(values["YY"]) + 1.0) <= 0.1
+    _, direct = _demo_job(lab, "run_sampler.sh", "emu")  # the same script in direct mode
+    assert "resource: emu (local-emulator)" in direct and "counts: {" in direct, direct
+    logs = "".join(lab.cluster.log(node) for node in lab.cluster.nodes)
+    seen = sampled + estimated + (lab.cluster.state_dir / "helper.log").read_text() + logs
+    assert [secret for secret in gateway.ibm_secrets if secret in seen] == []
     _assert_clean(lab)

@@ -99,7 +99,13 @@ def test_batch_step_acquires_and_asks_for_release_at_exit(helper: Helper) -> Non
     assert variables["a_QRMI_JOB_TIMEOUT_SECONDS"] == "5400"
     assert "release-at-exit" in result.stdout.splitlines()
     assert "info job 42 step batch: QPUs a,b ready" in result.stdout
-    assert helper.squeue_calls.read_text().split() == ["-h", "-j", "42", "-o", "%l|%W|%u|%a|%P"]
+    assert helper.squeue_calls.read_text().split() == [
+        "-h",
+        "-j",
+        "42",
+        "-o",
+        "%l|%W|%S|%u|%a|%P",
+    ]
     assert helper.events("a") == ["acquire"]
 
 

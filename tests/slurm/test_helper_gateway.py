@@ -140,6 +140,68 @@ def test_the_helper_goes_on_with_the_next_replica_listed(
     assert "released a" in released.stdout
 
 
+def test_a_requeued_jobs_next_run_starts_on_the_gateway_and_the_first_runs_token_is_refused(
+    tmp_path: Path, gateway: LocalGateway, munge: MungeDaemon
+) -> None:
+    helper = gateway_helper(tmp_path, gateway.url, munge)
+    helper.set_squeue("echo '1:30:00|a:1|2026-12-01T07:00:00'")
+    first = helper.acquire("--step", "batch", "--qpu", "a", "--timeout", "20")
+    assert first.returncode == 0, first.stdout + first.stderr
+    step = helper.acquire("--step", "0", "--qpu", "a", "--timeout", "20")  # same run: reused
+    assert step.returncode == 0, step.stdout + step.stderr
+    assert helper.run("release", "--job", "42", "--timeout", "20").returncode == 0
+
+    helper.set_squeue("echo '1:30:00|a:1|2026-12-01T07:02:41'")  # scontrol requeue 42
+    second = helper.acquire("--step", "batch", "--qpu", "a", "--timeout", "20")
+
+    assert second.returncode == 0, second.stdout + second.stderr
+    status = f"{gateway.url}/v1/qpus/a/status"
+    for started, code in ((step, 401), (second, 200)):
+        token = variables_of(started.stdout)["a_QRMI_GATEWAY_TOKEN"]
+        assert httpx.get(status, headers={"Authorization": f"Bearer {token}"}).status_code == code
+    assert json.loads(job_state(helper).read_text())["run_id"] == "2026-12-01T07:02:41"
+    assert helper.run("release", "--job", "42", "--timeout", "20").returncode == 0
+
+
+def test_a_run_whose_end_never_came_is_ended_when_the_requeued_job_starts_again(
+    tmp_path: Path, gateway: LocalGateway, munge: MungeDaemon
+) -> None:
+    """The node died mid-run and came back: its state file of the first run is still there."""
+    helper = gateway_helper(tmp_path, gateway.url, munge)
+    helper.set_squeue("echo '1:30:00|a:1|2026-12-01T07:00:00'")
+    first = helper.acquire("--step", "batch", "--qpu", "a", "--timeout", "20")
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    helper.set_squeue("echo '1:30:00|a:1|2026-12-01T07:09:30'")
+    second = helper.acquire("--step", "batch", "--qpu", "a", "--timeout", "20")
+
+    assert second.returncode == 0, second.stdout + second.stderr
+    old, new = (variables_of(run.stdout) for run in (first, second))
+    assert gateway.service is not None
+    ended = gateway.service.store.lease("a", old["a_QRMI_JOB_ACQUISITION_TOKEN"])
+    assert ended is not None and ended.job_id == "42~1" and ended.released is not None
+    status = f"{gateway.url}/v1/qpus/a/status"
+    token = old["a_QRMI_GATEWAY_TOKEN"]
+    assert httpx.get(status, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert new["a_QRMI_JOB_ACQUISITION_TOKEN"] != old["a_QRMI_JOB_ACQUISITION_TOKEN"]
+    assert json.loads(job_state(helper).read_text())["run_id"] == "2026-12-01T07:09:30"
+    assert helper.run("release", "--job", "42", "--timeout", "20").returncode == 0
+
+
+def test_an_ended_run_is_not_started_again(
+    tmp_path: Path, gateway: LocalGateway, munge: MungeDaemon
+) -> None:
+    helper = gateway_helper(tmp_path, gateway.url, munge)
+    helper.set_squeue("echo '1:30:00|a:1|2026-12-01T07:00:00'")
+    assert helper.acquire("--step", "batch", "--qpu", "a", "--timeout", "20").returncode == 0
+    assert helper.run("release", "--job", "42", "--timeout", "20").returncode == 0
+
+    late = helper.acquire("--step", "1", "--qpu", "a", "--timeout", "20")
+
+    assert late.returncode == 1
+    assert "job 42 has ended" in late.stdout and "setenv" not in late.stdout
+
+
 def test_a_gateway_that_is_down_fails_the_start_with_a_message_and_holds_nothing(
     tmp_path: Path, munge: MungeDaemon
 ) -> None:

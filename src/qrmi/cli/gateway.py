@@ -57,6 +57,10 @@ def gateway(
     body_timeout: Annotated[
         float, typer.Option(help="Seconds a client may pause while sending a body (408).", min=0.1)
     ] = 30.0,
+    header_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds a connection may take to send a request's headers.", min=0.1),
+    ] = 10.0,
     limit_concurrency: Annotated[
         int, typer.Option(help="Connections and requests at once before answering 503.", min=8)
     ] = 1024,
@@ -82,6 +86,7 @@ def gateway(
                 admin_token_file=admin_token_file,
                 max_body_bytes=max_body_bytes,
                 body_timeout=body_timeout,
+                header_timeout=header_timeout,
                 limit_concurrency=limit_concurrency,
                 token_grace_seconds=token_grace,
                 log_level=log_level,

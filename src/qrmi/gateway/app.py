@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from qrmi._version import __version__
 from qrmi.backends.base import poll_intervals
 from qrmi.errors import QrmiError
-from qrmi.gateway.auth import AuthError, MungeVerifier, is_admin_token
+from qrmi.gateway.auth import AuthError, MungeVerifier, body_digest, is_admin_token
 from qrmi.gateway.service import GatewayError, GatewayService
 from qrmi.gateway.store import JobRecord
 from qrmi.gateway.wire import ERROR_STATUS, error_body, payload_from_json
@@ -73,6 +73,19 @@ class StartJobRequest(BaseModel):
     user: str | None = Field(default=None, description="the job's user name, for accounting")
     account: str | None = Field(default=None, description="the job's Slurm account")
     partition: str | None = Field(default=None, description="the job's Slurm partition")
+    run_id: str | None = Field(
+        default=None,
+        description="the run's identity (the job's Slurm start time): a start with a new one "
+        "is the next run of a requeued job",
+    )
+
+
+class FinishJobRequest(BaseModel):
+    """End one run of the job (optional body)."""
+
+    run_id: str | None = Field(
+        default=None, description="end only this run; an earlier run's end leaves a later one"
+    )
 
 
 class StartJobAnswer(BaseModel):
@@ -265,6 +278,12 @@ def _job_dependency(service: GatewayService) -> Callable[..., Awaitable[JobRecor
     return current_job
 
 
+def _body_sha256(request: Request) -> str | None:
+    """The digest of the request's body, recorded by :class:`_Guard` as it read it."""
+    digest = getattr(request.state, "body_sha256", None)
+    return digest if isinstance(digest, str) else None
+
+
 # ----- routes ------------------------------------------------------------------------------------
 
 
@@ -276,17 +295,19 @@ def _add_job_routes(app: FastAPI, service: GatewayService, verifier: MungeVerifi
 
     @app.post("/v1/jobs", status_code=201, tags=["jobs"], response_model=StartJobAnswer)
     def start_job(
+        request: Request,
         body: StartJobRequest,
         x_munge_cred: Annotated[str | None, Header()] = None,
     ) -> StartJobAnswer:
         """Acquire the job's QPUs and mint its token (root's MUNGE credential, payload
-        ``qrmi-gateway POST /v1/jobs/{job_id}``)."""
-        verifier.verify_root(x_munge_cred, "POST", f"/v1/jobs/{body.job_id}")
+        ``qrmi-gateway POST /v1/jobs/{job_id} sha256:<hex of the body>``)."""
+        verifier.verify_root(x_munge_cred, "POST", f"/v1/jobs/{body.job_id}", _body_sha256(request))
         started = service.start_job(
             body.job_id,
             body.uid,
             body.qpus,
             body.time_limit,
+            body.run_id,
             user_name=body.user,
             account=body.account,
             partition=body.partition,
@@ -300,12 +321,16 @@ def _add_job_routes(app: FastAPI, service: GatewayService, verifier: MungeVerifi
 
     @app.delete("/v1/jobs/{job_id}", tags=["jobs"], response_model=FinishJobAnswer)
     def finish_job(
-        job_id: str, x_munge_cred: Annotated[str | None, Header()] = None
+        request: Request,
+        job_id: str,
+        body: FinishJobRequest | None = None,
+        x_munge_cred: Annotated[str | None, Header()] = None,
     ) -> FinishJobAnswer:
         """End the job: revoke its token, stop its tasks, release its leases (exactly once;
-        root's MUNGE credential, payload ``qrmi-gateway DELETE /v1/jobs/{job_id}``)."""
-        verifier.verify_root(x_munge_cred, "DELETE", f"/v1/jobs/{job_id}")
-        done = service.finish_job(job_id)
+        root's MUNGE credential, payload ``qrmi-gateway DELETE /v1/jobs/{job_id}
+        sha256:<hex of the body>``)."""
+        verifier.verify_root(x_munge_cred, "DELETE", f"/v1/jobs/{job_id}", _body_sha256(request))
+        done = service.finish_job(job_id, None if body is None else body.run_id)
         return FinishJobAnswer(
             job_id=done.job_id,
             already_finished=done.already_finished,
@@ -417,7 +442,7 @@ def _add_admin_routes(
             return
         if token is not None and x_munge_cred is None:
             raise AuthError("the admin token is not valid")
-        verifier.verify_root(x_munge_cred, request.method, request.url.path)
+        verifier.verify_root(x_munge_cred, request.method, request.url.path, _body_sha256(request))
 
     Admin = Annotated[None, Depends(admin)]
 
@@ -487,7 +512,8 @@ class _Guard:
                 body, rejection = await self._read_body(receive)
             if rejection is not None:
                 await _send_json(answer, *rejection)
-            else:
+            else:  # MUNGE credentials are bound to the body: keep its digest for the check
+                scope.setdefault("state", {})["body_sha256"] = body_digest(body)
                 await self.app(scope, _replay(body, receive), answer)
         except Exception as exc:
             if not answer.started:  # else the application's handler answered and logged it

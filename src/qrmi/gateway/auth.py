@@ -4,9 +4,10 @@
   hash is stored; they are presented as ``Authorization: Bearer <token>``.
 * **MUNGE credentials** (header ``X-Munge-Cred``) prove that the caller is root (uid 0) on a host
   sharing the cluster's MUNGE key: the Slurm helper at job start and end, and admins. A
-  credential carries a payload binding it to one request (:func:`munge_binding`), is accepted
-  once (``munged`` refuses a replay; the gateway also remembers the credentials it accepted,
-  across its restarts) and only while MUNGE deems it fresh (its TTL, 5 minutes by default).
+  credential carries a payload binding it to one request, body included
+  (:func:`munge_binding`), is accepted once (``munged`` refuses a replay; the gateway also
+  remembers the credentials it accepted, across its restarts) and only while MUNGE deems it
+  fresh (its TTL, 5 minutes by default).
 * **Admin tokens**: the SHA-256 hashes listed in the admin token file (one ``sha256:<hex>`` per
   line, or a token in clear text, which is hashed on load).
 """
@@ -23,6 +24,7 @@ __all__ = [
     "MUNGE_HEADER",
     "AuthError",
     "MungeVerifier",
+    "body_digest",
     "hash_token",
     "load_admin_hashes",
     "munge_binding",
@@ -53,13 +55,24 @@ def hash_token(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode("utf-8", errors="replace")).hexdigest()
 
 
-def munge_binding(method: str, path: str) -> bytes:
-    """The payload a MUNGE credential must carry to authorise ``method path``.
+def body_digest(body: bytes) -> str:
+    """``sha256:<hex>`` of a request body, as :func:`munge_binding` binds it."""
+    return "sha256:" + hashlib.sha256(body).hexdigest()
 
-    Binding the credential to the request means a credential captured in transit cannot be
-    used for another operation, or another job, within its lifetime.
+
+def munge_binding(method: str, path: str, body: bytes = b"") -> bytes:
+    """The payload a MUNGE credential must carry to authorise ``method path`` with ``body``
+    (the exact bytes sent; empty for a request without one).
+
+    Binding the credential to the whole request means a credential captured in transit cannot
+    be used for another operation, another job, or the same call with other arguments (other
+    QPUs, another uid), within its lifetime.
     """
-    return f"qrmi-gateway {method.upper()} {path}".encode()
+    return f"qrmi-gateway {method.upper()} {path} {body_digest(body)}".encode()
+
+
+def _binding_text(method: str, path: str, digest: str) -> str:
+    return f"qrmi-gateway {method.upper()} {path} {digest}"
 
 
 def load_admin_hashes(path: str | Path | None) -> frozenset[str]:
@@ -110,14 +123,22 @@ class MungeVerifier:
         """The ``munged`` socket used to decode credentials."""
         return self._munge.socket
 
-    def verify_root(self, credential: str | None, method: str, path: str) -> None:
-        """Accept the credential or raise :class:`AuthError` saying why not."""
+    def verify_root(
+        self, credential: str | None, method: str, path: str, body_sha256: str | None = None
+    ) -> None:
+        """Accept the credential or raise :class:`AuthError` saying why not.
+
+        ``body_sha256`` is :func:`body_digest` of the request's body as received (``None``:
+        the request had none).
+        """
         from qrmi.backends._munge import MungeError
 
+        expected = _binding_text(method, path, body_sha256 or body_digest(b""))
         if not credential:
             raise AuthError(
                 f"{method} {path} needs root's MUNGE credential in the {MUNGE_HEADER} header "
-                f"(made with payload {munge_binding(method, path).decode()!r})"
+                f"(made with payload 'qrmi-gateway {method.upper()} {path} sha256:<hex of the "
+                "request body>')"
             )
         try:
             identity = self._munge.decode(credential.strip())
@@ -129,10 +150,11 @@ class MungeVerifier:
                 f"uid {identity.uid}'s",
                 status=403,
             )
-        if identity.payload != munge_binding(method, path):
+        if identity.payload != expected.encode():
             raise AuthError(
-                f"the MUNGE credential was made for another request; make one with payload "
-                f"{munge_binding(method, path).decode()!r}"
+                f"the MUNGE credential was made for another request (another method, path or "
+                f"body); make a fresh one per request with payload 'qrmi-gateway "
+                f"{method.upper()} {path} sha256:<hex of the exact body sent>'"
             )
         digest = hashlib.sha256(credential.strip().encode()).hexdigest()
         if not self._remember(digest, self._clock() + REMEMBER_CREDENTIALS_SECONDS):

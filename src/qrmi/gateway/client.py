@@ -1,9 +1,10 @@
 """Calls to the gateway made as root: the job's start and end (the Slurm helper) and admin calls.
 
 Each call proves root with a fresh MUNGE credential made through the local ``munged`` and bound
-to the request (:func:`qrmi.gateway.auth.munge_binding`), so it only works for uid 0 on a host
-sharing the cluster's MUNGE key. Every call has a deadline: a gateway that is down or slow makes
-it raise :class:`GatewayUnavailableError` with a message that says so, never hang.
+to the request, body included (:func:`qrmi.gateway.auth.munge_binding`), so it only works for
+uid 0 on a host sharing the cluster's MUNGE key. Every call has a deadline: a gateway that is
+down or slow makes it raise :class:`GatewayUnavailableError` with a message that says so, never
+hang.
 
 ``url`` may list several gateway replicas sharing one PostgreSQL store, comma-separated
 (``https://gw1:8443,https://gw2:8443``): a call that cannot reach one (connection refused or
@@ -11,14 +12,15 @@ dropped, HTTP 503 or a proxy's 502/504) goes on with the next, within the same d
 
 The Slurm helper's use::
 
-    token, variables = start_job(url, job_id, uid, qpus, time_limit)   # at job start
+    token, variables = start_job(url, job_id, uid, qpus, time_limit, run_id=start)  # at start
     # export `variables` into the job (they include QRMI_GATEWAY_URL and, per QPU,
     # {qpu}_QRMI_GATEWAY_TOKEN); never log them: the token is the job's credential
-    finish_job(url, job_id)                                            # at job end / Epilog
+    finish_job(url, job_id, run_id=start)                     # at job end / Epilog
 """
 
 from __future__ import annotations
 
+import json as jsonlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -60,6 +62,7 @@ def start_job(
     qpus: Sequence[str],
     time_limit: int | None,
     *,
+    run_id: str | None = None,
     munge_socket: str | None = None,
     ca_file: str | None = None,
     deadline: float = DEFAULT_DEADLINE,
@@ -69,15 +72,24 @@ def start_job(
 
     ``variables`` is the job's whole QRMI environment: ``QRMI_GATEWAY_URL``, the reference's
     job variables and ``{qpu}_QRMI_GATEWAY_TOKEN`` per QPU (``token`` is their value). Calling
-    it again for a running job keeps the leases and mints a new token. ``accounting`` holds
-    the job's ``user``, ``account`` and ``partition`` as Slurm knows them (for usage records).
+    it again for a running job keeps the leases and mints a new token. ``run_id`` names the
+    job's run (its Slurm start time): a start with another ``run_id`` than the job's last one
+    is a new run of a requeued job, which the gateway starts afresh. ``accounting`` holds the
+    job's ``user``, ``account`` and ``partition`` as Slurm knows them (for usage records).
 
     Raises:
         GatewayUnavailableError: the gateway did not answer within ``deadline``.
         QrmiError: the gateway refused (unknown QPU, vendor acquisition failed, ...).
     """
-    body = {"job_id": job_id, "uid": uid, "qpus": list(qpus), "time_limit": time_limit}
-    body.update(accounting or {})
+    body: dict[str, Any] = {
+        "job_id": job_id,
+        "uid": uid,
+        "qpus": list(qpus),
+        "time_limit": time_limit,
+        **(accounting or {}),
+    }
+    if run_id is not None:
+        body["run_id"] = run_id
     answer = _root_call(
         "POST",
         url,
@@ -97,6 +109,7 @@ def finish_job(
     url: str,
     job_id: str,
     *,
+    run_id: str | None = None,
     munge_socket: str | None = None,
     ca_file: str | None = None,
     deadline: float = DEFAULT_DEADLINE,
@@ -104,7 +117,8 @@ def finish_job(
     """End the job on the gateway: revoke its token, stop its tasks, release its leases.
 
     Safe to call more than once (the job step's end and the Epilog may both call it): the
-    gateway does the work once and later calls answer ``already_finished``.
+    gateway does the work once and later calls answer ``already_finished``. With ``run_id``
+    only that run is ended: a late end of a requeued job's earlier run leaves its next alone.
 
     Raises:
         GatewayUnavailableError: the gateway did not answer within ``deadline``.
@@ -116,6 +130,7 @@ def finish_job(
         url,
         path,
         binding_path=path,
+        json=None if run_id is None else {"run_id": run_id},
         munge_socket=munge_socket,
         ca_file=ca_file,
         deadline=deadline,
@@ -185,26 +200,29 @@ def _root_call(
         import ssl
 
         verify = ssl.create_default_context(cafile=ca_file)
+    body = b"" if json is None else jsonlib.dumps(json).encode()
     give_up = time.monotonic() + deadline
     delay, last, reached, tries = 0.1, "no try made", False, 0
     with httpx.Client(verify=verify) as client:
         while True:
             base = bases[tries % len(bases)]
             tries += 1
-            headers = {}
+            headers = {"Content-Type": "application/json"} if body else {}
             if admin_token:
                 headers["Authorization"] = f"Bearer {admin_token}"
             else:
                 try:  # a fresh credential per try: each is accepted once
-                    credential = Munge(munge_socket).encode(munge_binding(method, binding_path))
+                    credential = Munge(munge_socket).encode(
+                        munge_binding(method, binding_path, body)
+                    )
                 except MungeError as exc:
                     raise ServiceError(f"cannot prove root to the QRMI gateway: {exc}") from None
                 headers[MUNGE_HEADER] = credential
             try:
-                response = client.request(
+                response = client.request(  # the exact bytes the credential is bound to
                     method,
                     base + path,
-                    json=json,
+                    content=body,
                     headers=headers,
                     timeout=_try_timeout(give_up - time.monotonic(), len(bases)),
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -18,13 +19,23 @@ from qrmi.gateway.service import GatewayService
 from qrmi.gateway.store import Store, StoreUnavailableError, describe_location
 from qrmi.log import redact
 
-__all__ = ["DEFAULT_STORE", "GatewayOptions", "JsonFormatter", "build_app", "parse_listen", "serve"]
+__all__ = [
+    "DEFAULT_STORE",
+    "GatewayOptions",
+    "JsonFormatter",
+    "build_app",
+    "header_deadline_protocol",
+    "parse_listen",
+    "serve",
+]
 
 #: Where the store lives unless ``--store`` says otherwise: a SQLite file, or a
 #: ``postgresql://user@host:port/dbname`` URL for replicas sharing one database.
 DEFAULT_STORE = Path("/var/lib/qrmi-gateway/gateway.db")
 
 _RECORD_FIELDS = ("method", "path", "status", "ms", "job_id")
+
+logger = logging.getLogger("qrmi.gateway")
 
 
 class JsonFormatter(logging.Formatter):
@@ -74,6 +85,7 @@ class GatewayOptions:
     admin_token_file: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     body_timeout: float = 30.0
+    header_timeout: float = 10.0
     limit_concurrency: int = 1024
     token_grace_seconds: float = 300.0
     log_level: str = "INFO"
@@ -124,6 +136,64 @@ def build_app(options: GatewayOptions) -> tuple[ASGIApp, GatewayService]:
     return app, service
 
 
+def header_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol, closing a connection that does not deliver a request's line and
+    headers within ``seconds``: counted from the connection's opening, and for a later request
+    on a kept-alive connection from that request's first byte.
+
+    uvicorn itself waits for headers forever (its keep-alive timer stops at the first byte), so
+    a client sending them a byte at a time (slow-loris) would hold a connection slot, counted
+    by ``--limit-concurrency``, as long as it likes. A request whose headers arrived is never
+    cut: the body has ``--body-timeout``, and a handler (a long-poll wait) runs to its end.
+    """
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    base: Any = AutoHTTPProtocol
+
+    class HeaderDeadlineProtocol(base):  # type: ignore[misc]
+        _header_timer: asyncio.TimerHandle | None = None
+        _timed_cycle: object = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def data_received(self, data: bytes) -> None:
+            if self._header_timer is None and self._between_requests():
+                self._arm_header_deadline()
+            super().data_received(data)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._disarm_header_deadline()  # idle now: uvicorn's keep-alive timer applies
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_header_deadline()
+            super().connection_lost(exc)
+
+        def _between_requests(self) -> bool:
+            return self.cycle is None or bool(self.cycle.response_complete)
+
+        def _arm_header_deadline(self) -> None:
+            self._disarm_header_deadline()
+            self._timed_cycle = self.cycle  # a new cycle means the headers arrived
+            self._header_timer = self.loop.call_later(seconds, self._header_deadline_passed)
+
+        def _disarm_header_deadline(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _header_deadline_passed(self) -> None:
+            self._header_timer = None
+            stalled = self.cycle is self._timed_cycle and self._between_requests()
+            if stalled and not self.transport.is_closing():
+                logger.info("closed a connection whose request headers took over %g s", seconds)
+                self.transport.close()
+
+    return HeaderDeadlineProtocol
+
+
 def serve(options: GatewayOptions) -> None:
     """Serve the gateway with uvicorn until SIGINT/SIGTERM."""
     import uvicorn
@@ -147,6 +217,7 @@ def serve(options: GatewayOptions) -> None:
             log_config=None,
             access_log=False,
             timeout_keep_alive=30,
+            http=header_deadline_protocol(options.header_timeout),
             # Above this many connections and requests at once, answer 503 (clients retry):
             # bounds what slow or stalled clients can hold.
             limit_concurrency=options.limit_concurrency,

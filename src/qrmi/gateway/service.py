@@ -64,6 +64,8 @@ INFINITE_TIMEOUT_SECONDS = 4294967295
 #: Job ids as Slurm writes them (``1234``, ``1234_5`` for an array task, ``1234+1`` het jobs).
 _JOB_ID = re.compile(r"[0-9]{1,20}(?:[_+][0-9]{1,10})?")
 _MAX_QPUS_PER_JOB = 64
+#: A run identity: the job's Slurm start time (``2026-12-01T07:05:12``) or another short token.
+_RUN_ID = re.compile(r"[A-Za-z0-9:._+-]{1,64}")
 
 
 class GatewayError(Exception):
@@ -189,6 +191,7 @@ class GatewayService:
         uid: int,
         qpus: list[str],
         time_limit: int | None,
+        run_id: str | None = None,
         *,
         user_name: str | None = None,
         account: str | None = None,
@@ -197,23 +200,29 @@ class GatewayService:
         """Acquire ``qpus`` for the job and mint its token; ``user_name``, ``account`` and
         ``partition`` (as Slurm knows the job) go into the job's usage records.
 
-        Starting a job that is already active again (the helper retried) keeps its leases and
-        mints a new token, which replaces the previous one.
+        ``run_id`` tells one run of the job from the next (the Slurm helper sends the job's start
+        time: a requeued job runs again under the same id). Starting a run that is already
+        active again (a later step, or the helper retried) keeps its leases and mints a new
+        token, which replaces the previous one. A start with a new ``run_id`` ends the job's
+        previous run if it is still active (its node died: Slurm requeued it), archives that
+        run's rows under ``<job_id>~<n>`` and starts afresh. A run that ended is never revived.
 
         Raises:
-            GatewayError: malformed arguments, or the job id belongs to another or an ended job.
+            GatewayError: malformed arguments, or the job id belongs to another or an ended run.
             ResourceNotFoundError: a QPU is not configured here.
             QrmiError: a vendor acquisition failed (nothing stays acquired).
         """
-        _check_job_request(job_id, uid, qpus, time_limit)
+        _check_job_request(job_id, uid, qpus, time_limit, run_id)
         for what, value in (("user", user_name), ("account", account), ("partition", partition)):
             _check_slurm_name(what, value)
         for qpu in qpus:
             self.definition(qpu)
         with self._job_lock(job_id):
             existing = self.store.job(job_id)
-            if existing is not None:
-                return self._restart_job(existing, uid, qpus)
+            if existing is not None and _is_new_run(existing, run_id):
+                self._archive_run(existing)
+            elif existing is not None:
+                return self._restart_job(existing, uid, qpus, run_id)
             token = new_token()
             expires = None
             if time_limit is not None and 0 < time_limit < INFINITE_TIMEOUT_SECONDS:
@@ -223,6 +232,7 @@ class GatewayService:
                 uid,
                 hash_token(token),
                 expires,
+                run_id,
                 user_name=user_name,
                 account=account,
                 partition=partition,
@@ -232,6 +242,23 @@ class GatewayService:
             self._acquire_all(job, qpus)
             logger.info("job %s (uid %d) started on %s", job_id, uid, ",".join(qpus))
             return self._started(job_id, token)
+
+    def _archive_run(self, job: JobRecord) -> None:
+        """End ``job``'s run if needed (exactly once, as at any job end) and move its rows
+        aside, so that the job id starts a new run."""
+        if job.state != "finished":
+            logger.warning(
+                "job %s starts a new run while its previous run is %s (requeued after its "
+                "node failed?): ending the previous run first",
+                job.job_id,
+                job.state,
+            )
+            self._finish(job, keep_lock=True)  # the new run starts under this lock
+        archived = self.store.archive_job(job.job_id)
+        self._forget_views(job.job_id, keep_lock=True)
+        logger.info(
+            "job %s runs again (requeued): its previous run is kept as %s", job.job_id, archived
+        )
 
     def _acquire_all(self, job: JobRecord, qpus: list[str]) -> None:
         try:
@@ -266,11 +293,14 @@ class GatewayService:
             self._views[(job.job_id, qpu)] = view
         return view
 
-    def _restart_job(self, job: JobRecord, uid: int, qpus: list[str]) -> StartedJob:
+    def _restart_job(
+        self, job: JobRecord, uid: int, qpus: list[str], run_id: str | None
+    ) -> StartedJob:
         if job.state != "active":
             raise GatewayError(
                 "JobConflictError",
-                f"job {job.job_id} has ended ({job.state}); a job id is started once",
+                f"job {job.job_id} has ended ({job.state}); a run is started once (a requeued "
+                "job's next run is started with its new start time)",
             )
         if job.uid != uid or not set(job.qpus) <= set(qpus):
             raise GatewayError(
@@ -282,6 +312,8 @@ class GatewayService:
         for qpu in qpus:
             if qpu not in job.qpus:
                 self._acquire_main(job, qpu)
+        if run_id is not None and job.run_id is None:
+            self.store.set_run(job.job_id, run_id)
         token = new_token()
         self._forget_tokens(job.job_id)
         self.store.set_token(job.job_id, hash_token(token))
@@ -314,10 +346,11 @@ class GatewayService:
                 variables[f"{lease.qpu}_QRMI_GATEWAY_TOKEN"] = token
         return variables
 
-    def finish_job(self, job_id: str) -> FinishedJob:
+    def finish_job(self, job_id: str, run_id: str | None = None) -> FinishedJob:
         """End a job exactly once: revoke its token, stop its unfinished tasks, release its
         leases. A later call answers ``already_finished``; a call after a partial failure
-        finishes what is left.
+        finishes what is left. With ``run_id``, only that run of the job is ended: a run that
+        was followed by another (the job was requeued) has ended already.
 
         Raises:
             ServiceError: a lease could not be released (the job stays ``finishing``; call
@@ -327,27 +360,37 @@ class GatewayService:
             job = self.store.job(job_id)
             if job is None or job.state == "finished":
                 return FinishedJob(job_id, already_finished=True)
-            self._forget_tokens(job_id)
-            self.store.revoke_token(job_id)
-            self.store.set_state(job_id, "finishing")
-            report = FinishedJob(job_id, cancelled_tasks=self._stop_tasks(job))
-            failures = self._release_held(job_id, report.released)
-            if failures:
-                raise ServiceError(
-                    f"job {job_id} ended but these leases could not be released: "
-                    f"{'; '.join(failures)}. Its token is revoked; call the job end again to retry."
+            if run_id is not None and job.run_id is not None and run_id != job.run_id:
+                logger.info(
+                    "job %s: the end of an earlier run (%s) leaves this run", job_id, run_id
                 )
-            self.store.set_state(job_id, "finished")
-            self._settle_usage({job_id})
-            report.usage = self.usage_totals(job_id)
-            self._forget_views(job_id)
-            logger.info(
-                "job %s finished: %d task(s) cancelled, %d lease(s) released",
-                job_id,
-                len(report.cancelled_tasks),
-                len(report.released),
+                return FinishedJob(job_id, already_finished=True)
+            return self._finish(job)
+
+    def _finish(self, job: JobRecord, *, keep_lock: bool = False) -> FinishedJob:
+        """End ``job`` (the caller holds its lock, which is dropped unless ``keep_lock``)."""
+        job_id = job.job_id
+        self._forget_tokens(job_id)
+        self.store.revoke_token(job_id)
+        self.store.set_state(job_id, "finishing")
+        report = FinishedJob(job_id, cancelled_tasks=self._stop_tasks(job))
+        failures = self._release_held(job_id, report.released)
+        if failures:
+            raise ServiceError(
+                f"job {job_id} ended but these leases could not be released: "
+                f"{'; '.join(failures)}. Its token is revoked; call the job end again to retry."
             )
-            return report
+        self.store.set_state(job_id, "finished")
+        self._settle_usage({job_id})
+        report.usage = self.usage_totals(job_id)
+        self._forget_views(job_id, keep_lock=keep_lock)
+        logger.info(
+            "job %s finished: %d task(s) cancelled, %d lease(s) released",
+            job_id,
+            len(report.cancelled_tasks),
+            len(report.released),
+        )
+        return report
 
     def _stop_tasks(self, job: JobRecord) -> list[str]:
         cancelled = []
@@ -419,11 +462,12 @@ class GatewayService:
             for digest in [d for d, job in self._by_token.items() if job.job_id == job_id]:
                 del self._by_token[digest]
 
-    def _forget_views(self, job_id: str) -> None:
+    def _forget_views(self, job_id: str, *, keep_lock: bool = False) -> None:
         with self._lock:
             for key in [key for key in self._views if key[0] == job_id]:
                 del self._views[key]
-            self._job_locks.pop(job_id, None)
+            if not keep_lock:
+                self._job_locks.pop(job_id, None)
 
     # ----- authentication ----------------------------------------------------------------------
 
@@ -678,7 +722,19 @@ def _check_slurm_name(what: str, value: str | None) -> None:
         )
 
 
-def _check_job_request(job_id: str, uid: int, qpus: list[str], time_limit: int | None) -> None:
+def _is_new_run(job: JobRecord, run_id: str | None) -> bool:
+    """Whether a start with ``run_id`` begins a new run of ``job`` (Slurm requeued it).
+
+    Without a run identity a start is the same run (older helpers send none); an active job
+    recorded without one takes the first identity it is given as its own."""
+    if run_id is None or run_id == job.run_id:
+        return False
+    return not (job.state == "active" and job.run_id is None)
+
+
+def _check_job_request(
+    job_id: str, uid: int, qpus: list[str], time_limit: int | None, run_id: str | None
+) -> None:
     if not _JOB_ID.fullmatch(job_id):
         raise GatewayError(
             "InvalidInputError",
@@ -695,4 +751,10 @@ def _check_job_request(job_id: str, uid: int, qpus: list[str], time_limit: int |
     if time_limit is not None and time_limit < 0:
         raise GatewayError(
             "InvalidInputError", f"time_limit {time_limit} must be seconds >= 0 (0: none)"
+        )
+    if run_id is not None and not _RUN_ID.fullmatch(run_id):
+        raise GatewayError(
+            "InvalidInputError",
+            f"run_id {run_id[:80]!r} must be 1 to 64 letters, digits or ':._+-' (the job's "
+            "start time, e.g. 2026-12-01T07:05:12)",
         )

@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL DEFAULT 'active',
     user_name TEXT,
     account TEXT,
-    partition_name TEXT
+    partition_name TEXT,
+    run_id TEXT
 );
 CREATE TABLE IF NOT EXISTS leases (
     job_id TEXT NOT NULL,
@@ -134,12 +135,14 @@ _ADDED_COLUMNS = (
     ("jobs", "user_name", "TEXT", None),
     ("jobs", "account", "TEXT", None),
     ("jobs", "partition_name", "TEXT", None),
+    ("jobs", "run_id", "TEXT", None),
 )
 
 #: A job with its main QPUs in one statement (one round trip to PostgreSQL).
 _JOB_SELECT = (
     "SELECT j.job_id, j.uid, j.created, j.expires, j.state, l.qpu, j.user_name, j.account, "
-    "j.partition_name FROM jobs j LEFT JOIN leases l ON l.job_id = j.job_id AND l.main = 1"
+    "j.partition_name, j.run_id FROM jobs j LEFT JOIN leases l ON l.job_id = j.job_id "
+    "AND l.main = 1"
 )
 #: The next ordinal of a job's leases or tasks, in the statement that inserts the row.
 _NEXT_SEQ = "COALESCE(MAX(seq), 0) + 1"
@@ -179,9 +182,17 @@ class Session(Protocol):
         ...
 
 
+#: Separates a job id from the number of an archived run (``1234~1``): a requeued job's
+#: earlier runs keep their rows under such ids, which no Slurm job id can take.
+RUN_SEPARATOR = "~"
+
+
 @dataclass(frozen=True)
 class JobRecord:
-    """A job the gateway knows. ``state``: ``active``, ``finishing`` or ``finished``."""
+    """A job the gateway knows. ``state``: ``active``, ``finishing`` or ``finished``.
+
+    ``run_id`` tells one run of the job from the next (Slurm requeues a job under the same id);
+    ``None`` for a job started without one."""
 
     job_id: str
     uid: int
@@ -192,6 +203,7 @@ class JobRecord:
     user_name: str | None = None
     account: str | None = None
     partition: str | None = None
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -332,6 +344,7 @@ class Store:
         uid: int,
         token_hash: str,
         expires: float | None,
+        run_id: str | None = None,
         *,
         user_name: str | None = None,
         account: str | None = None,
@@ -340,10 +353,45 @@ class Store:
         """Record a new active job; its QPUs are those of its main leases (:meth:`add_lease`)."""
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO jobs (job_id, uid, token_hash, created, expires, user_name, "
-                "account, partition_name) VALUES (?,?,?,?,?,?,?,?)",
-                (job_id, uid, token_hash, self.clock(), expires, user_name, account, partition),
+                "INSERT INTO jobs (job_id, uid, token_hash, created, expires, run_id, user_name, "
+                "account, partition_name) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    job_id,
+                    uid,
+                    token_hash,
+                    self.clock(),
+                    expires,
+                    run_id,
+                    user_name,
+                    account,
+                    partition,
+                ),
             )
+
+    def set_run(self, job_id: str, run_id: str) -> None:
+        """Record the run identity of a job started without one."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET run_id = ? WHERE job_id = ? AND run_id IS NULL", (run_id, job_id)
+            )
+
+    def archive_job(self, job_id: str) -> str:
+        """Move the job's rows (job, leases, tasks) to ``<job_id>~<n>``, the first free ``n``,
+        in one transaction, so that the id can start a new run; return the archive's id.
+
+        The archived run keeps its revoked token hash (a copied token is answered "revoked")
+        and its tasks (visible to admins, to no job).
+        """
+        with self._transaction() as db:
+            number = 1
+            while db.execute(
+                "SELECT 1 FROM jobs WHERE job_id = ?", (f"{job_id}{RUN_SEPARATOR}{number}",)
+            ).fetchone():
+                number += 1
+            archived = f"{job_id}{RUN_SEPARATOR}{number}"
+            for table in ("leases", "tasks", "jobs"):
+                db.execute(f"UPDATE {table} SET job_id = ? WHERE job_id = ?", (archived, job_id))
+            return archived
 
     def set_token(self, job_id: str, token_hash: str) -> None:
         """Replace the job's token hash (a repeated job start mints a new token)."""
@@ -614,7 +662,7 @@ def _jobs_from(rows: list[Any]) -> list[JobRecord]:
         if row[5] is not None:
             qpus.append(row[5])
     return [
-        JobRecord(head[0], head[1], head[2], head[3], head[4], tuple(qpus), *head[6:9])
+        JobRecord(head[0], head[1], head[2], head[3], head[4], tuple(qpus), *head[6:10])
         for head, qpus in found.values()
     ]
 

@@ -116,11 +116,13 @@ BACKFILL_YEAR_SECONDS = 365 * 86400
 @dataclass(frozen=True)
 class JobRecord:
     """What slurmctld says about the job: its time limit (``None`` if unlimited), the
-    licenses it was granted (name -> count) and, for usage records, its user, account and
-    partition (the ones Slurm has, never the job's environment)."""
+    licenses it was granted (name -> count), its start time (which tells one run of a
+    requeued job from the next; ``None`` if squeue gave none) and, for usage records, its
+    user, account and partition (the ones Slurm has, never the job's environment)."""
 
     time_limit_seconds: int | None
     licenses: dict[str, int]
+    start_time: str | None = None
     accounting: dict[str, str] = field(default_factory=dict)
 
 
@@ -141,21 +143,29 @@ def parse_licenses(text: str) -> dict[str, int]:
 
 
 def parse_job_record(line: str) -> JobRecord:
-    """One ``squeue -o '%l|%W|%u|%a|%P'`` line (the last three may be missing).
+    """One ``squeue -o '%l|%W|%S|%u|%a|%P'`` line (the fields after ``%W`` may be missing).
 
     Raises:
         InvalidInputError: the time limit is not a Slurm time limit.
     """
-    limit, licenses, *names = line.split("|")
+    limit, licenses, *rest = line.split("|")
     seconds = parse_time_limit(limit)
     if seconds == BACKFILL_YEAR_SECONDS:
         seconds = None
+    start, *names = rest or [""]
     accounting = {
         key: value.strip()
         for key, value in zip(("user", "account", "partition"), names, strict=False)
         if value.strip() not in ("", "(null)", "N/A")
     }
-    return JobRecord(seconds, parse_licenses(licenses), accounting)
+    return JobRecord(seconds, parse_licenses(licenses), _start_time(start), accounting)
+
+
+def _start_time(text: str) -> str | None:
+    """squeue's ``%S`` of a running job (``2026-12-01T07:05:12``), else None (``N/A`` ...)."""
+    text = text.strip()
+    shape_ok = len(text) == 19 and text[10] == "T"
+    return text if shape_ok and all(c.isdigit() or c in "-:T" for c in text) else None
 
 
 #: How long squeue may take to answer.
@@ -183,7 +193,7 @@ class JobRecordQuery:
                 write_ends.append(write_end)
             self.pid = os.posix_spawnp(
                 "squeue",
-                ["squeue", "-h", "-j", job_id, "-o", "%l|%W|%u|%a|%P"],
+                ["squeue", "-h", "-j", job_id, "-o", "%l|%W|%S|%u|%a|%P"],
                 os.environ,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -345,7 +355,9 @@ def cmd_acquire(args: Args) -> int:
         import qrmi.gateway.client  # noqa: F401  (while squeue runs)
     record = query.record()
     check_licenses(args.job, names, record.licenses)
-    ctx = JobContext(args.job, args.uid, record.time_limit_seconds, record.accounting)
+    ctx = JobContext(
+        args.job, args.uid, record.time_limit_seconds, record.start_time, record.accounting
+    )
     if site is None:
         variables = lifecycle.variables(lifecycle.acquire(ctx, names), ctx)
     else:  # leave time to end a failed start on the gateway before the shim's kill
