@@ -268,3 +268,22 @@ def test_a_permanent_fault_fails_cleanly_within_the_deadline(fake: PasqalCloudFa
 
     with pytest.raises(ServiceUnavailableError, match="HTTP 502"):
         resource.status()
+
+
+def test_task_usage_is_the_jobs_processing_time(fake: PasqalCloudFake, sequence: str) -> None:
+    resource = qpu(fake)
+    fake.seconds_per_run = 0.01
+    try:
+        task = resource.task_start(Payload.PasqalCloud(sequence=sequence, job_runs=20))
+        assert resource.task_wait(task, 60) == TaskStatus.Completed
+    finally:
+        fake.seconds_per_run = 0.0
+
+    usage = resource.task_usage(task)
+
+    (job_id,) = fake.batches[task]["job_ids"]
+    job = fake.jobs.get(job_id)
+    assert job is not None and job.started_at is not None and job.finished_at is not None
+    assert usage is not None and usage.quantum_seconds is None
+    assert usage.running_seconds == pytest.approx(job.finished_at - job.started_at, abs=1e-5)
+    assert usage.running_seconds >= 20 * 0.01  # the fake's emulated QPU time
