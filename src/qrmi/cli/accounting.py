@@ -94,7 +94,7 @@ def job(
     elif output_format == "csv":
         _write_csv(list(_TASK_COLUMNS), rows)
     else:
-        _print_table(f"Tasks of job {job_id}", list(_TASK_COLUMNS), rows)
+        _print_table(_job_title(job_id, records), list(_TASK_TABLE), rows)
 
 
 @accounting_app.command("totals")
@@ -317,13 +317,53 @@ def _write_csv(columns: list[str], rows: list[dict[str, Any]]) -> None:
     sys.stdout.flush()
 
 
+#: Columns of the ``job`` table (the CSV and JSON have them all): who ran the job is in its title.
+_TASK_TABLE = (
+    "task_id",
+    "qpu",
+    "state",
+    "submitted",
+    "started",
+    "ended",
+    "qpu_seconds",
+    "source",
+    "shots",
+    "input_bytes",
+    "result_bytes",
+)
+#: Table headings, where the field's name is not the best one for people.
+_HEADINGS = {
+    "task_id": "task",
+    "qpu": "QPU",
+    "started": "start",
+    "ended": "end",
+    "qpu_seconds": "QPU seconds",
+    "input_bytes": "input B",
+    "result_bytes": "result B",
+}
+_NUMERIC = frozenset({*_TOTAL_COLUMNS, "shots", "input_bytes", "result_bytes"})
+
+
+def _job_title(job_id: str, records: list[UsageRecord]) -> str:
+    who = {(r.user_name, r.account, r.partition) for r in records}
+    if len(who) != 1:
+        return f"Tasks of job {job_id}"
+    ((user, account, partition),) = who
+    return f"Tasks of job {job_id} (user {user or '-'}, account {account or '-'}, " + (
+        f"partition {partition or '-'})"
+    )
+
+
 def _print_table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for column in columns:
-        numeric = column in _TOTAL_COLUMNS or column in ("qpu_seconds",)
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
+        table.add_column(
+            _HEADINGS.get(column, column),
+            justify="right" if column in _NUMERIC else "left",
+            overflow="fold",  # a narrow terminal folds ids and times rather than cut them
+        )
     for row in rows:
         table.add_row(*(_cell(column, row.get(column)) for column in columns))
     out.print(table)
