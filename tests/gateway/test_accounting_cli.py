@@ -169,7 +169,8 @@ def test_tables_name_the_groups_and_the_tasks(ran: Ran) -> None:
 
     assert totals.exit_code == 0 and job.exit_code == 0
     assert "physics" in totals.stdout and "chemistry" in totals.stdout
-    assert "qpu_seconds" in totals.stdout and "QPU use from" in totals.stdout
+    assert "QPU seconds" in totals.stdout and "QPU use from" in totals.stdout
+    assert "Tasks of job 700 (user alice, account physics, partition qpu)" in job.stdout
     for record in ran.of_job("700"):
         assert record.task_id in job.stdout
 
