@@ -259,3 +259,11 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
 
     assert result.exit_code == 2
     assert "cannot read the gateway store" in " ".join(result.output.split())
+
+
+def test_json_flag_is_the_json_format(ran: Ran) -> None:
+    flagged = accounting("totals", "--store", ran.store, "--json", "--start", "2000-01-01")
+    formatted = accounting("totals", "--store", ran.store, "-o", "json", "--start", "2000-01-01")
+
+    assert flagged.exit_code == 0, flagged.output
+    assert json.loads(flagged.stdout)["totals"] == json.loads(formatted.stdout)["totals"]

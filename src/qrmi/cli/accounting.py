@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from qrmi.cli._common import cli_errors, err, fail, out, print_json, warn
+from qrmi.cli._common import JsonOption, cli_errors, err, fail, out, print_json, warn
 from qrmi.cli.gateway import _DEFAULT_STORE as DEFAULT_STORE
 from qrmi.tools.runner import EXIT_USAGE
 
@@ -76,6 +76,7 @@ def job(
     job_id: Annotated[str, typer.Argument(metavar="JOBID", help="The Slurm job id.")],
     store: StoreOption = DEFAULT_STORE,
     output_format: FormatOption = "table",
+    json_output: JsonOption = False,
 ) -> None:
     """The tasks a Slurm job ran through the gateway: QPU, state, times, QPU seconds, sizes.
 
@@ -83,7 +84,7 @@ def job(
     'vendor'), else the vendor's running time ('vendor-running'), else the running time the
     gateway saw ('gateway'); empty while the task has not ended.
     """
-    _check_format(output_format)
+    output_format = _check_format("json" if json_output else output_format)
     with cli_errors():
         records = _read(store, lambda db: db.usage(slurm_job_id=job_id))
     if not records:
@@ -119,6 +120,7 @@ def totals(
     ] = None,
     store: StoreOption = DEFAULT_STORE,
     output_format: FormatOption = "table",
+    json_output: JsonOption = False,
     plot: Annotated[
         Path | None,
         typer.Option(
@@ -131,7 +133,7 @@ def totals(
     """QPU seconds and task counts per user, account, partition or QPU over a time window."""
     from qrmi.gateway.usage import plot_usage, usage_series, usage_totals
 
-    _check_format(output_format)
+    output_format = _check_format("json" if json_output else output_format)
     fields = _group_fields(by or ["account"])
     window_start, window_end = _window(start, end)
     with cli_errors():
@@ -206,9 +208,10 @@ def _store_error(location: str, exc: Exception) -> Exception:
 # ----- options -----------------------------------------------------------------------------
 
 
-def _check_format(output_format: str) -> None:
+def _check_format(output_format: str) -> str:
     if output_format not in FORMATS:
         raise fail(f"unknown --format {output_format!r}; choose table, csv or json", EXIT_USAGE)
+    return output_format
 
 
 def _group_fields(values: Sequence[str]) -> list[str]:
