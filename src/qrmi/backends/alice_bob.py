@@ -34,6 +34,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from qrmi.backends._usage import duration
 from qrmi.backends.base import Backend, Clock, Sleeper, dump_json
 from qrmi.config import Settings
 from qrmi.errors import (
@@ -52,6 +53,7 @@ from qrmi.models import (
     ResourceStatusCode,
     ResourceType,
     TaskStatus,
+    TaskUsage,
 )
 
 __all__ = ["FelisBackend", "device_to_target", "target_to_device"]
@@ -60,6 +62,8 @@ PREFIX = "QRMI_AB_FELIS_"
 _QUEUED = ("CREATED", "FETCHING_INPUT", "INPUT_READY")
 _RUNNING = ("COMPILING", "COMPILED", "TRANSPILING", "TRANSPILED", "EXECUTING")
 _FAILED = ("TIMED_OUT", "COMPILATION_FAILED", "TRANSPILATION_FAILED", "EXECUTION_FAILED")
+#: Events that end a job's execution (its running time ends there).
+_EXECUTION_ENDS = ("SUCCEEDED", "EXECUTION_FAILED", "TIMED_OUT", "CANCELLED")
 
 
 def device_to_target(device: str) -> str:
@@ -190,6 +194,17 @@ class FelisBackend(Backend):
         events = self._job(task_id).get("events") or []
         last = events[-1] if events else None
         return str(last.get("type", "CREATED")) if isinstance(last, dict) else "CREATED"
+
+    def task_usage(self, task_id: str) -> TaskUsage | None:
+        """The time the job ran: from its ``EXECUTING`` event to its final one (``SUCCEEDED``,
+        ``EXECUTION_FAILED`` or ``CANCELLED``); Felis reports no QPU time of its own."""
+        events = [e for e in self._job(task_id).get("events") or [] if isinstance(e, dict)]
+        started = next((e for e in events if e.get("type") == "EXECUTING"), None)
+        ended = next((e for e in events if e.get("type") in _EXECUTION_ENDS), None)
+        if started is None or ended is None:
+            return None
+        running = duration(started.get("createdAt"), ended.get("createdAt"))
+        return None if running is None else TaskUsage(running_seconds=running)
 
     def cancel(self, task_id: str) -> None:
         """``DELETE /v1/jobs/{id}``."""

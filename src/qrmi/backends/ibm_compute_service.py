@@ -59,6 +59,7 @@ from qrmi.backends._ibm_common import (
     json_object,
     primitive_input,
 )
+from qrmi.backends._usage import duration, seconds
 from qrmi.backends.base import Backend, Clock, Sleeper
 from qrmi.config import Settings
 from qrmi.errors import (
@@ -78,6 +79,7 @@ from qrmi.models import (
     ResourceType,
     TaskResult,
     TaskStatus,
+    TaskUsage,
 )
 
 __all__ = [
@@ -363,6 +365,29 @@ class QuantumComputeServiceBackend(Backend):
     def fetch_logs(self, task_id: str) -> str:
         """``GET /jobs/{id}/logs`` as text."""
         return _text(self._http.get(f"jobs/{task_id}/logs", not_found=TaskNotFoundError))
+
+    def task_usage(self, task_id: str) -> TaskUsage | None:
+        """From ``GET /jobs/{id}/metrics``: the QPU seconds IBM charged (``usage``
+        ``qpu_charge_time_seconds``, else ``quantum_seconds``, else ``seconds``; not while the
+        usage ``status`` is ``pending``) and the running time (``timestamps`` ``running`` to
+        ``finished``)."""
+        response = self._http.get(f"jobs/{task_id}/metrics", not_found=TaskNotFoundError)
+        metrics = json_object(response, f"the metrics of job {task_id}")
+        usage = metrics.get("usage")
+        quantum = None
+        if isinstance(usage, Mapping) and usage.get("status") != "pending":
+            for name in ("qpu_charge_time_seconds", "quantum_seconds", "seconds"):
+                if (quantum := seconds(usage.get(name))) is not None:
+                    break
+        stamps = metrics.get("timestamps")
+        running = (
+            duration(stamps.get("running"), stamps.get("finished"))
+            if isinstance(stamps, Mapping)
+            else None
+        )
+        if quantum is None and running is None:
+            return None
+        return TaskUsage(quantum_seconds=quantum, running_seconds=running)
 
     def _job(self, task_id: str) -> dict[str, Any]:
         response = self._http.get(

@@ -90,6 +90,7 @@ from qrmi.backends._ibm_common import (
     primitive_input,
 )
 from qrmi.backends._s3_presign import Presigner
+from qrmi.backends._usage import seconds
 from qrmi.backends.base import Backend, Clock, Sleeper
 from qrmi.config import Settings
 from qrmi.errors import (
@@ -114,6 +115,7 @@ from qrmi.models import (
     ResourceType,
     TaskResult,
     TaskStatus,
+    TaskUsage,
 )
 
 if TYPE_CHECKING:
@@ -420,6 +422,15 @@ class QuantumSystemBackend(Backend):
         if not status.is_final:
             return f"task {task_id} is {status.name}; its logs are written when it ends."
         return f"task {task_id} ended ({status.name}) without logs."
+
+    def task_usage(self, task_id: str) -> TaskUsage | None:
+        """The job's ``usage.quantum_nanoseconds`` as QPU seconds (also read from the job's
+        record in the bucket once it was deleted from the service); ``None`` until reported."""
+        usage = self._job(task_id).get("usage")
+        if not isinstance(usage, Mapping):
+            return None
+        quantum = seconds(usage.get("quantum_nanoseconds"), scale=1e-9)
+        return None if quantum is None else TaskUsage(quantum_seconds=quantum)
 
     # ----- helpers -------------------------------------------------------------------------
 

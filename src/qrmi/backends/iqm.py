@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+from qrmi.backends._usage import duration
 from qrmi.backends.base import Backend, Clock, Sleeper, dump_json
 from qrmi.config import Settings
 from qrmi.errors import InvalidInputError, ServiceError, TaskNotFoundError
@@ -46,6 +47,7 @@ from qrmi.models import (
     ResourceStatusCode,
     ResourceType,
     TaskStatus,
+    TaskUsage,
 )
 
 __all__ = ["JOB_TYPES", "MAX_TAG_LENGTH", "IQMServerBackend", "qc_alias", "split_resource_id"]
@@ -192,6 +194,16 @@ class IQMServerBackend(Backend):
     def fetch_state(self, task_id: str) -> str:
         """``GET /api/v1/jobs/{id}`` ``.status``, without waiting server-side."""
         return str(self._job(task_id).get("status", ""))
+
+    def task_usage(self, task_id: str) -> TaskUsage | None:
+        """The time the job ran on the instruments: from its timeline's ``execution_started``
+        to ``execution_ended`` (IQM Server reports no QPU time of its own)."""
+        stamps: dict[str, Any] = {}
+        for entry in self._job(task_id).get("timeline") or []:
+            if isinstance(entry, dict):
+                stamps.setdefault(str(entry.get("status")), entry.get("timestamp"))
+        running = duration(stamps.get("execution_started"), stamps.get("execution_ended"))
+        return None if running is None else TaskUsage(running_seconds=running)
 
     def cancel(self, task_id: str) -> None:
         """``POST /api/v1/jobs/{id}/cancel``."""

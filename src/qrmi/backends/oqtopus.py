@@ -50,6 +50,7 @@ from urllib.parse import quote
 
 import httpx
 
+from qrmi.backends._usage import duration, seconds
 from qrmi.backends.base import Backend, Clock, Sleeper, dump_json
 from qrmi.config import Settings
 from qrmi.errors import (
@@ -67,6 +68,7 @@ from qrmi.models import (
     ResourceStatusCode,
     ResourceType,
     TaskStatus,
+    TaskUsage,
 )
 
 __all__ = [
@@ -469,6 +471,16 @@ class OqtopusBackend(Backend):
             "GET", f"/jobs/{_path(task_id)}/status", not_found=TaskNotFoundError
         )
         return str(self._json(response, f"the status of job {task_id}").get("status", ""))
+
+    def task_usage(self, task_id: str) -> TaskUsage | None:
+        """The job's ``execution_time`` (the seconds OQTOPUS records the QPU executed it) and
+        its running time (``running_at`` to ``ended_at``)."""
+        job = self._job(task_id)
+        quantum = seconds(job.get("execution_time"))
+        running = duration(job.get("running_at"), job.get("ended_at"))
+        if quantum is None and running is None:
+            return None
+        return TaskUsage(quantum_seconds=quantum, running_seconds=running)
 
     def cancel(self, task_id: str) -> None:
         """``POST /jobs/{id}/cancel``; a job that became final or is cancelling meanwhile is

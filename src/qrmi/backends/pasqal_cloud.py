@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from qrmi.backends._usage import duration
 from qrmi.backends.base import Backend, Clock, Sleeper, dump_json
 from qrmi.config import Settings
 from qrmi.errors import (
@@ -75,6 +76,7 @@ from qrmi.models import (
     ResourceStatusCode,
     ResourceType,
     TaskStatus,
+    TaskUsage,
 )
 
 __all__ = [
@@ -593,6 +595,21 @@ class PasqalCloudBackend(Backend):
             return str(batch.get("status", ""))
         job = self._get(f"/core-fast/api/v2/jobs/{job_ids[0]}", task_id)
         return str(job.get("status", ""))
+
+    def task_usage(self, task_id: str) -> TaskUsage | None:
+        """The running time of the batch's first job (or the CUDA-Q job): Pasqal Cloud reports
+        when the QPU began and finished processing it (``start_timestamp``, ``end_timestamp``)
+        and no QPU time of its own."""
+        if task_id.startswith(CUDAQ_PREFIX):
+            job = self._get(f"/core-fast/api/v1/cudaq/job/{_id(task_id)}", task_id)
+        else:
+            batch = self._get(f"/core-fast/api/v2/batches/{_id(task_id)}", task_id)
+            job_ids = batch.get("job_ids") or []
+            if not job_ids:
+                return None
+            job = self._get(f"/core-fast/api/v2/jobs/{job_ids[0]}", task_id)
+        running = duration(job.get("start_timestamp"), job.get("end_timestamp"))
+        return None if running is None else TaskUsage(running_seconds=running)
 
     def cancel(self, task_id: str) -> None:
         """``PATCH v2/batches/{id}/cancel`` (CUDA-Q jobs are batches too)."""

@@ -32,6 +32,10 @@ COMMANDS = (
     ("task", "Inspect or cancel one task: status, result, logs, cancel."),
     ("config", "Check QRMI configuration files."),
     ("fake", "Local fakes of the vendor services, for demos and tests."),
+    (
+        "accounting",
+        "QPU use recorded by the gateway: a job's tasks, totals per user, account and QPU.",
+    ),
 )
 #: Command groups of other packages, listed when installed (see ``app._LAZY_GROUPS``).
 OPTIONAL_COMMANDS = (

@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from qrmi._version import __version__
 from qrmi.cli._common import fail
+from qrmi.cli.accounting import accounting_app
 from qrmi.cli.config_cmd import config_app
 from qrmi.cli.fake import fake_app
 from qrmi.cli.gateway import gateway
@@ -108,3 +109,4 @@ app.add_typer(task_app, name="task")
 app.add_typer(config_app, name="config")
 app.add_typer(fake_app, name="fake")
 app.command("gateway")(gateway)
+app.add_typer(accounting_app, name="accounting")

@@ -17,7 +17,10 @@
   "log_level"?, "tags"?}`` -> ``{"id", "backend", "session_id"?}``; ``GET /jobs`` (``pending``,
   ``backend``, ``session_id``, ``limit``, ``offset``, ``sort``, ``exclude_params``);
   ``GET|DELETE /jobs/{id}``; ``POST /jobs/{id}/cancel`` -> 204 (409 once final);
-  ``GET /jobs/{id}/results`` and ``/logs`` as ``text/plain``, as the real service serves them.
+  ``GET /jobs/{id}/results`` and ``/logs`` as ``text/plain``, as the real service serves them;
+  ``GET /jobs/{id}/metrics`` -> ``{"timestamps": {"created", "running", "finished"}, "usage":
+  {"quantum_seconds", "seconds", "qpu_charge_time_seconds", "status"}, "bss": {"seconds"}}``
+  (the job's emulated QPU time; usage ``status`` is ``pending`` until the job is final).
 * ``GET /versions`` (no authentication).
 
 Jobs go ``Queued`` -> ``Running`` -> ``Completed`` on the emulator engine, one at a time, on a
@@ -31,6 +34,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -192,7 +196,7 @@ class _State:
             "state": state,
             "status": status,
             "program": {"id": job.data["program_id"]},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(job.created_at)),
+            "created": _stamp(job.created_at),
             "cost": job.data.get("cost") or 0,
             "private": job.data.get("private", False),
             "tags": job.data.get("tags", []),
@@ -204,6 +208,26 @@ class _State:
         if not exclude_params:
             body["params"] = job.work
         return body
+
+    def metrics_json(self, job: FakeJob) -> dict[str, Any]:
+        """The job's metrics: its timestamps and the QPU seconds it used (its emulated run)."""
+        used = 0.0
+        if job.finished_at is not None and job.started_at is not None:
+            used = round(job.finished_at - job.started_at, 3)
+        return {
+            "timestamps": {
+                "created": _stamp(job.created_at),
+                "running": _stamp(job.started_at),
+                "finished": _stamp(job.finished_at),
+            },
+            "usage": {
+                "quantum_seconds": used,
+                "seconds": used,
+                "qpu_charge_time_seconds": used,
+                "status": "complete" if job.final else "pending",
+            },
+            "bss": {"seconds": used},
+        }
 
 
 def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
@@ -429,6 +453,13 @@ def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
             )
         return PlainTextResponse(job.result)
 
+    @app.get(PREFIX + "/jobs/{job_id}/metrics")
+    async def metrics(job_id: str, request: Request) -> Any:
+        job = guarded_job(request, job_id)
+        if not isinstance(job, FakeJob):
+            return job
+        return JSONResponse(state.metrics_json(job))
+
     @app.get(PREFIX + "/jobs/{job_id}/logs")
     async def logs(job_id: str, request: Request) -> Any:
         job = guarded_job(request, job_id)
@@ -440,6 +471,13 @@ def create_app(state: _State, issuer: TokenIssuer, crn: str) -> FastAPI:
         return PlainTextResponse("\n".join(lines))
 
     return app
+
+
+def _stamp(when: float | None) -> str | None:
+    """An epoch time as the API writes it (``2022-06-20T12:55:20.268427Z``)."""
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _validate_job(body: Mapping[str, Any], state: _State) -> dict[str, Any] | Any:

@@ -325,6 +325,8 @@ class IQMServerFake(FakeServer):
             timeline.append({"source": "qpu", "status": "execution_started", "timestamp": started})
         if job.final:
             ended = _now(job.finished_at)
+            if job.started_at is not None:  # the instruments stop when the job ends
+                timeline.append({"source": "qpu", "status": "execution_ended", "timestamp": ended})
             timeline.append({"source": "server", "status": status, "timestamp": ended})
         done = job.state == DONE
         return {

@@ -32,6 +32,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -149,6 +150,11 @@ def _cudaq_width(sequence: Mapping[str, Any]) -> int:
             if isinstance(value, list) and value:
                 return len(value)
     return 1
+
+
+def _stamp(when: float | None) -> str | None:
+    """An epoch time as ISO 8601 text in UTC, or ``None``."""
+    return None if when is None else datetime.fromtimestamp(when, UTC).isoformat()
 
 
 def _envelope(data: Any, code: int = 200, message: str = "OK") -> dict[str, Any]:
@@ -335,12 +341,19 @@ class PasqalCloudFake(FakeServer):
         status = _JOB_STATUS[job.state]
         if job.state == RUNNING and job.cancel_requested:
             status = "CANCELING"
+        changed = job.finished_at or job.started_at or job.created_at
         return {
             "id": job.id,
             "batch_id": job.data["batch_id"],
+            "project_id": self.project_id,
             "status": status,
             "runs": job.work["runs"],
             "errors": [job.error] if job.error else [],
+            "created_at": _stamp(job.created_at),
+            "updated_at": _stamp(changed),
+            # When the QPU began and finished processing the job (its emulated run).
+            "start_timestamp": _stamp(job.started_at),
+            "end_timestamp": _stamp(job.finished_at if job.started_at else None),
         }
 
     # -- the ASGI app ------------------------------------------------------------------------

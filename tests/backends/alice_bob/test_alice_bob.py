@@ -169,3 +169,25 @@ def test_a_permanent_fault_fails_cleanly_within_the_deadline(fake: FelisFake) ->
 
     with pytest.raises(ServiceUnavailableError, match="HTTP 500"):
         qpu(fake, QRMI_AB_FELIS_RETRY_DEADLINE="1.5").target()
+
+
+def test_task_usage_runs_from_executing_to_the_final_event(fake: FelisFake) -> None:
+    resource = qpu(fake)
+    task = resource.task_start(bell())
+    assert resource.task_wait(task, 60) == TaskStatus.Completed
+
+    usage = resource.task_usage(task)
+
+    job = fake.jobs.get(task)
+    assert job is not None and job.started_at is not None and job.finished_at is not None
+    assert usage is not None and usage.quantum_seconds is None
+    assert usage.running_seconds == pytest.approx(job.finished_at - job.started_at, abs=1e-5)
+
+
+def test_task_usage_of_a_job_cancelled_before_it_ran_is_unknown(fake: FelisFake) -> None:
+    fake.jobs.hold()
+    resource = qpu(fake)
+    task = resource.task_start(bell())
+    resource.task_stop(task)
+
+    assert resource.task_usage(task) is None

@@ -206,3 +206,29 @@ def test_no_credential_in_messages_or_logs(
     tokens = {r.headers.get("authorization", "").removeprefix("Bearer ") for r in qcs.requests()}
     assert len(tokens) >= 2
     assert_no_secret({qcs.apikey, "wrong-key-123456", *tokens}, errors + log_texts(caplog.records))
+
+
+def test_task_usage_reads_the_jobs_metrics(qcs: ComputeServiceFake) -> None:
+    qpu = resource(qcs)
+    task = run_to_completion(qpu, sampler(seconds=0.3))
+
+    usage = qpu.task_usage(task)
+
+    job = qcs.queue.get(task)
+    assert job is not None and job.started_at is not None and job.finished_at is not None
+    assert usage is not None and usage.quantum_seconds is not None
+    assert usage.quantum_seconds == round(job.finished_at - job.started_at, 3)
+    assert usage.quantum_seconds >= 0.3
+    assert usage.running_seconds == pytest.approx(job.finished_at - job.started_at, abs=1e-5)
+    (metrics,) = qcs.requests(f"/api/v1/jobs/{task}/metrics", "GET")
+    assert metrics.headers["service-crn"]
+
+
+def test_task_usage_of_a_job_still_queued_is_pending(qcs: ComputeServiceFake) -> None:
+    qcs.queue.hold()
+    qpu = resource(qcs)
+    task = qpu.task_start(sampler())
+
+    usage = qpu.task_usage(task)
+
+    assert usage is None

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from ibm_helpers import NON_ISA_BELL, decode, run_to_completion
+from ibm_helpers import BELL, NON_ISA_BELL, decode, run_to_completion
 
 from qrmi.errors import TaskNotReadyError
 from qrmi.models import Payload, TaskStatus
@@ -156,3 +156,30 @@ def test_the_compute_service_fake_fails_non_isa_circuits_too(qcs: ComputeService
     assert qpu.task_wait(task, 60) == TaskStatus.Failed
     with pytest.raises(TaskNotReadyError, match="code: 1517.*non-ISA circuits"):
         qpu.task_result(task)
+
+
+def test_qiskit_ibm_runtimes_own_rest_adapter_reads_the_compute_service_fakes_metrics(
+    qcs: ComputeServiceFake,
+) -> None:
+    from qiskit_ibm_runtime.api.rest.program_job import ProgramJob
+    from qiskit_ibm_runtime.api.session import RetrySession
+    from requests.auth import AuthBase
+
+    class Bearer(AuthBase):
+        def __call__(self, request: Any) -> Any:
+            request.headers["Authorization"] = f"Bearer {qcs.iam.issuer.issue().token}"
+            request.headers["Service-CRN"] = qcs.crn
+            return request
+
+    qpu = QuantumResource.from_config(NAME, "ibm-quantum-compute-service", qcs.settings)
+    task = run_to_completion(qpu, sampler_of(BELL))
+    session = RetrySession(qcs.endpoint, auth=Bearer())
+
+    metrics = ProgramJob(session, task).metadata()  # what RuntimeJobV2.usage()/metrics() read
+
+    usage = metrics["usage"]
+    assert usage["status"] == "complete"
+    assert usage["qpu_charge_time_seconds"] == usage["quantum_seconds"] >= 0
+    stamps = metrics["timestamps"]
+    assert stamps["created"] <= stamps["running"] <= stamps["finished"]
+    assert stamps["finished"].endswith("Z")

@@ -324,3 +324,18 @@ def test_no_credential_in_messages_or_logs(
     secrets = {qs.apikey, qs.s3.secret_access_key, *tokens, *signatures}
     assert signatures and len(tokens) >= 2
     assert_no_secret(secrets, errors + log_texts(caplog.records))
+
+
+def test_task_usage_is_the_jobs_quantum_nanoseconds_even_after_it_was_deleted(
+    qs: QuantumSystemFake,
+) -> None:
+    qpu = resource(qs)
+    task = run_to_completion(qpu, sampler(seconds=0.3))
+
+    usage = qpu.task_usage(task)
+    later = resource(qs).task_usage(task)  # a new object reads the job's record in the bucket
+
+    assert task in qs.deleted_jobs
+    assert usage is not None and usage.quantum_seconds is not None
+    assert usage.quantum_seconds >= 0.3  # the fake held the job on its QPU that long
+    assert later == usage

@@ -177,3 +177,16 @@ def test_a_permanent_fault_fails_cleanly_within_the_deadline(fake: IQMServerFake
 
     with pytest.raises(ServiceUnavailableError, match="network"):
         qpu(fake, QRMI_IQM_RETRY_DEADLINE="1.5").status()
+
+
+def test_task_usage_is_the_execution_time_on_the_timeline(fake: IQMServerFake) -> None:
+    resource = qpu(fake)
+    task = resource.task_start(circuit_payload([GHZ]))
+    assert resource.task_wait(task, 60) == TaskStatus.Completed
+
+    usage = resource.task_usage(task)
+
+    job = fake.jobs.get(task)
+    assert job is not None and job.started_at is not None and job.finished_at is not None
+    assert usage is not None and usage.quantum_seconds is None
+    assert usage.running_seconds == pytest.approx(job.finished_at - job.started_at, abs=1e-5)

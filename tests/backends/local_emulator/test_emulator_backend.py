@@ -69,6 +69,31 @@ def test_timestamps_and_lane_are_recorded(make_resource: MakeResource, state_dir
     assert "completed" in resource.task_logs(task_id)
 
 
+def test_task_usage_is_the_time_between_the_stores_start_and_end(
+    make_resource: MakeResource, state_dir: Path
+) -> None:
+    resource = make_resource()
+    task_id = resource.task_start(bell_sampler(seconds=0.2))
+    assert resource.task_wait(task_id, 60) == TaskStatus.Completed
+
+    usage = resource.task_usage(task_id)
+
+    record = TaskStore(state_dir).get(task_id)
+    assert record.started_at is not None and record.ended_at is not None
+    assert usage is not None and usage.quantum_seconds is None
+    assert usage.running_seconds == record.ended_at - record.started_at
+    assert usage.running_seconds >= 0.2  # the task asked to hold its lane that long
+
+
+def test_task_usage_of_a_running_task_is_unknown(make_resource: MakeResource) -> None:
+    resource = make_resource()
+    task_id = resource.task_start(bell_sampler(seconds=30))
+    wait_running(resource, task_id)
+
+    assert resource.task_usage(task_id) is None
+    resource.task_stop(task_id)
+
+
 def test_a_task_started_in_another_process_is_read_here(
     make_resource: MakeResource, state_dir: Path
 ) -> None:

@@ -397,3 +397,18 @@ def test_a_device_the_user_may_not_use_is_a_service_error_with_403() -> None:
             qpu(limited).status()
         assert caught.value.status_code == 403
         assert qpu(limited, "qulacs").is_accessible()
+
+
+def test_task_usage_is_the_jobs_execution_time(fake: OqtopusFake) -> None:
+    resource = qpu(fake)
+    status, task_id = run(resource, job(program=BELL, shots=100))
+    assert status == TaskStatus.Completed
+
+    usage = resource.task_usage(task_id)
+
+    fake_job = fake.jobs.get(task_id)
+    assert fake_job is not None and fake_job.started_at and fake_job.finished_at
+    ran = fake_job.finished_at - fake_job.started_at
+    assert usage is not None
+    assert usage.quantum_seconds == round(ran, 3)
+    assert usage.running_seconds == pytest.approx(ran, abs=1.0)  # whole-second timestamps

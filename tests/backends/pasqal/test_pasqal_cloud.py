@@ -268,3 +268,37 @@ def test_a_permanent_fault_fails_cleanly_within_the_deadline(fake: PasqalCloudFa
 
     with pytest.raises(ServiceUnavailableError, match="HTTP 502"):
         resource.status()
+
+
+def test_task_usage_is_the_jobs_processing_time(fake: PasqalCloudFake, sequence: str) -> None:
+    resource = qpu(fake)
+    fake.seconds_per_run = 0.01
+    try:
+        task = resource.task_start(Payload.PasqalCloud(sequence=sequence, job_runs=20))
+        assert resource.task_wait(task, 60) == TaskStatus.Completed
+    finally:
+        fake.seconds_per_run = 0.0
+
+    usage = resource.task_usage(task)
+
+    (job_id,) = fake.batches[task]["job_ids"]
+    job = fake.jobs.get(job_id)
+    assert job is not None and job.started_at is not None and job.finished_at is not None
+    assert usage is not None and usage.quantum_seconds is None
+    assert usage.running_seconds == pytest.approx(job.finished_at - job.started_at, abs=1e-5)
+    assert usage.running_seconds >= 20 * 0.01  # the fake's emulated QPU time
+
+
+def test_the_fakes_job_is_a_valid_pasqal_cloud_job(fake: PasqalCloudFake, sequence: str) -> None:
+    from pasqal_cloud.job import Job
+
+    resource = qpu(fake)
+    task = resource.task_start(Payload.PasqalCloud(sequence=sequence, job_runs=10))
+    assert resource.task_wait(task, 60) == TaskStatus.Completed
+    (job_id,) = fake.batches[task]["job_ids"]
+
+    job = Job(**fake.job_view(job_id), _client=None)  # the vendor client's own model
+
+    assert job.status == "DONE" and job.project_id == fake.project_id
+    assert job.start_timestamp is not None and job.end_timestamp is not None
+    assert job.created_at <= job.start_timestamp <= job.end_timestamp  # ISO text, UTC

@@ -79,6 +79,7 @@ from qrmi.models import (
     ResourceStatusCode,
     ResourceType,
     TaskStatus,
+    TaskUsage,
 )
 
 if TYPE_CHECKING:
@@ -254,6 +255,14 @@ class LocalEmulatorBackend(Backend):
         if task.result is None:  # pragma: no cover - Completed always has a result
             raise TaskNotReadyError(f"unable to retrieve result for task {task_id}: no result")
         return task.result
+
+    def task_usage(self, task_id: str) -> TaskUsage | None:
+        """The time the task held its execution lane: the task store's ``started_at`` to
+        ``ended_at`` (``None`` while it has not ended, or if it ended before it ran)."""
+        task = self.store.get(task_id)
+        if task.started_at is None or task.ended_at is None:
+            return None
+        return TaskUsage(running_seconds=max(0.0, task.ended_at - task.started_at))
 
     def fetch_logs(self, task_id: str) -> str:
         task = self.store.get(task_id)
