@@ -582,7 +582,7 @@ class Store:
 
     def usage_of(self, qpu: str, task_id: str) -> UsageRecord | None:
         """The usage record of one task, or ``None``."""
-        with self._transaction() as db:
+        with self._backend.read() as db:
             row = db.execute(
                 f"SELECT {_USAGE_COLUMNS} FROM usage WHERE qpu = ? AND task_id = ?",
                 (qpu, task_id),
@@ -610,7 +610,7 @@ class Store:
         if open_only:
             conditions.append("ended IS NULL")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        with self._transaction() as db:
+        with self._backend.read() as db:
             rows = db.execute(
                 f"SELECT {_USAGE_COLUMNS} FROM usage{where} ORDER BY submitted, task_id", args
             ).fetchall()
