@@ -29,7 +29,7 @@ from qrmi.errors import InvalidInputError, QrmiError
 from qrmi.gateway.testing import LocalGateway
 from qrmi.lifecycle import JobUsage
 from qrmi.slurm import admin
-from qrmi.slurm.helper import record_usage, usage_comment
+from qrmi.slurm.helper import NoAccountingError, record_usage, usage_comment
 from qrmi.testing.slurm_cluster import (
     TEST_USER,
     TEST_USER2,
@@ -39,6 +39,7 @@ from qrmi.testing.slurm_cluster import (
 )
 
 from .conftest import FAKEQPU
+from .lab import Lab
 
 T = TypeVar("T")
 
@@ -327,6 +328,23 @@ def test_usage_is_recorded_while_the_job_runs_and_after_it_ended(
     assert rows[ended]["AdminComment"] == "qrmi:tasks=5,qpu_seconds=0.500"
     with pytest.raises(QrmiError, match="sacctmgr"):
         record_usage("987654", JobUsage(1, 1.0), 2)  # no such job: bounded, then an error
+
+
+@pytest.mark.slurm
+def test_without_slurmdbd_usage_is_recorded_only_while_the_job_runs(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = lab.cluster
+    monkeypatch.setenv("SLURM_CONF", str(cluster.slurm_conf))
+    job = cluster.sbatch("--wrap", "sleep 300")
+    cluster.wait_state(job, ("RUNNING",), timeout=60)
+    assert record_usage(str(job), JobUsage(1, 2.0), 15) == "slurmctld"
+    assert cluster.job(job)["AdminComment"] == "qrmi:tasks=1,qpu_seconds=2.000"
+    cluster.run(["scancel", str(job)])
+    cluster.wait_done(job, timeout=60)
+    with pytest.raises(NoAccountingError, match="no accounting"):
+        record_usage(str(job), JobUsage(3, 4.0), 15)
+    assert cluster.job(job)["AdminComment"] == "qrmi:tasks=1,qpu_seconds=2.000"
 
 
 @pytest.mark.slurm

@@ -407,10 +407,21 @@ def _record_usage_logged(job_id: str, usage: JobUsage) -> None:
     comment = usage_comment(usage)
     try:
         where = record_usage(job_id, usage, min(RECORD_USAGE_SECONDS, _seconds_left(0.8, 10.0)))
+    except NoAccountingError as exc:  # a site without slurmdbd: expected, not an error
+        emit("info", f"job {job_id}: usage {comment} not recorded: {exc}")
+        return
     except QrmiError as exc:
         emit("error", f"job {job_id}: usage {comment} not recorded in Slurm: {exc}")
         return
     emit("info", f"job {job_id}: usage {comment} recorded as its AdminComment ({where})")
+
+
+class NoAccountingError(QrmiError):
+    """The job has ended and Slurm keeps no accounting (no slurmdbd): no record to write."""
+
+
+#: What sacctmgr says when slurm.conf's AccountingStorageType is not slurmdbd.
+_NO_SLURMDBD = "not running a supported accounting_storage plugin"
 
 
 def record_usage(job_id: str, usage: JobUsage, seconds: float) -> str:
@@ -424,6 +435,7 @@ def record_usage(job_id: str, usage: JobUsage, seconds: float) -> str:
 
     Raises:
         InvalidInputError: ``job_id`` is not a Slurm job id.
+        NoAccountingError: the job has ended and there is no slurmdbd to write to.
         QrmiError: neither command succeeded in time (their messages are in the error).
     """
     if not job_id.isdigit() or len(job_id) > 12:
@@ -441,6 +453,8 @@ def record_usage(job_id: str, usage: JobUsage, seconds: float) -> str:
         done, dbd_why = _slurm_command(modify, deadline, expect="Modified jobs")
         if done:
             return "slurmdbd"
+        if _NO_SLURMDBD in dbd_why:
+            raise NoAccountingError(f"slurmctld: {why}; and Slurm has no accounting (slurmdbd)")
         if "Nothing modified" not in dbd_why or time.monotonic() + 0.5 >= deadline:
             raise QrmiError(f"scontrol: {why}; sacctmgr: {dbd_why}")
         time.sleep(0.5)  # slurmctld has not sent the job's record to slurmdbd yet

@@ -123,7 +123,7 @@ class SlurmCluster:
     overrides the per-QPU license counts derived from it; ``site_dirs`` are extra directories
     (holding modules and ``*.dist-info``) put on the cluster Python's path, e.g. a test backend.
     ``accounting`` also starts MariaDB and slurmdbd and creates :attr:`accounts` (account ->
-    its users; the first user listed is the account's default for that user).
+    its users; a user's default account is the first that lists it).
     """
 
     qrmi_config: Mapping[str, object]
