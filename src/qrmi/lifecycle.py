@@ -708,7 +708,8 @@ class JobLifecycle:
         """Release every lease of the job that is not released yet; forget the job when all
         are. Safe to call any number of times, from any process (``held_lock_fd``: see
         :meth:`JobStateStore.lock`). A job in gateway mode is ended on its gateway (within
-        ``gateway_deadline``), which releases the leases and stops the job's tasks."""
+        ``gateway_deadline``), which releases the leases and stops the job's tasks; the
+        report's ``usage`` is what the gateway says the job used, if it says so."""
         with self.store.lock(job_id, held_fd=held_lock_fd):
             state = self.store.load(job_id)
             if state is None:
