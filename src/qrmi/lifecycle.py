@@ -22,7 +22,9 @@ Gateway mode: a QPU whose ``environment`` names ``QRMI_GATEWAY_URL`` is held by 
 gateway there (``docs/gateway.md``). :meth:`JobLifecycle.start_gateway` asks the gateway to
 start the job (the job receives the gateway's URL and a job token, no vendor setting) and
 records the gateway in the job's state, so that :meth:`JobLifecycle.finish` ends the job there
-instead of releasing leases itself (the gateway also stops the job's leftover tasks).
+instead of releasing leases itself (the gateway also stops the job's leftover tasks). The
+gateway's answer may carry the job's QPU usage (:class:`JobUsage`), which the finish reports so
+that the workload manager can record it (the Slurm helper writes it to the job's record).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import re
 import stat
@@ -58,6 +61,7 @@ __all__ = [
     "JobLifecycle",
     "JobState",
     "JobStateStore",
+    "JobUsage",
     "Lease",
     "ReleaseReport",
     "check_exportable",
@@ -158,13 +162,54 @@ class JobState:
         return JobState(**data, leases=leases)
 
 
+#: Bounds of a usage report the job's end accepts (a larger number is not a real job's).
+MAX_USAGE_TASKS = 10**9
+MAX_USAGE_SECONDS = 1e10
+
+
+@dataclass(frozen=True)
+class JobUsage:
+    """What a job used of its QPUs, as its gateway counted it: how many tasks it ran and their
+    QPU seconds (either may be unknown: ``None``)."""
+
+    tasks: int | None = None
+    qpu_seconds: float | None = None
+
+    @staticmethod
+    def from_answer(answer: object) -> JobUsage | None:
+        """The ``usage`` of a gateway's finish answer, ``{"tasks": 3, "qpu_seconds": 1.5}``;
+        ``None`` when it is missing or holds nothing valid. A value that is not a number in
+        range (negative, NaN, too large, a bool) is dropped: the answer is not trusted blindly,
+        and a bad value must never end up in a job's accounting record."""
+        usage = answer.get("usage") if isinstance(answer, dict) else None
+        if not isinstance(usage, dict):
+            return None
+        found = JobUsage(_count(usage.get("tasks")), _seconds(usage.get("qpu_seconds")))
+        return None if found == JobUsage() else found
+
+
+def _count(value: object) -> int | None:
+    """``value`` if it is a whole number of tasks in range (a bool is not)."""
+    return value if type(value) is int and 0 <= value <= MAX_USAGE_TASKS else None
+
+
+def _seconds(value: object) -> float | None:
+    """``value`` as seconds if it is a finite number in range (a bool is not)."""
+    if type(value) not in (int, float):
+        return None
+    seconds = float(value)  # type: ignore[arg-type]
+    return seconds if math.isfinite(seconds) and 0 <= seconds <= MAX_USAGE_SECONDS else None
+
+
 @dataclass(frozen=True)
 class ReleaseReport:
-    """What :meth:`JobLifecycle.finish` did."""
+    """What :meth:`JobLifecycle.finish` did; ``usage``: what the job used, when its gateway
+    reported it (never in direct mode)."""
 
     released: list[str]
     failed: dict[str, str]
     had_state: bool
+    usage: JobUsage | None = None
 
 
 def _earlier_run(state: JobState, ctx: JobContext) -> bool:
@@ -621,8 +666,9 @@ class JobLifecycle:
         with contextlib.suppress(Exception):
             self._end_on_gateway(state, deadline)
 
-    def _end_on_gateway(self, state: JobState, deadline: float) -> None:
-        """End the job on its gateway (idempotent there), then forget it here.
+    def _end_on_gateway(self, state: JobState, deadline: float) -> JobUsage | None:
+        """End the job on its gateway (idempotent there), then forget it here; the job's
+        usage when the gateway reports it.
 
         Raises:
             QrmiError: the gateway did not answer or could not release a lease; the state
@@ -633,7 +679,7 @@ class JobLifecycle:
         site = GatewaySite(**(state.gateway or {}))  # type: ignore[arg-type]
         if deadline <= 0:
             raise ServiceUnavailableError(f"no time left to end job {state.job_id} on {site.url}")
-        finish_job(
+        answer = finish_job(
             site.url,
             state.job_id,
             run_id=state.run_id,
@@ -643,6 +689,7 @@ class JobLifecycle:
         )
         self.store.delete(state.job_id)
         logger.info("job %s ended on the gateway %s", state.job_id, site.url)
+        return JobUsage.from_answer(answer)
 
     def _reuse(self, state: JobState, ctx: JobContext, names: Sequence[str]) -> list[Lease]:
         if list(names) != state.names:
@@ -683,17 +730,18 @@ class JobLifecycle:
         """Release every lease of the job that is not released yet; forget the job when all
         are. Safe to call any number of times, from any process (``held_lock_fd``: see
         :meth:`JobStateStore.lock`). A job in gateway mode is ended on its gateway (within
-        ``gateway_deadline``), which releases the leases and stops the job's tasks."""
+        ``gateway_deadline``), which releases the leases and stops the job's tasks; the
+        report's ``usage`` is what the gateway says the job used, if it says so."""
         with self.store.lock(job_id, held_fd=held_lock_fd):
             state = self.store.load(job_id)
             if state is None:
                 return ReleaseReport([], {}, had_state=False)
             if state.gateway is not None:
                 try:
-                    self._end_on_gateway(state, gateway_deadline)
+                    usage = self._end_on_gateway(state, gateway_deadline)
                 except Exception as exc:  # kept for a retry (the Epilog)
                     return ReleaseReport([], dict.fromkeys(state.names, str(exc)), True)
-                return ReleaseReport(list(state.names), {}, had_state=True)
+                return ReleaseReport(list(state.names), {}, had_state=True, usage=usage)
             released, failed = self._settle(state)
         return ReleaseReport(released, failed, had_state=True)
 

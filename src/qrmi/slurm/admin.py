@@ -3,11 +3,15 @@
 * :func:`license_counts` / :func:`render_licenses`: the slurm.conf ``Licenses=`` line. Each
   QPU is one license. Its count (how many jobs may hold the QPU at once) is 1 unless the
   resource's ``environment`` sets ``QRMI_SLURM_LICENSE_COUNT`` or the admin passes an override.
+* :func:`render_accounting_tres`: the slurm.conf ``AccountingStorageTRES=`` line that makes
+  slurmdbd account each QPU's license as a TRES (optional: only with Slurm accounting).
 * :func:`render_lua_data`: ``qrmi_qpus.lua``, the list of valid QPUs ``job_submit.lua`` reads.
 * :func:`render_epilog_script`: the slurm.conf ``Epilog=`` safety net.
 * :func:`check`: inconsistencies between the config, plugstack.conf and slurm.conf; whether
   plugstack's ``python=`` imports pyqrmi; the ownership and permissions of the config and
-  ``state_dir``; and the variables a job of each QPU will see (secret values masked).
+  ``state_dir``; the accounting of the QPUs' licenses when slurmdbd is used (from the running
+  ``scontrol show config`` when slurmctld answers); and the variables a job of each QPU will
+  see (secret values masked).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import glob
 import os
 import re
 import shlex
+import socket
 import stat
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -34,6 +39,7 @@ __all__ = [
     "license_counts",
     "load_config",
     "qpu_names",
+    "render_accounting_tres",
     "render_epilog_script",
     "render_licenses",
     "render_lua_data",
@@ -44,6 +50,8 @@ COUNT_KEY = "QRMI_SLURM_LICENSE_COUNT"
 #: The rule data file, next to ``job_submit.lua``.
 LUA_DATA_FILE = "qrmi_qpus.lua"
 SHIM_NAME = "spank_qrmi.so"
+#: How Slurm names the TRES of a license.
+TRES_PREFIX = "license/"
 #: plugstack.conf defaults, as the shim applies them.
 DEFAULT_PYTHON = "/usr/bin/python3"
 DEFAULT_STATE_DIR = "/var/lib/qrmi-slurm"
@@ -100,6 +108,17 @@ def render_licenses(counts: Mapping[str, int]) -> str:
     if not counts:
         return ""
     return "Licenses=" + ",".join(f"{name}:{count}" for name, count in sorted(counts.items()))
+
+
+def render_accounting_tres(names: Sequence[str]) -> str:
+    """The slurm.conf line that makes slurmdbd account each QPU's license as a TRES, e.g.
+    ``AccountingStorageTRES=license/ibm_fez,license/ibm_torino`` ('' for no QPUs).
+
+    Slurm always tracks its default TRES (cpu, mem, node, billing, ...): the line only adds.
+    """
+    if not names:
+        return ""
+    return "AccountingStorageTRES=" + ",".join(f"{TRES_PREFIX}{name}" for name in sorted(names))
 
 
 def render_lua_data(names: Sequence[str]) -> str:
@@ -170,6 +189,7 @@ def check(config_path: Path, slurm_conf: Path, plugstack: Path | None = None) ->
     findings += _check_licenses(config, conf.get("licenses", ""))
     findings += _check_job_submit(conf, slurm_conf.parent, names)
     findings += _check_epilog(conf.get("epilog", ""), args)
+    findings += _check_accounting(names, conf, slurm_conf)
     findings += [_job_view(config, name) for name in names]
     for name in names:
         findings += _gateway_secrets(config, name)
@@ -510,3 +530,104 @@ def _epilog_matches_plugstack(
             "regenerate it with qrmi slurm epilog-script --state-dir",
         )
     ]
+
+
+SLURMDBD_STORAGE = "accounting_storage/slurmdbd"
+#: How long ``scontrol show config`` may take (slurmctld down: it fails at once).
+SCONTROL_SECONDS = 15
+
+
+def _check_accounting(
+    names: Sequence[str], conf: Mapping[str, str], slurm_conf: Path
+) -> list[Finding]:
+    """With slurmdbd, every QPU's license must be a tracked TRES, or sacct and sreport do not
+    show QPU use; the running slurmctld is asked when it answers (a changed slurm.conf needs a
+    restart). Without slurmdbd, only a note: accounting is optional."""
+    if not names:
+        return []
+    running = None
+    if _controller_listens(conf):  # else scontrol would retry for about 10 s
+        running = running_config(slurm_conf, conf.get("clustername", ""))
+    source = running if running is not None else conf
+    where = "the running slurmctld" if running is not None else str(slurm_conf)
+    if SLURMDBD_STORAGE not in source.get("accountingstoragetype", ""):
+        return [
+            Finding(
+                "info",
+                f"Slurm accounting is off ({where}; optional): to see QPU use per job, user "
+                f"and account in sacct and sreport, run slurmdbd and set "
+                f"AccountingStorageType={SLURMDBD_STORAGE} and "
+                f"'{render_accounting_tres(names)}' in slurm.conf",
+            )
+        ]
+    tracked = _tres_entries(source.get("accountingstoragetres", ""))
+    missing = [n for n in names if f"{TRES_PREFIX}{n}" not in tracked]
+    if not missing:
+        return [
+            Finding(
+                "ok",
+                f"accounting ({where}): slurmdbd tracks the QPU licenses as TRES "
+                f"{','.join(TRES_PREFIX + n for n in names)} (sacct, sreport -T)",
+            )
+        ]
+    in_file = _tres_entries(conf.get("accountingstoragetres", ""))
+    if running is not None and all(f"{TRES_PREFIX}{n}" in in_file for n in missing):
+        fix = f"{slurm_conf} already lists them: restart slurmctld"
+    else:
+        merged = [
+            *in_file,
+            *(f"{TRES_PREFIX}{n}" for n in missing if TRES_PREFIX + n not in in_file),
+        ]
+        fix = f"set 'AccountingStorageTRES={','.join(merged)}' in slurm.conf and restart slurmctld"
+    return [
+        Finding(
+            "warning",
+            f"accounting ({where}): AccountingStorageTRES does not track QPU "
+            f"{', '.join(missing)}: sacct and sreport do not show its use; {fix}",
+        )
+    ]
+
+
+def _tres_entries(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _controller_listens(conf: Mapping[str, str]) -> bool:
+    """Whether something listens where slurm.conf puts slurmctld (its first SlurmctldHost)."""
+    host = conf.get("slurmctldhost") or conf.get("controlmachine") or ""
+    name, _, address = host.partition("(")
+    target = address.rstrip(")").strip() or name.strip()
+    port = conf.get("slurmctldport", "6817").split("-")[0].strip()
+    if not target or not port.isdigit():
+        return False
+    try:
+        with socket.create_connection((target, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def running_config(slurm_conf: Path, cluster: str) -> dict[str, str] | None:
+    """``scontrol show config`` of the slurmctld ``slurm_conf`` names, keys lowercased; ``None``
+    when it does not answer, or answers for another cluster than ``cluster``."""
+    try:
+        result = subprocess.run(
+            ["scontrol", "show", "config"],
+            env={**HELPER_ENV, "SLURM_CONF": str(slurm_conf)},
+            capture_output=True,
+            text=True,
+            timeout=SCONTROL_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    found: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and " " not in key.strip():
+            found.setdefault(key.strip().lower(), value.strip())
+    if cluster and found.get("clustername", "").lower() != cluster.lower():
+        return None
+    return found

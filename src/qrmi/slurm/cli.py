@@ -59,11 +59,20 @@ def licenses(
         Path | None,
         typer.Option("--lua-data", help="Also write job_submit.lua's QPU list to this file."),
     ] = None,
+    accounting: Annotated[
+        bool,
+        typer.Option(
+            "--accounting",
+            help="Also print the AccountingStorageTRES= line (Slurm accounting with slurmdbd).",
+        ),
+    ] = False,
 ) -> None:
     """Print the slurm.conf Licenses= line for the QPUs of qrmi_config.json.
 
     Each QPU gets COUNT licenses: --count NAME=N, else the resource's environment
     QRMI_SLURM_LICENSE_COUNT, else 1. Paste the line into slurm.conf and restart slurmctld.
+    With --accounting, also the AccountingStorageTRES= line that makes slurmdbd account each
+    QPU's license as a TRES (sacct, sreport -T license/QPU).
     """
     try:
         cfg = admin.load_config(config)
@@ -75,6 +84,8 @@ def licenses(
         lua_data.chmod(0o644)
         typer.echo(f"wrote {lua_data}", err=True)
     typer.echo(admin.render_licenses(counts) or "# no QPUs configured")
+    if accounting and counts:
+        typer.echo(admin.render_accounting_tres(list(counts)))
 
 
 @app.command()

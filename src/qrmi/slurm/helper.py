@@ -29,6 +29,12 @@ QRMI gateway to start the job, proving root with MUNGE, and exports what it answ
 gateway's URL and the job's token, never a vendor setting); the release and the Epilog end the
 job there. Every call fits inside the shim's ``timeout=``; a gateway that is down or refuses
 fails the step at start with its message, and nothing stays held.
+
+Usage in the job's record: when the gateway's answer to the job's end carries the job's usage,
+the release writes it to the job's Slurm record, ``AdminComment=qrmi:tasks=N,qpu_seconds=S``
+(``scontrol update`` while slurmctld still has the job running, else ``sacctmgr modify job``
+in slurmdbd), so that ``sacct -o AdminComment`` shows it. Bounded in time; a failure is logged
+and changes nothing else. Direct mode writes nothing: the helper does not see the job's tasks.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from qrmi.errors import InvalidInputError, QrmiError
 
 if TYPE_CHECKING:
     from qrmi.config import ResourceDef
-    from qrmi.lifecycle import JobLifecycle
+    from qrmi.lifecycle import JobLifecycle, JobUsage
 
 INFINITE = "UNLIMITED"
 
@@ -384,7 +390,8 @@ def cmd_acquire(args: Args) -> int:
 
 
 def cmd_release(args: Args) -> int:
-    """Release what the job still holds; a second call finds nothing and succeeds."""
+    """Release what the job still holds; a second call finds nothing and succeeds. The job's
+    usage, when its gateway reported it, goes into its Slurm record (:func:`record_usage`)."""
     report = _lifecycle(args).finish(
         args.job, held_lock_fd=args.lock_fd, gateway_deadline=_seconds_left(0.9, 30.0)
     )
@@ -392,7 +399,109 @@ def cmd_release(args: Args) -> int:
         emit("info", f"job {args.job}: released {','.join(report.released)} ({args.command})")
     for name, reason in report.failed.items():
         emit("error", f"job {args.job}: release of QPU {name} failed: {reason}")
+    if report.usage is not None:
+        _record_usage_logged(args.job, report.usage)
     return 1 if report.failed else 0
+
+
+#: What the helper writes into a job's AdminComment starts with this.
+USAGE_COMMENT_PREFIX = "qrmi:"
+#: How long recording a job's usage may take at most (both Slurm commands, retries included).
+RECORD_USAGE_SECONDS = 10.0
+
+
+def usage_comment(usage: JobUsage) -> str:
+    """The AdminComment for ``usage``: ``qrmi:tasks=3,qpu_seconds=1.500`` (an unknown part is
+    left out)."""
+    parts = []
+    if usage.tasks is not None:
+        parts.append(f"tasks={usage.tasks}")
+    if usage.qpu_seconds is not None:
+        parts.append(f"qpu_seconds={usage.qpu_seconds:.3f}")
+    return USAGE_COMMENT_PREFIX + ",".join(parts)
+
+
+def _record_usage_logged(job_id: str, usage: JobUsage) -> None:
+    """:func:`record_usage` within the helper's deadline; a failure is only logged."""
+    comment = usage_comment(usage)
+    try:
+        where = record_usage(job_id, usage, min(RECORD_USAGE_SECONDS, _seconds_left(0.8, 10.0)))
+    except NoAccountingError as exc:  # a site without slurmdbd: expected, not an error
+        emit("info", f"job {job_id}: usage {comment} not recorded: {exc}")
+        return
+    except QrmiError as exc:
+        emit("error", f"job {job_id}: usage {comment} not recorded in Slurm: {exc}")
+        return
+    emit("info", f"job {job_id}: usage {comment} recorded as its AdminComment ({where})")
+
+
+class NoAccountingError(QrmiError):
+    """The job has ended and Slurm keeps no accounting (no slurmdbd): no record to write."""
+
+
+#: What sacctmgr says when slurm.conf's AccountingStorageType is not slurmdbd.
+_NO_SLURMDBD = "not running a supported accounting_storage plugin"
+
+
+def record_usage(job_id: str, usage: JobUsage, seconds: float) -> str:
+    """Write ``usage`` to the job's Slurm record as its AdminComment, within ``seconds``.
+
+    ``scontrol update`` first: it reaches slurmctld's record (and slurmdbd's, with accounting)
+    while the job is not finished. The release usually runs as the job ends, when slurmctld
+    refuses updates ("Job has already finished"); then ``sacctmgr modify job`` writes the
+    record slurmdbd keeps, retried while the job's record is not there yet. Needs root (an
+    AdminComment is an administrator's field). Returns ``"slurmctld"`` or ``"slurmdbd"``.
+
+    Raises:
+        InvalidInputError: ``job_id`` is not a Slurm job id.
+        NoAccountingError: the job has ended and there is no slurmdbd to write to.
+        QrmiError: neither command succeeded in time (their messages are in the error).
+    """
+    if not job_id.isdigit() or len(job_id) > 12:
+        raise InvalidInputError(f"job id {job_id!r} is not a Slurm job id")
+    comment = usage_comment(usage)
+    deadline = time.monotonic() + seconds
+    ok, why = _slurm_command(
+        ["scontrol", "update", f"JobId={job_id}", f"AdminComment={comment}"], deadline
+    )
+    if ok:
+        return "slurmctld"
+    modify = ["sacctmgr", "-i", "modify", "job", "where", f"jobid={job_id}"]
+    modify += ["set", f"AdminComment={comment}"]
+    while True:
+        done, dbd_why = _slurm_command(modify, deadline, expect="Modified jobs")
+        if done:
+            return "slurmdbd"
+        if _NO_SLURMDBD in dbd_why:
+            raise NoAccountingError(f"slurmctld: {why}; and Slurm has no accounting (slurmdbd)")
+        if "Nothing modified" not in dbd_why or time.monotonic() + 0.5 >= deadline:
+            raise QrmiError(f"scontrol: {why}; sacctmgr: {dbd_why}")
+        time.sleep(0.5)  # slurmctld has not sent the job's record to slurmdbd yet
+
+
+def _slurm_command(argv: list[str], deadline: float, expect: str = "") -> tuple[bool, str]:
+    """Run a Slurm command until ``deadline``: ``(succeeded, its message on one line)``;
+    ``expect``: text its output must hold to count as a success."""
+    import subprocess
+
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return False, "no time left"
+    try:
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=left,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        return False, f"no answer within {left:.1f} s"
+    except OSError as exc:
+        return False, f"cannot run {argv[0]}: {exc.strerror}"
+    message = " ".join((result.stderr + " " + result.stdout).split())[:300]
+    return result.returncode == 0 and expect in result.stdout, message or "no message"
 
 
 def cmd_epilog(args: Args) -> int:

@@ -8,6 +8,12 @@ net, and creates an unprivileged user to run jobs as. Jobs need the project's Py
 checkout is not reachable by that user (a clone under a 0700 temp dir), its site-packages are
 hard-linked into a venv inside the cluster directory. Every daemon is stopped by its PID.
 
+With ``accounting=True`` (off by default: it adds a few seconds) the cluster also keeps Slurm's
+own accounting: a MariaDB server with a fresh data directory on 127.0.0.1 (a free port), a
+slurmdbd with its own root-only ``slurmdbd.conf``, every QPU's license tracked as a TRES
+(``AccountingStorageTRES=license/<qpu>``), and the accounts of :attr:`SlurmCluster.accounts`
+with their users, so that ``sacct`` and ``sreport`` show QPU use per job, user and account.
+
 Nothing here touches ``/etc/slurm`` or the system munged. Client commands get ``SLURM_CONF``.
 """
 
@@ -18,6 +24,7 @@ import grp
 import json
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -32,6 +39,8 @@ from pathlib import Path
 __all__ = ["ClusterUnavailable", "SlurmCluster", "find_checkout"]
 
 TEST_USER = "qrmitest"
+#: The second job user of a cluster with accounting (in another account than TEST_USER).
+TEST_USER2 = "qrmitest2"
 # slurmctld ends a batch job as NODE_FAIL when its node registers without it, but only once the
 # job has not been seen for BatchStartTimeout + MessageTimeout; the node registers when its slurmd
 # starts and otherwise only every 20 pings. SlurmdTimeout stays well above that grace so that a
@@ -40,6 +49,14 @@ BATCH_START_TIMEOUT = 10
 MESSAGE_TIMEOUT = 10
 SLURMD_TIMEOUT = 60
 REQUIRED_PROGRAMS = ("slurmctld", "slurmd", "sbatch", "munged", "gcc")
+ACCOUNTING_PROGRAMS = ("slurmdbd", "mariadbd", "mariadb-install-db", "mariadb", "sacctmgr")
+#: The order daemons are stopped in: compute nodes (any other name) first, munged last.
+STOP_ORDER = ("slurmctld", "slurmdbd", "mariadb", "munged")
+CLUSTER_NAME = "qrmitest"
+#: The database and its user that slurmdbd writes to (the server is the cluster's own).
+DB_NAME = "slurm_acct_db"
+DB_USER = "slurm"
+DAEMON_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class ClusterUnavailable(RuntimeError):
@@ -105,6 +122,8 @@ class SlurmCluster:
     ``qrmi_config`` is written as the cluster's root-only ``qrmi_config.json``; ``licenses``
     overrides the per-QPU license counts derived from it; ``site_dirs`` are extra directories
     (holding modules and ``*.dist-info``) put on the cluster Python's path, e.g. a test backend.
+    ``accounting`` also starts MariaDB and slurmdbd and creates :attr:`accounts` (account ->
+    its users; a user's default account is the first that lists it).
     """
 
     qrmi_config: Mapping[str, object]
@@ -116,6 +135,12 @@ class SlurmCluster:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="qrmi-slurm-")))
     pids: dict[str, int] = field(default_factory=dict)
     python: Path | None = None
+    accounting: bool = False
+    accounts: Mapping[str, Sequence[str]] = field(
+        default_factory=lambda: {"physics": (TEST_USER,), "chemistry": (TEST_USER2,)}
+    )
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
 
     # ----- paths ------------------------------------------------------------------------------
 
@@ -126,6 +151,16 @@ class SlurmCluster:
     @property
     def slurm_conf(self) -> Path:
         return self.etc / "slurm.conf"
+
+    @property
+    def slurmdbd_conf(self) -> Path:
+        """slurmdbd's configuration (root-only: it holds the database password)."""
+        return self.etc / "slurmdbd.conf"
+
+    @property
+    def mysql_socket(self) -> Path:
+        """The MariaDB server's unix socket (root connects through it, without a password)."""
+        return self.root / "mysql" / "mysqld.sock"
 
     @property
     def config_path(self) -> Path:
@@ -140,6 +175,16 @@ class SlurmCluster:
     def work(self) -> Path:
         """A directory owned by the test user: job scripts run and write output here."""
         return self.root / "work"
+
+    def work_of(self, user: str) -> Path:
+        """:attr:`work` for the test user, ``work-<user>`` (owned by ``user``) for the others."""
+        return self.work if user == self.user else self.root / f"work-{user}"
+
+    @property
+    def users(self) -> list[str]:
+        """The job users: the test user, and with accounting every user of :attr:`accounts`."""
+        extra = [u for users in self.accounts.values() for u in users] if self.accounting else []
+        return list(dict.fromkeys([self.user, *extra]))
 
     @property
     def shared(self) -> Path:
@@ -172,6 +217,8 @@ class SlurmCluster:
         try:
             self._prepare()
             self._start_munged()
+            if self.accounting:
+                self._start_accounting()
             self._start_slurm()
         except BaseException:
             self.stop()
@@ -181,9 +228,13 @@ class SlurmCluster:
         """Stop every daemon this cluster started, by PID (slurmd first, munged last), then
         the step daemons its slurmds left and the test user's processes left from its jobs
         (orphans of a killed step daemon)."""
-        order = sorted(self.pids, key=lambda n: (n == "munged", n == "slurmctld"))
+        order = sorted(self.pids, key=lambda n: STOP_ORDER.index(n) if n in STOP_ORDER else -1)
         for name in order:
             self._kill(self.pids.pop(name))
+            process = self.processes.pop(name, None)
+            if process is not None:  # a child of ours (mariadbd): reap it
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=10)
         for pid in [*self.step_daemons(), *self.job_processes()]:
             self._kill(pid)
 
@@ -209,14 +260,14 @@ class SlurmCluster:
         return pids
 
     def job_processes(self) -> list[int]:
-        """PIDs of the test user's processes that belong to this cluster's jobs."""
-        try:
-            uid = pwd.getpwnam(self.user).pw_uid
-        except KeyError:
-            return []
+        """PIDs of the test users' processes that belong to this cluster's jobs."""
+        uids = set()
+        for user in self.users:
+            with contextlib.suppress(KeyError):
+                uids.add(pwd.getpwnam(user).pw_uid)
         pids = []
         for proc in Path("/proc").iterdir():
-            if proc.name.isdigit() and _owned_by(proc, uid) and self._belongs(proc):
+            if proc.name.isdigit() and _owner(proc) in uids and self._belongs(proc):
                 pids.append(int(proc.name))
         return pids
 
@@ -255,7 +306,8 @@ class SlurmCluster:
     def _check_prerequisites(self) -> None:
         if os.geteuid() != 0:
             raise ClusterUnavailable("the Slurm test cluster needs root")
-        missing = [p for p in REQUIRED_PROGRAMS if not _which(p)]
+        programs = REQUIRED_PROGRAMS + (ACCOUNTING_PROGRAMS if self.accounting else ())
+        missing = [p for p in programs if not _which(p)]
         if missing:
             raise ClusterUnavailable(
                 f"missing programs: {', '.join(missing)}; run scripts/install-system-deps"
@@ -271,8 +323,11 @@ class SlurmCluster:
         for node in self.nodes:
             (self.root / "spool" / node).mkdir(parents=True, exist_ok=True)
         (self.root / "shared").chmod(0o1777)
-        _ensure_user(self.user)
-        os.chown(self.work, pwd.getpwnam(self.user).pw_uid, pwd.getpwnam(self.user).pw_gid)
+        for user in self.users:
+            _ensure_user(user)
+            work = self.work_of(user)
+            work.mkdir(exist_ok=True)
+            os.chown(work, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
         self.python = self._prepare_python()
         self._build_shim()
         self._write_configs()
@@ -354,7 +409,10 @@ class SlurmCluster:
             f"python={self.python} timeout={self.helper_timeout} state_dir={self.state_dir}\n"
         )
         self.slurm_conf.write_text(self._slurm_conf(admin.render_licenses(counts)))
-        _make_world_readable(self.etc, skip=(self.config_path,))
+        if self.accounting:
+            self.slurmdbd_conf.write_text(self._slurmdbd_conf())
+            self.slurmdbd_conf.chmod(0o600)  # slurmdbd refuses a readable one; SlurmUser=root
+        _make_world_readable(self.etc, skip=(self.config_path, self.slurmdbd_conf))
 
     def qpu_names(self) -> list[str]:
         """The QPUs of :attr:`qrmi_config` (read without loading backends: the types may be
@@ -368,7 +426,7 @@ class SlurmCluster:
         host = socket.gethostname().split(".")[0]
         r = self.root
         lines = [
-            "ClusterName=qrmitest",
+            f"ClusterName={CLUSTER_NAME}",
             f"SlurmctldHost={host}(127.0.0.1)",
             "SlurmUser=root",
             "SlurmdUser=root",
@@ -391,7 +449,7 @@ class SlurmCluster:
             "ProctrackType=proctrack/linuxproc",
             "TaskPlugin=task/none",
             "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
+            *self._accounting_lines(),
             "JobCompType=jobcomp/none",
             "MpiDefault=none",
             "SwitchType=switch/none",
@@ -421,6 +479,48 @@ class SlurmCluster:
         )
         return "\n".join(line for line in lines if line) + "\n"
 
+    def _accounting_lines(self) -> list[str]:
+        """slurm.conf's accounting: none, or slurmdbd with every QPU's license as a TRES."""
+        from qrmi.slurm import admin
+
+        if not self.accounting:
+            return ["AccountingStorageType=accounting_storage/none"]
+        self.ports["slurmdbd"], self.ports["mariadb"] = _free_ports(2)
+        return [
+            "AccountingStorageType=accounting_storage/slurmdbd",
+            "AccountingStorageHost=127.0.0.1",
+            f"AccountingStoragePort={self.ports['slurmdbd']}",
+            # with auth/munge, the munged that signs requests to slurmdbd (AuthInfo is not used)
+            f"AccountingStoragePass={self.root / 'munge' / 'munge.socket'}",
+            admin.render_accounting_tres(self.qpu_names()),
+            "AccountingStorageEnforce=associations",  # jobs run only in a known account
+        ]
+
+    def _slurmdbd_conf(self) -> str:
+        r = self.root
+        password = secrets.token_hex(16)
+        (r / "mysql").mkdir(exist_ok=True)
+        (r / "mysql" / "password").write_text(password)
+        (r / "mysql" / "password").chmod(0o600)
+        lines = [
+            "AuthType=auth/munge",
+            f"AuthInfo=socket={r / 'munge' / 'munge.socket'}",
+            "DbdHost=localhost",
+            "DbdAddr=127.0.0.1",
+            f"DbdPort={self.ports['slurmdbd']}",
+            "SlurmUser=root",
+            "DebugLevel=info",
+            f"LogFile={r / 'log' / 'slurmdbd.log'}",
+            f"PidFile={r / 'run' / 'slurmdbd.pid'}",
+            "StorageType=accounting_storage/mysql",
+            "StorageHost=127.0.0.1",
+            f"StoragePort={self.ports['mariadb']}",
+            f"StorageUser={DB_USER}",
+            f"StoragePass={password}",
+            f"StorageLoc={DB_NAME}",
+        ]
+        return "\n".join(lines) + "\n"
+
     # ----- daemons -----------------------------------------------------------------------------
 
     def _start_munged(self) -> None:
@@ -442,9 +542,111 @@ class SlurmCluster:
             raise ClusterUnavailable(f"munged did not start: {result.stderr.strip()}")
         self.pids["munged"] = int((munge / "munged.pid").read_text())
 
+    def _start_accounting(self) -> None:
+        """MariaDB, then slurmdbd, then the cluster, its accounts and their users."""
+        self._start_mariadb()
+        self._start_daemon(
+            "slurmdbd", ["slurmdbd"], "slurmdbd.pid", {**self.env, "PATH": DAEMON_PATH}
+        )
+        _wait_until(
+            lambda: self.run(["sacctmgr", "-n", "list", "cluster"]).returncode == 0,
+            120,
+            "slurmdbd to answer sacctmgr",
+        )
+        self.sacctmgr("add", "cluster", CLUSTER_NAME)
+        for account, users in self.accounts.items():
+            self.sacctmgr("add", "account", account, f"Cluster={CLUSTER_NAME}")
+            for user in users:
+                self.sacctmgr("add", "user", user, f"Account={account}", f"Cluster={CLUSTER_NAME}")
+        for user in self.users:  # each user's first account is its default
+            first = next(a for a, users in self.accounts.items() if user in users)
+            self.sacctmgr("modify", "user", user, "set", f"DefaultAccount={first}")
+
+    def sacctmgr(self, *args: str) -> str:
+        """Run ``sacctmgr -i`` (no confirmation) as root; its output.
+
+        Raises:
+            ClusterUnavailable: sacctmgr failed (its message is in the exception).
+        """
+        result = self.run(["sacctmgr", "-i", *args])
+        if result.returncode != 0:
+            raise ClusterUnavailable(
+                f"sacctmgr {' '.join(args)} failed: {(result.stderr or result.stdout).strip()}"
+            )
+        return result.stdout
+
+    def _start_mariadb(self) -> None:
+        """A MariaDB server of its own: fresh data dir, 127.0.0.1 and a unix socket only."""
+        home = self.root / "mysql"
+        data = home / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        mysql = pwd.getpwnam("mysql")
+        for path in (home, data):
+            os.chown(path, mysql.pw_uid, mysql.pw_gid)
+        install = _run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                "--user=mysql",
+                f"--datadir={data}",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ]
+        )
+        if install.returncode != 0:
+            raise ClusterUnavailable(f"mariadb-install-db failed: {install.stderr[-500:]}")
+        log = (self.root / "log" / "mariadb.log").open("ab")
+        self.processes["mariadb"] = subprocess.Popen(
+            [
+                _which("mariadbd") or "mariadbd",
+                "--no-defaults",
+                "--user=mysql",
+                f"--datadir={data}",
+                f"--socket={self.mysql_socket}",
+                f"--port={self.ports['mariadb']}",
+                "--bind-address=127.0.0.1",
+                f"--pid-file={home / 'mariadb.pid'}",
+                "--skip-name-resolve",
+                "--skip-log-bin",
+                "--performance-schema=OFF",
+                "--innodb-buffer-pool-size=32M",
+                "--innodb-log-file-size=16M",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.pids["mariadb"] = self.processes["mariadb"].pid
+        _wait_until(lambda: self._sql("SELECT 1").returncode == 0, 120, "MariaDB to answer")
+        password = (home / "password").read_text()
+        created = self._sql(
+            f"CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{password}'; "
+            f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'127.0.0.1';"
+        )
+        if created.returncode != 0:
+            raise ClusterUnavailable(f"cannot create the slurm database user: {created.stderr}")
+
+    def _sql(self, statement: str) -> subprocess.CompletedProcess[str]:
+        if self.processes["mariadb"].poll() is not None:
+            log = (self.root / "log" / "mariadb.log").read_text(errors="replace")
+            raise ClusterUnavailable(f"mariadbd exited: {log[-1000:]}")
+        return _run(
+            [
+                "mariadb",
+                "--no-defaults",
+                f"--socket={self.mysql_socket}",
+                "-uroot",
+                "-e",
+                statement,
+            ],
+            timeout=30,
+        )
+
     def _start_slurm(self) -> None:
         conf = str(self.slurm_conf)
-        daemon_env = {**self.env, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        daemon_env = {**self.env, "PATH": DAEMON_PATH}
         self._start_daemon("slurmctld", ["slurmctld", "-f", conf], "slurmctld.pid", daemon_env)
         _wait_until(
             lambda: self.run(["scontrol", "ping"]).stdout.count("UP") > 0,
@@ -458,7 +660,7 @@ class SlurmCluster:
     def start_node(self, node: str, *, wait: bool = True) -> None:
         """Start (or restart) the slurmd of ``node``."""
         (self.root / "run" / f"slurmd.{node}.pid").unlink(missing_ok=True)
-        env = {**self.env, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        env = {**self.env, "PATH": DAEMON_PATH}
         args = ["slurmd", "-f", str(self.slurm_conf), "-N", node]
         self._start_daemon(node, args, f"slurmd.{node}.pid", env)
         if wait:
@@ -504,14 +706,22 @@ class SlurmCluster:
         return _run(args, env=self.env, timeout=timeout)
 
     def as_user(
-        self, args: Sequence[str], *, timeout: float = 60, env: Mapping[str, str] | None = None
+        self,
+        args: Sequence[str],
+        *,
+        timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a command as the unprivileged test user, in :attr:`work`."""
+        """Run a command as an unprivileged job user (default: the test user), in its
+        :meth:`work_of` directory."""
+        user = user or self.user
+        work = self.work_of(user)
         extra = [f"{k}={v}" for k, v in (env or {}).items()]
         command = [
             "runuser",
             "-u",
-            self.user,
+            user,
             "--",
             "env",
             f"SLURM_CONF={self.slurm_conf}",
@@ -520,18 +730,20 @@ class SlurmCluster:
         ]
         return _run(
             command,
-            cwd=str(self.work) if self.work.exists() else "/",
+            cwd=str(work) if work.exists() else "/",
             timeout=timeout,
             env={k: v for k, v in self.env.items() if k in ("PATH", "LANG", "HOME")},
         )
 
-    def sbatch(self, *args: str, env: Mapping[str, str] | None = None) -> int:
-        """Submit as the test user and return the job id.
+    def sbatch(
+        self, *args: str, env: Mapping[str, str] | None = None, user: str | None = None
+    ) -> int:
+        """Submit as the test user (or ``user``) and return the job id.
 
         Raises:
             RuntimeError: sbatch refused the job (its stderr is in the message).
         """
-        result = self.as_user(["sbatch", "--parsable", *args], env=env)
+        result = self.as_user(["sbatch", "--parsable", *args], env=env, user=user)
         if result.returncode != 0:
             raise RuntimeError(f"sbatch {' '.join(args)} failed: {result.stderr.strip()}")
         return int(result.stdout.strip().split(";")[0])
@@ -574,14 +786,16 @@ class SlurmCluster:
         )
         return state
 
-    def output(self, job_id: int) -> str:
-        """The job's ``slurm-<id>.out`` in :attr:`work` ('' when missing)."""
-        path = self.work / f"slurm-{job_id}.out"
+    def output(self, job_id: int, user: str | None = None) -> str:
+        """The job's ``slurm-<id>.out`` in the work dir of ``user`` ('' when missing)."""
+        path = self.work_of(user or self.user) / f"slurm-{job_id}.out"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def log(self, name: str) -> str:
-        """A daemon log: ``slurmctld`` or a node name."""
-        file = "slurmctld.log" if name == "slurmctld" else f"slurmd.{name}.log"
+        """A daemon log: ``slurmctld``, ``slurmdbd``, ``mariadb`` or a node name."""
+        file = (
+            f"{name}.log" if name in ("slurmctld", "slurmdbd", "mariadb") else f"slurmd.{name}.log"
+        )
         path = self.root / "log" / file
         return path.read_text(errors="replace") if path.exists() else ""
 
@@ -590,11 +804,11 @@ def _which(program: str) -> str | None:
     return shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin")
 
 
-def _owned_by(proc: Path, uid: int) -> bool:
+def _owner(proc: Path) -> int | None:
     try:
-        return proc.stat().st_uid == uid
+        return proc.stat().st_uid
     except OSError:
-        return False
+        return None
 
 
 def _is_zombie(pid: int) -> bool:
