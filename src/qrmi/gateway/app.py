@@ -100,7 +100,7 @@ class FinishJobAnswer(BaseModel):
     already_finished: bool
     cancelled_tasks: list[str]
     released: list[str]
-    usage: dict[str, float] = Field(
+    usage: dict[str, int | float] = Field(
         default_factory=dict,
         description="the job's recorded tasks (``tasks``) and their QPU seconds (``qpu_seconds``)",
     )

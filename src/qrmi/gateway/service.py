@@ -95,7 +95,7 @@ class FinishedJob:
     cancelled_tasks: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     #: Totals over the Slurm job's recorded tasks: ``tasks`` and ``qpu_seconds``.
-    usage: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, int | float] = field(default_factory=dict)
 
 
 class GatewayService:
@@ -658,7 +658,7 @@ class GatewayService:
                     "job %s: no final state yet for task %s: %s", job.job_id, record.task_id, exc
                 )
 
-    def usage_totals(self, job_id: str) -> dict[str, float]:
+    def usage_totals(self, job_id: str) -> dict[str, int | float]:
         """``tasks`` and ``qpu_seconds`` (known costs only) of the Slurm job's tasks."""
         records = self.store.usage(slurm_job_id=job_id)
         seconds = sum(r.quantum_seconds or 0.0 for r in records)
