@@ -703,11 +703,13 @@ class Store:
             if row is None:
                 return None
             entry, virtual_pass = QueuedTask(*row[:10]), float(row[10])
-            db.execute(
+            claimed = db.execute(
                 "UPDATE task_queue SET state = 'dispatching', claimed = ? "
                 "WHERE qpu = ? AND task_id = ? AND state = 'queued'",
                 (self.clock(), qpu, entry.task_id),
             )
+            if claimed.rowcount != 1:  # another gateway on a shared store took it first
+                return None
             db.execute(
                 "INSERT INTO fair_share_clock (qpu, virtual_time) VALUES (?,?) "
                 "ON CONFLICT (qpu) DO UPDATE SET virtual_time = excluded.virtual_time",
