@@ -93,6 +93,8 @@ CREATE TABLE IF NOT EXISTS paused (
     since REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS usage_open ON usage (qpu, ended);
+CREATE INDEX IF NOT EXISTS usage_by_user ON usage (user_name, qpu, submitted);
+CREATE INDEX IF NOT EXISTS usage_by_account ON usage (account, qpu, submitted);
 CREATE TABLE IF NOT EXISTS task_queue (
     qpu TEXT NOT NULL,
     task_id TEXT NOT NULL,
