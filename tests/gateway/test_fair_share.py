@@ -204,3 +204,32 @@ def test_the_end_of_a_job_cancels_its_held_tasks(fair_gateway: Any) -> None:
     assert set(report.cancelled_tasks) == {running, *held}
     records = {r.task_id: r.state for r in gateway.service.store.usage(slurm_job_id="505")}
     assert records == {running: "Cancelled", **{task: "Cancelled" for task in held}}
+
+
+def test_a_malformed_capacity_stops_the_gateway_at_its_start(tmp_path: Path) -> None:
+    from qrmi.config import Config
+    from qrmi.errors import ConfigError
+    from qrmi.gateway.service import GatewayService
+
+    config = emulator_config(tmp_path)
+    config["resources"][0]["environment"][CAPACITY_KEY] = "two"
+    store = Store(tmp_path / "gateway.db")
+    try:
+        with pytest.raises(ConfigError, match="QRMI_GATEWAY_MAX_CONCURRENT_TASKS='two' of QPU"):
+            GatewayService(Config.from_dict(config), store)
+    finally:
+        store.close()
+
+
+def test_a_payload_the_qpu_cannot_take_is_refused_at_once_even_when_it_would_wait(
+    fair_gateway: Any,
+) -> None:
+    from qrmi.errors import UnsupportedPayloadError
+    from qrmi.models import Payload
+
+    gateway = fair_gateway(capacity=1)
+    qpu = _qpu(gateway, "506")
+    running = qpu.task_start(bell(seconds=60))
+    with pytest.raises(UnsupportedPayloadError, match="takes Payload.QiskitPrimitive"):
+        qpu.task_start(Payload.PasqalCloud(sequence="{}", job_runs=10))
+    qpu.task_stop(running)
