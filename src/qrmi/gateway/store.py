@@ -110,6 +110,7 @@ CREATE TABLE IF NOT EXISTS task_queue (
     PRIMARY KEY (qpu, task_id)
 );
 CREATE INDEX IF NOT EXISTS task_queue_waiting ON task_queue (qpu, state, seq);
+CREATE INDEX IF NOT EXISTS task_queue_order ON task_queue (qpu, seq);
 CREATE TABLE IF NOT EXISTS fair_share (
     qpu TEXT NOT NULL,
     job_id TEXT NOT NULL,
