@@ -17,6 +17,11 @@ submission, so regenerating it needs no reconfigure (a changed Licenses= line do
 A --qpu job for a QPU that "qrmi slurm sync --lua-data /etc/slurm/qrmi_held.lua" holds (offline,
 paused, unreachable) is accepted with a message that says why it will wait.
 
+A --qpu job of a user or account that has used up a QPU-seconds quota of the QRMI gateway on one
+of its QPUs is refused, with the quota's reason (limit, usage, when it resets), before any node
+is allocated. The same sync writes who is over quota to qrmi_quota.lua next to qrmi_held.lua
+(it asks the gateway named by the QPUs' QRMI_GATEWAY_URL); no file means nobody is.
+
 Setup: slurm.conf JobSubmitPlugins=lua; this file and qrmi_qpus.lua in slurm.conf's directory.
 Lua 5.1. job_desc.spank_job_env is indexed from 0: iterate with pairs, not ipairs.
 ]]
@@ -25,6 +30,8 @@ local PLUGIN_OPTION = "_SLURM_SPANK_OPTION_qrmi_qpu="
 local DATA_FILE = "qrmi_qpus.lua"
 -- QPUs that "qrmi slurm sync --lua-data" holds (name -> why); no file means none held.
 local HELD_FILE = "qrmi_held.lua"
+-- Who is over a QPU-seconds quota, per QPU (written by the same sync); no file: nobody.
+local QUOTA_FILE = "qrmi_quota.lua"
 
 local function script_dir()
     local source = debug.getinfo(1, "S").source
@@ -47,16 +54,70 @@ local function load_qpus()
     return known, qpus
 end
 
-local function held_qpus()
-    local chunk = loadfile(script_dir() .. HELD_FILE)
+-- A generated data file's table; a missing or broken file is an empty table.
+local function data_table(file)
+    local chunk = loadfile(script_dir() .. file)
     if not chunk then
         return {}
     end
-    local ok, held = pcall(chunk)
-    if not ok or type(held) ~= "table" then
+    local ok, data = pcall(chunk)
+    if not ok or type(data) ~= "table" then
         return {}
     end
-    return held
+    return data
+end
+
+local function held_qpus()
+    return data_table(HELD_FILE)
+end
+
+-- A field of the job request, nil when this Slurm does not know it.
+local function request_field(job_desc, name)
+    local ok, value = pcall(function()
+        return job_desc[name]
+    end)
+    if ok then
+        return value
+    end
+    return nil
+end
+
+local function lookup(map, key)
+    if type(map) ~= "table" or key == nil then
+        return nil
+    end
+    local why = map[key]
+    if type(why) == "string" then
+        return why
+    end
+    return nil
+end
+
+-- Why the job's user or account may not use one of these QPUs now (a used-up QPU-seconds
+-- quota), or nil. The user is matched by name and by uid, the account by the job's account or
+-- else the user's default account.
+local function quota_refusal(job_desc, submit_uid, names)
+    local over = data_table(QUOTA_FILE)
+    if next(over) == nil then
+        return nil
+    end
+    local user = request_field(job_desc, "user_name")
+    local uid = tonumber(request_field(job_desc, "user_id"))
+    if uid == nil or uid >= 4294967294 then
+        uid = submit_uid
+    end
+    local account = request_field(job_desc, "account") or request_field(job_desc, "default_account")
+    for _, name in ipairs(names) do
+        local entry = over[name]
+        if type(entry) == "table" then
+            local why = lookup(entry.users, user) or lookup(entry.uids, uid)
+                or lookup(entry.accounts, account)
+            if why ~= nil then
+                return why
+            end
+        end
+    end
+    return nil
 end
 
 local function requested_qpus(job_desc)
@@ -142,6 +203,12 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
                 name, value, sorted_names(list)))
             return slurm.ERROR
         end
+    end
+    local refusal = quota_refusal(job_desc, submit_uid, names)
+    if refusal ~= nil then
+        -- "%s": the reason is data, never a format string
+        slurm.log_user("%s", "qrmi: --qpu=" .. value .. " refused: " .. refusal)
+        return slurm.ERROR
     end
     job_desc.licenses = merge_licenses(job_desc.licenses, names)
     local held = held_qpus()

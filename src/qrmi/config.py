@@ -19,7 +19,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Settings hold credentials, and every module that reads them imports this one: loading
 # qrmi.log here masks credentials in the log records of all of them (and of every other qrmi.*
@@ -28,6 +28,9 @@ import qrmi.log  # noqa: F401
 from qrmi.errors import ConfigError, EnvVarNotSetError, UnsupportedResourceTypeError
 from qrmi.models import ResourceType
 from qrmi.registry import did_you_mean, parse_type
+
+if TYPE_CHECKING:
+    from qrmi.gateway.quota import QuotaRule
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -64,10 +67,12 @@ class ResourceDef:
 
 @dataclass(frozen=True)
 class Config:
-    """A loaded ``qrmi_config.json``; ``resource_map`` maps names to definitions."""
+    """A loaded ``qrmi_config.json``; ``resource_map`` maps names to definitions and
+    ``quotas`` holds the rules of the optional ``"quotas"`` key (:mod:`qrmi.gateway.quota`)."""
 
     resource_map: dict[str, ResourceDef]
     path: Path | None = None
+    quotas: tuple[QuotaRule, ...] = ()
 
     @staticmethod
     def load(path: str | os.PathLike[str]) -> Config:
@@ -99,9 +104,10 @@ class Config:
                     "names must be unique"
                 )
             resource_map[rdef.name] = rdef
+        quotas = _quotas(data, resource_map, problems)
         if problems:
             raise ConfigError(f"{where} is invalid:\n" + "\n".join(f"  {p}" for p in problems))
-        return Config(resource_map=resource_map, path=path)
+        return Config(resource_map=resource_map, path=path, quotas=quotas)
 
     @staticmethod
     def find(path: str | os.PathLike[str] | None = None) -> Config | None:
@@ -228,6 +234,7 @@ def _parse_json(text: str, file: Path) -> Any:
 
 
 _RESOURCE_KEYS = ("name", "type", "environment", "is_dynamic")
+_TOP_LEVEL_KEYS = ("resources", "quotas")
 
 
 def _resource_list(data: Any, problems: list[str]) -> list[Any]:
@@ -235,13 +242,28 @@ def _resource_list(data: Any, problems: list[str]) -> list[Any]:
         problems.append('the top level must be an object like {"resources": [...]}')
         return []
     for key in data:
-        if key != "resources":
-            problems.append(f'{key!r}: unknown key; the only top-level key is "resources"')
+        if key not in _TOP_LEVEL_KEYS:
+            problems.append(
+                f"{key!r}: unknown key; the top-level keys are "
+                f"{', '.join(repr(k) for k in _TOP_LEVEL_KEYS)}"
+            )
     resources = data.get("resources", [])
     if not isinstance(resources, list):
         problems.append('"resources" must be a list of resource objects')
         return []
     return resources
+
+
+def _quotas(
+    data: Any, resource_map: Mapping[str, ResourceDef], problems: list[str]
+) -> tuple[QuotaRule, ...]:
+    """The ``"quotas"`` rules (validated by :mod:`qrmi.gateway.quota`, imported only when the
+    key is there: the Slurm helper's start stays fast)."""
+    if not isinstance(data, dict) or "quotas" not in data:
+        return ()
+    from qrmi.gateway.quota import parse_quotas
+
+    return parse_quotas(data["quotas"], resource_map, problems)
 
 
 def _resource_def(item: Any, where: str, problems: list[str]) -> ResourceDef | None:

@@ -16,6 +16,7 @@ The names below are the reference's (qrmi 0.26); the extra classes are marked *p
     ├── UnsupportedFunctionError           the backend cannot do this call
     ├── UnsupportedPayloadError            the payload variant does not fit the backend
     ├── UnsupportedResourceTypeError       unknown type string or no backend for it
+    ├── QuotaExceededError                 *pyqrmi*: an admin-set quota refuses the call
     ├── ServiceError                       *pyqrmi*: the vendor answered with an error
     │   └── ServiceUnavailableError        *pyqrmi*: retries exhausted (5xx, 423, 429, network)
     └── TaskTimeoutError (TimeoutError)    *pyqrmi*: a wait hit its deadline
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidFilterError",
     "InvalidInputError",
     "QrmiError",
+    "QuotaExceededError",
     "ResourceNotFoundError",
     "ServiceError",
     "ServiceUnavailableError",
@@ -90,6 +92,11 @@ class UnsupportedPayloadError(QrmiError, TypeError):
 
 class UnsupportedResourceTypeError(QrmiError, ValueError):
     """The resource type string is unknown, or no backend is installed for it."""
+
+
+class QuotaExceededError(QrmiError):
+    """An administrator's quota refuses the call (QPU seconds per period, tasks per job,
+    unfinished tasks per job); the message names the limit, the usage and when it resets."""
 
 
 class ServiceError(QrmiError):

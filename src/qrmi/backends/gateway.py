@@ -59,8 +59,10 @@ __all__ = ["GatewayBackend", "gateway_backend_class", "gateway_settings"]
 URL_KEY = "QRMI_GATEWAY_URL"
 TOKEN_KEY = "QRMI_GATEWAY_TOKEN"
 #: Statuses that mean "the gateway is restarting or overloaded": retried within the budget.
+#: A 429 is the gateway's QuotaExceededError: an answer, not throttling (retrying cannot help
+#: until the quota resets, and the caller must see the reason at once).
 _RETRY_STATUSES = frozenset({503})
-_ANSWERED = frozenset(range(200, 600)) - _RETRY_STATUSES - {429}
+_ANSWERED = frozenset(range(200, 600)) - _RETRY_STATUSES
 #: How long past the wait's own timeout a long-poll request may take to answer.
 _LONG_POLL_SLACK = 15.0
 _LONG_POLL_MAX = 55.0
@@ -126,7 +128,7 @@ class GatewayBackend(Backend):
                     backoff_initial=0.1,
                     backoff_max=2.0,
                     retry_statuses=_RETRY_STATUSES,
-                    throttle_statuses=frozenset({429}),
+                    throttle_statuses=frozenset(),
                     deadline=self._budget,
                 ),
                 transport=transport,

@@ -160,6 +160,7 @@ def create_app(
     _add_job_routes(app, service, verifier)
     _add_qpu_routes(app, service)
     _add_admin_routes(app, service, verifier, admin_hashes)
+    _add_quota_routes(app, service, verifier, admin_hashes)
     return _Guard(app, max_body_bytes=max_body_bytes, body_timeout=body_timeout)
 
 
@@ -175,11 +176,13 @@ def _lifespan(service: GatewayService, reap_interval: float) -> Callable[[FastAP
             target=_reap_forever, args=(service, stop, reap_interval), daemon=True
         )
         reaper.start()
+        service.dispatcher.start()  # tasks a previous gateway left waiting go on
         logger.info("gateway serving %d QPU(s)", len(service.config.resource_map))
         try:
             yield
         finally:
             stop.set()
+            service.dispatcher.stop()
 
     return lifespan
 
@@ -416,12 +419,10 @@ def _add_qpu_routes(app: FastAPI, service: GatewayService) -> None:
     ) -> dict[str, Any]:
         """Long poll: answers as soon as the task is final, or after ``timeout`` seconds with
         its current status (``final`` false); call again to keep waiting."""
-        resource = await run_in_threadpool(service.task_resource, job, qpu, task_id)
         deadline = time.monotonic() + timeout
         for delay in poll_intervals():
-            status = await run_in_threadpool(resource.task_status, task_id)
-            if status.is_final:
-                await run_in_threadpool(service.observe, resource, qpu, task_id, status)
+            # The service's status: a task the gateway holds answers Queued from its queue.
+            status = await run_in_threadpool(service.task_status, job, qpu, task_id)
             remaining = deadline - time.monotonic()
             if status.is_final or remaining <= 0:
                 return {"task_id": task_id, "status": status.name, "final": status.is_final}
@@ -429,9 +430,9 @@ def _add_qpu_routes(app: FastAPI, service: GatewayService) -> None:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _add_admin_routes(
-    app: FastAPI, service: GatewayService, verifier: MungeVerifier, admin_hashes: frozenset[str]
-) -> None:
+def _admin_dependency(verifier: MungeVerifier, admin_hashes: frozenset[str]) -> Callable[..., None]:
+    """The check of every ``/v1/admin`` route: an admin token, or root's MUNGE credential."""
+
     def admin(
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
@@ -444,7 +445,13 @@ def _add_admin_routes(
             raise AuthError("the admin token is not valid")
         verifier.verify_root(x_munge_cred, request.method, request.url.path, _body_sha256(request))
 
-    Admin = Annotated[None, Depends(admin)]
+    return admin
+
+
+def _add_admin_routes(
+    app: FastAPI, service: GatewayService, verifier: MungeVerifier, admin_hashes: frozenset[str]
+) -> None:
+    Admin = Annotated[None, Depends(_admin_dependency(verifier, admin_hashes))]
 
     @app.get("/v1/admin/jobs", tags=["admin"])
     def list_jobs(_: Admin) -> list[dict[str, Any]]:
@@ -486,6 +493,21 @@ def _add_admin_routes(
         """Accept new tasks on the QPU again."""
         service.resume(qpu)
         return {"paused": False}
+
+
+def _add_quota_routes(
+    app: FastAPI, service: GatewayService, verifier: MungeVerifier, admin_hashes: frozenset[str]
+) -> None:
+    Admin = Annotated[None, Depends(_admin_dependency(verifier, admin_hashes))]
+
+    @app.get("/v1/admin/quota", tags=["admin"])
+    def over_quota(_: Admin) -> dict[str, Any]:
+        """Users and accounts that have used up a QPU-seconds quota now, with the reason
+        ``sbatch --qpu`` gives them (``qrmi slurm sync`` reads it for job_submit.lua)."""
+        return {
+            "rules": len(service.config.quotas),
+            "over": [refusal.to_dict() for refusal in service.over_quota()],
+        }
 
 
 # ----- the ASGI guard in front of the application ------------------------------------------------

@@ -13,6 +13,8 @@ exactly like an unknown one.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import re
 import threading
@@ -24,13 +26,24 @@ from dataclasses import dataclass, field
 from qrmi.config import Config, ResourceDef
 from qrmi.errors import (
     QrmiError,
+    QuotaExceededError,
     ResourceNotFoundError,
     ServiceError,
     ServiceUnavailableError,
     TaskNotFoundError,
+    TaskNotReadyError,
+    UnsupportedPayloadError,
 )
+from qrmi.gateway import quota
 from qrmi.gateway.auth import hash_token, new_token
-from qrmi.gateway.store import JobRecord, Store, UsageRecord
+from qrmi.gateway.dispatch import (
+    STALE_CLAIM_SECONDS,
+    Dispatcher,
+    capacity_of,
+    is_gateway_task,
+    new_gateway_task_id,
+)
+from qrmi.gateway.store import JobRecord, OpenTask, QueuedTask, Store, UsageRecord
 from qrmi.gateway.usage import payload_facts, task_cost
 from qrmi.models import (
     Payload,
@@ -66,6 +79,13 @@ _JOB_ID = re.compile(r"[0-9]{1,20}(?:[_+][0-9]{1,10})?")
 _MAX_QPUS_PER_JOB = 64
 #: A run identity: the job's Slurm start time (``2026-12-01T07:05:12``) or another short token.
 _RUN_ID = re.compile(r"[A-Za-z0-9:._+-]{1,64}")
+#: What a task the gateway holds (not yet at the vendor) reports, by its queue state.
+_HELD_STATUS = {
+    "queued": TaskStatus.Queued,
+    "dispatching": TaskStatus.Queued,
+    "cancelled": TaskStatus.Cancelled,
+    "failed": TaskStatus.Failed,
+}
 
 
 class GatewayError(Exception):
@@ -127,6 +147,12 @@ class GatewayService:
         # exact. On a shared store another gateway may revoke a token at any time, so each use
         # checks that it is still an active job's (one indexed lookup).
         self._by_token: dict[str, JobRecord] = {}
+        self._quota_locks: dict[str, threading.Lock] = {}
+        for rdef in config.resource_map.values():
+            capacity_of(rdef)  # a malformed capacity fails the gateway's start, not a task
+        #: The fair-share queue in front of QPUs with a gateway capacity (its thread is started
+        #: by the application, and by the first task it holds).
+        self.dispatcher = Dispatcher(self)
 
     # ----- resources ---------------------------------------------------------------------------
 
@@ -395,10 +421,16 @@ class GatewayService:
     def _stop_tasks(self, job: JobRecord) -> list[str]:
         cancelled = []
         for task in self.store.tasks(job.job_id):
+            held = self._held(task.qpu, task.task_id)
+            if held is not None and held.vendor_task_id is None:
+                if self.end_held(task.qpu, task.task_id, "cancelled", "the job ended"):
+                    cancelled.append(task.task_id)
+                continue
+            vendor_id = task.task_id if held is None else str(held.vendor_task_id)
             try:
                 resource = self._task_resource(job, task.qpu)
-                if not resource.task_status(task.task_id).is_final:
-                    resource.task_stop(task.task_id)
+                if not resource.task_status(vendor_id).is_final:
+                    resource.task_stop(vendor_id)
                     cancelled.append(task.task_id)
             except QrmiError as exc:
                 logger.warning("job %s: cannot stop task %s: %s", job.job_id, task.task_id, exc)
@@ -468,6 +500,7 @@ class GatewayService:
                 del self._views[key]
             if not keep_lock:
                 self._job_locks.pop(job_id, None)
+                self._quota_locks.pop(job_id, None)
 
     # ----- authentication ----------------------------------------------------------------------
 
@@ -572,60 +605,38 @@ class GatewayService:
         self._task_resource(job, qpu).release(lease)
         self.store.mark_released(qpu, lease)
 
-    def task_start(self, job: JobRecord, qpu: str, payload: Payload) -> str:
-        """Start a task for the job and record that the job owns it."""
-        self.check_qpu(job, qpu)
-        reason = self.store.paused(qpu)
-        if reason is not None:
-            raise GatewayError(
-                "ResourcePausedError", f"QPU {qpu!r} is paused by the administrator: {reason}"
-            )
-        submitted = self.clock()
-        task_id = self._task_resource(job, qpu).task_start(payload)
-        self.store.add_task(qpu, task_id, job.job_id)
-        facts = payload_facts(payload)
-        self.store.add_usage(
-            UsageRecord(
-                qpu=qpu,
-                task_id=task_id,
-                slurm_job_id=job.job_id,
-                uid=job.uid,
-                user_name=job.user_name,
-                account=job.account,
-                partition=job.partition,
-                qpu_type=self.type_string(qpu),
-                payload_kind=facts.kind,
-                program=facts.program,
-                shots=facts.shots,
-                input_bytes=facts.input_bytes,
-                submitted=submitted,
-            )
-        )
-        return task_id
-
-    def task_status(self, job: JobRecord, qpu: str, task_id: str) -> TaskStatus:
-        """The status of one of the job's tasks."""
-        resource = self._owned(job, qpu, task_id)
-        return self.observe(resource, qpu, task_id, resource.task_status(task_id))
-
     def observe(
-        self, resource: QuantumResource, qpu: str, task_id: str, status: TaskStatus
+        self,
+        resource: QuantumResource,
+        qpu: str,
+        task_id: str,
+        status: TaskStatus,
+        vendor_id: str | None = None,
     ) -> TaskStatus:
-        """Note a status the gateway saw in the task's usage record; returns ``status``."""
+        """Note a status the gateway saw in the task's usage record; returns ``status``.
+        ``vendor_id`` is the vendor's id of a task the gateway held (``task_id`` otherwise)."""
         if status == TaskStatus.Running:
             self.store.mark_usage_running(qpu, task_id, self.clock())
         elif status.is_final:
-            self._end_usage(resource, qpu, task_id, status)
+            self._end_usage(resource, qpu, task_id, status, vendor_id or task_id)
         return status
 
     def _end_usage(
-        self, resource: QuantumResource, qpu: str, task_id: str, status: TaskStatus
+        self,
+        resource: QuantumResource,
+        qpu: str,
+        task_id: str,
+        status: TaskStatus,
+        vendor_id: str,
     ) -> None:
         record = self.store.usage_of(qpu, task_id)
         if record is None or record.ended is not None:
             return
+        rdef = self.config.resource_map.get(qpu)
+        if rdef is not None and capacity_of(rdef) is not None:
+            self.dispatcher.wake()  # a lane is free: the next waiting task may go
         try:
-            reported = resource.task_usage(task_id)
+            reported = resource.task_usage(vendor_id)
         except QrmiError as exc:
             logger.info("no vendor usage for task %s on %s: %s", task_id, qpu, exc)
             reported = None
@@ -649,10 +660,15 @@ class GatewayService:
             job = self.store.job(record.slurm_job_id) if record.slurm_job_id in job_ids else None
             if job is None:
                 continue
+            held = self._held(record.qpu, record.task_id)
+            if held is not None and held.vendor_task_id is None:
+                self.end_held(record.qpu, record.task_id, "cancelled", "the job ended")
+                continue
+            vendor_id = record.task_id if held is None else str(held.vendor_task_id)
             try:
                 resource = self._task_resource(job, record.qpu)
-                status = resource.task_status(record.task_id)
-                self.observe(resource, record.qpu, record.task_id, status)
+                status = resource.task_status(vendor_id)
+                self.observe(resource, record.qpu, record.task_id, status, vendor_id)
             except QrmiError as exc:
                 logger.warning(
                     "job %s: no final state yet for task %s: %s", job.job_id, record.task_id, exc
@@ -664,35 +680,289 @@ class GatewayService:
         seconds = sum(r.quantum_seconds or 0.0 for r in records)
         return {"tasks": len(records), "qpu_seconds": round(seconds, 6)}
 
+    def task_start(self, job: JobRecord, qpu: str, payload: Payload) -> str:
+        """Start a task for the job and record that the job owns it.
+
+        Within the QPU's gateway capacity (or without one) the task goes to the vendor and
+        its id is the vendor's; beyond it the gateway holds the task in its fair-share queue
+        and answers a gateway task id at once (:mod:`qrmi.gateway.dispatch`).
+
+        Raises:
+            QuotaExceededError: a quota of the config refuses the task (the message names the
+                limit, the usage and when it resets).
+        """
+        self.check_qpu(job, qpu)
+        reason = self.store.paused(qpu)
+        if reason is not None:
+            raise GatewayError(
+                "ResourcePausedError", f"QPU {qpu!r} is paused by the administrator: {reason}"
+            )
+        submitted = self.clock()
+        resource = self._task_resource(job, qpu)
+        with self._quota_lock(job, qpu):
+            self._check_quotas(job, qpu)
+            if not self.dispatcher.admit(qpu):
+                return self._hold(job, qpu, payload, resource, submitted)
+            try:
+                task_id = resource.task_start(payload)
+                self._record_task(job, qpu, task_id, payload, submitted)
+            finally:
+                self.dispatcher.started(qpu)
+            return task_id
+
+    def _hold(
+        self,
+        job: JobRecord,
+        qpu: str,
+        payload: Payload,
+        resource: QuantumResource,
+        submitted: float,
+    ) -> str:
+        """Queue the task in the gateway (every lane is taken, or other tasks wait)."""
+        from qrmi.gateway.wire import payload_to_json
+
+        accepted = resource.backend.PAYLOADS
+        if not isinstance(payload, accepted):  # refused now, not when its turn comes
+            names = ", ".join(f"Payload.{p.__name__.removesuffix('Payload')}" for p in accepted)
+            raise UnsupportedPayloadError(
+                f"payload type is not supported: resource {qpu!r} takes {names}, got "
+                f"{type(payload).__name__.removesuffix('Payload')}"
+            )
+        task_id = new_gateway_task_id()
+        self._record_task(job, qpu, task_id, payload, submitted)
+        weight = quota.job_weight(self.config.quotas, qpu, job.user_name, job.account)
+        text = json.dumps(payload_to_json(payload))
+        self.store.enqueue(qpu, task_id, job.job_id, text, weight, submitted)
+        self.dispatcher.start()
+        self.dispatcher.wake()
+        return task_id
+
+    def _record_task(
+        self, job: JobRecord, qpu: str, task_id: str, payload: Payload, submitted: float
+    ) -> None:
+        self.store.add_task(qpu, task_id, job.job_id)
+        facts = payload_facts(payload)
+        self.store.add_usage(
+            UsageRecord(
+                qpu=qpu,
+                task_id=task_id,
+                slurm_job_id=job.job_id,
+                uid=job.uid,
+                user_name=job.user_name,
+                account=job.account,
+                partition=job.partition,
+                qpu_type=self.type_string(qpu),
+                payload_kind=facts.kind,
+                program=facts.program,
+                shots=facts.shots,
+                input_bytes=facts.input_bytes,
+                submitted=submitted,
+            )
+        )
+
+    # ----- quotas ------------------------------------------------------------------------------
+
+    def _quota_lock(self, job: JobRecord, qpu: str) -> contextlib.AbstractContextManager[object]:
+        """The job's lock while per-job limits apply (two tasks started at once must not both
+        pass the count); no lock otherwise, so that a job's tasks start in parallel."""
+        per_job = any(
+            (rule.tasks_per_job or rule.concurrent_tasks_per_job)
+            and rule.applies(qpu, job.user_name, job.account)
+            for rule in self.config.quotas
+        )
+        if not per_job:
+            return contextlib.nullcontext()
+        with self._lock:
+            return self._quota_locks.setdefault(job.job_id, threading.Lock())
+
+    def _check_quotas(self, job: JobRecord, qpu: str) -> None:
+        rules = [r for r in self.config.quotas if r.applies(qpu, job.user_name, job.account)]
+        if not rules:
+            return
+        user, account = job.user_name, job.account
+        refusal = quota.qpu_seconds_refusal(
+            rules, qpu, user, account, self.clock(), self.store.qpu_seconds_used
+        )
+        if refusal is None and any(r.tasks_per_job for r in rules):
+            started = self.store.job_task_count(job.job_id, qpu)
+            refusal = quota.tasks_refusal(rules, qpu, user, account, job.job_id, started)
+        if refusal is None and any(r.concurrent_tasks_per_job for r in rules):
+            refusal = self._concurrent_refusal(rules, job, qpu)
+        if refusal is not None:
+            logger.info("job %s: task refused on %s: %s", job.job_id, qpu, refusal.message)
+            raise QuotaExceededError(refusal.message)
+
+    def _concurrent_refusal(
+        self, rules: list[quota.QuotaRule], job: JobRecord, qpu: str
+    ) -> quota.Refusal | None:
+        user, account = job.user_name, job.account
+        unfinished = self.store.open_tasks(qpu, job.job_id)
+        refusal = quota.concurrent_refusal(rules, qpu, user, account, job.job_id, len(unfinished))
+        if refusal is None:
+            return None
+        # Tasks nobody asked about since they ended still look unfinished: ask the vendor.
+        still = [task for task in unfinished if not self.refresh(qpu, task)]
+        return quota.concurrent_refusal(rules, qpu, user, account, job.job_id, len(still))
+
+    # ----- tasks the gateway holds -------------------------------------------------------------
+
+    def _held(self, qpu: str, task_id: str) -> QueuedTask | None:
+        """The queue entry of a task the gateway held (only its own ids are looked up: the
+        direct path costs no query)."""
+        return self.store.queued_task(qpu, task_id) if is_gateway_task(task_id) else None
+
+    def refresh(self, qpu: str, task: OpenTask) -> bool:
+        """Ask the vendor about an unfinished task and record what it says; True when the task
+        is final. A task the vendor no longer knows, long after its start, counts as failed
+        (it would hold a lane for ever)."""
+        job = self.store.job(task.job_id)
+        if job is None or task.queue_state in ("queued", "dispatching"):
+            return False
+        vendor_id = task.vendor_task_id or task.task_id
+        try:
+            resource = self._task_resource(job, qpu)
+            status = resource.task_status(vendor_id)
+        except TaskNotFoundError:
+            if self.clock() - task.submitted < STALE_CLAIM_SECONDS:
+                return False
+            logger.warning("task %s on %s is unknown to the vendor: ended", task.task_id, qpu)
+            self._close_usage(qpu, task.task_id, TaskStatus.Failed)
+            return True
+        except QrmiError as exc:
+            logger.info("task %s on %s: no status now: %s", task.task_id, qpu, exc)
+            return False
+        return self.observe(resource, qpu, task.task_id, status, vendor_id).is_final
+
+    def end_held(self, qpu: str, task_id: str, state: str, reason: str | None = None) -> bool:
+        """End a task the gateway holds before the vendor has it (``cancelled`` or
+        ``failed``); False when it was no longer waiting."""
+        if not self.store.end_queued(qpu, task_id, state, reason):
+            return False
+        final = TaskStatus.Cancelled if state == "cancelled" else TaskStatus.Failed
+        self._close_usage(qpu, task_id, final)
+        return True
+
+    def _close_usage(self, qpu: str, task_id: str, status: TaskStatus) -> None:
+        """End a usage record the vendor cannot complete: it ran nothing the gateway knows of."""
+        self.store.end_usage(
+            qpu,
+            task_id,
+            state=status.name,
+            ended=self.clock(),
+            quantum_seconds=0.0,
+            usage_source="gateway",
+        )
+
+    def stop_quietly(self, resource: QuantumResource, qpu: str, vendor_id: str) -> None:
+        """Stop a vendor task no job wants any more (errors are logged)."""
+        try:
+            resource.task_stop(vendor_id)
+        except QrmiError as exc:
+            logger.warning("cannot stop task %s on %s: %s", vendor_id, qpu, exc)
+
+    def job_resource(self, job: JobRecord, qpu: str) -> QuantumResource:
+        """The backend that runs the job's tasks on ``qpu`` (shared, or the job's own view)."""
+        return self._task_resource(job, qpu)
+
+    def _held_text(self, held: QueuedTask) -> str:
+        if held.state in ("queued", "dispatching"):
+            ahead = self.store.waiting_ahead(held.qpu, held.seq)
+            return (
+                f"task {held.task_id} waits in the QRMI gateway's fair-share queue for a lane of "
+                f"QPU {held.qpu} ({ahead} task(s) queued before it)"
+            )
+        if held.state == "cancelled":
+            return f"task {held.task_id} was cancelled before it reached QPU {held.qpu}"
+        return (
+            f"task {held.task_id} could not be submitted to QPU {held.qpu}: "
+            f"{held.error or 'no reason recorded'}"
+        )
+
+    # ----- task calls --------------------------------------------------------------------------
+
+    def task_status(self, job: JobRecord, qpu: str, task_id: str) -> TaskStatus:
+        """The status of one of the job's tasks (``Queued`` while the gateway holds it)."""
+        resource = self._owned(job, qpu, task_id)
+        held = self._held(qpu, task_id)
+        if held is None:
+            return self.observe(resource, qpu, task_id, resource.task_status(task_id))
+        if held.vendor_task_id is None:
+            return _HELD_STATUS.get(held.state, TaskStatus.Queued)
+        status = resource.task_status(held.vendor_task_id)
+        return self.observe(resource, qpu, task_id, status, held.vendor_task_id)
+
     def task_result(self, job: JobRecord, qpu: str, task_id: str) -> TaskResult:
         """The result of one of the job's completed tasks."""
         resource = self._owned(job, qpu, task_id)
-        result = resource.task_result(task_id)
-        self.observe(resource, qpu, task_id, TaskStatus.Completed)
+        vendor_id = self._vendor_id(qpu, task_id, for_what="result")
+        result = resource.task_result(vendor_id)
+        self.observe(resource, qpu, task_id, TaskStatus.Completed, vendor_id)
         self.store.set_result_bytes(qpu, task_id, len(result.value))
         return result
 
+    def _vendor_id(self, qpu: str, task_id: str, *, for_what: str) -> str:
+        held = self._held(qpu, task_id)
+        if held is None:
+            return task_id
+        if held.vendor_task_id is None:
+            raise TaskNotReadyError(
+                f"unable to retrieve {for_what} for task {task_id}: {self._held_text(held)}"
+            )
+        return held.vendor_task_id
+
     def task_logs(self, job: JobRecord, qpu: str, task_id: str) -> str:
-        """The logs of one of the job's tasks."""
-        return self._owned(job, qpu, task_id).task_logs(task_id)
+        """The logs of one of the job's tasks (for a task the gateway holds, why it waits or
+        failed)."""
+        resource = self._owned(job, qpu, task_id)
+        held = self._held(qpu, task_id)
+        if held is not None and held.vendor_task_id is None:
+            return self._held_text(held)
+        return resource.task_logs(task_id if held is None else str(held.vendor_task_id))
 
     def task_stop(self, job: JobRecord, qpu: str, task_id: str) -> None:
-        """Stop one of the job's tasks (a finished task keeps its result)."""
-        self._owned(job, qpu, task_id).task_stop(task_id)
+        """Stop one of the job's tasks (a finished task keeps its result; a task the gateway
+        holds is cancelled without the vendor)."""
+        self._owned(job, qpu, task_id)
+        self._stop(job, qpu, task_id)
+
+    def _stop(self, job: JobRecord, qpu: str, task_id: str) -> None:
+        held = self._held(qpu, task_id)
+        if held is not None and held.vendor_task_id is None:
+            if self.end_held(qpu, task_id, "cancelled", "stopped by its job") or held.state in (
+                "cancelled",
+                "failed",
+            ):
+                return
+            held = self._held(qpu, task_id)  # dispatched meanwhile: stop it at the vendor
+            if held is None or held.vendor_task_id is None:
+                return
+        vendor_id = task_id if held is None else str(held.vendor_task_id)
+        self._task_resource(job, qpu).task_stop(vendor_id)
 
     def task_resource(self, job: JobRecord, qpu: str, task_id: str) -> QuantumResource:
-        """The resource that runs one of the job's tasks (for the long-poll wait)."""
+        """The resource that runs one of the job's tasks."""
         return self._owned(job, qpu, task_id)
 
     # ----- administration ----------------------------------------------------------------------
 
     def admin_stop(self, qpu: str, task_id: str) -> None:
-        """Stop any task the gateway started."""
+        """Stop any task the gateway started (one it holds is cancelled without the vendor)."""
         record = self.store.task(qpu, task_id)
         job = None if record is None else self.store.job(record.job_id)
         if record is None or job is None:
             raise TaskNotFoundError(f"task {task_id} not found on resource {qpu!r}")
-        self._task_resource(job, qpu).task_stop(task_id)
+        self._stop(job, qpu, task_id)
+
+    def over_quota(self) -> list[quota.Refusal]:
+        """Every user and account that has used up a QPU-seconds quota now (for
+        ``qrmi slurm sync``, which has ``sbatch --qpu`` refuse their jobs)."""
+
+        def usage_since(start: float) -> list[quota.Usage]:
+            return [quota.Usage(*row) for row in self.store.usage_since(start)]
+
+        return quota.over_quota(
+            self.config.quotas, self.config.resource_map, self.clock(), usage_since
+        )
 
     def pause(self, qpu: str, reason: str) -> None:
         """Refuse new tasks on ``qpu`` (running ones continue)."""

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = [
     "JobRecord",
     "LeaseRecord",
+    "OpenTask",
+    "QueuedTask",
     "Store",
     "StoreUnavailableError",
     "TaskRecord",
@@ -124,6 +126,35 @@ CREATE TABLE IF NOT EXISTS paused (
     qpu TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
     since DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_open ON usage (qpu, ended);
+CREATE INDEX IF NOT EXISTS usage_by_user ON usage (user_name, qpu, submitted);
+CREATE INDEX IF NOT EXISTS usage_by_account ON usage (account, qpu, submitted);
+CREATE TABLE IF NOT EXISTS task_queue (
+    qpu TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    enqueued DOUBLE PRECISION NOT NULL,
+    weight DOUBLE PRECISION NOT NULL,
+    state TEXT NOT NULL,
+    payload TEXT,
+    claimed DOUBLE PRECISION,
+    vendor_task_id TEXT,
+    error TEXT,
+    PRIMARY KEY (qpu, task_id)
+);
+CREATE INDEX IF NOT EXISTS task_queue_waiting ON task_queue (qpu, state, seq);
+CREATE INDEX IF NOT EXISTS task_queue_order ON task_queue (qpu, seq);
+CREATE TABLE IF NOT EXISTS fair_share (
+    qpu TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    virtual_pass DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (qpu, job_id)
+);
+CREATE TABLE IF NOT EXISTS fair_share_clock (
+    qpu TEXT PRIMARY KEY,
+    virtual_time DOUBLE PRECISION NOT NULL
 )
 """
 
@@ -282,6 +313,49 @@ def describe_location(location: str | Path) -> str:
         head = f"{userinfo.split(':', 1)[0]}:***@{after}"
     query = re.sub(r"(?i)(password=)[^&]*", r"\1***", query)
     return f"{scheme}://{head}{question}{query}"
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    """A task the gateway holds in its own queue (fair sharing), by the id the client knows.
+
+    ``state``: ``queued`` (waiting for a lane), ``dispatching`` (being submitted),
+    ``dispatched`` (the vendor has it as ``vendor_task_id``), ``cancelled`` or ``failed``
+    (``error`` says why). ``payload`` is the task's JSON payload while it waits.
+    """
+
+    qpu: str
+    task_id: str
+    job_id: str
+    seq: int
+    enqueued: float
+    weight: float
+    state: str
+    payload: str | None = None
+    vendor_task_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenTask:
+    """An unfinished task (its usage record is open): ``queue_state`` is its state in the
+    gateway's queue (``None``: started directly); ``vendor_task_id`` the vendor's id when known."""
+
+    task_id: str
+    job_id: str
+    queue_state: str | None
+    vendor_task_id: str | None
+    submitted: float = 0.0
+
+    @property
+    def at_vendor(self) -> bool:
+        """True when the vendor has the task (it occupies a lane or the vendor's queue)."""
+        return self.queue_state in (None, "dispatching", "dispatched")
+
+
+_QUEUE_COLUMNS = (
+    "qpu, task_id, job_id, seq, enqueued, weight, state, payload, vendor_task_id, error"
+)
 
 
 class Store:
@@ -649,6 +723,206 @@ class Store:
         with self._backend.read() as db:
             row = db.execute("SELECT reason FROM paused WHERE qpu = ?", (qpu,)).fetchone()
         return None if row is None else str(row[0])
+
+    # ----- quotas ------------------------------------------------------------------------------
+
+    def qpu_seconds_used(self, qpu: str, kind: str, name: str, since: float) -> float:
+        """QPU seconds of the tasks a user (``kind`` ``user``) or an account submitted on
+        ``qpu`` since ``since`` (unfinished tasks count nothing yet)."""
+        column = {"user": "user_name", "account": "account"}[kind]
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT COALESCE(SUM(quantum_seconds), 0) FROM usage WHERE qpu = ? AND "
+                f"{column} = ? AND submitted >= ?",
+                (qpu, name, since),
+            ).fetchone()
+        return float(row[0])
+
+    def usage_since(self, since: float) -> list[tuple[str, str | None, str | None, float]]:
+        """``(qpu, user, account, qpu_seconds)`` totals of the tasks submitted since ``since``."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT qpu, user_name, account, COALESCE(SUM(quantum_seconds), 0) FROM usage "
+                "WHERE submitted >= ? GROUP BY qpu, user_name, account",
+                (since,),
+            ).fetchall()
+        return [(r[0], r[1], r[2], float(r[3])) for r in rows]
+
+    def job_task_count(self, job_id: str, qpu: str) -> int:
+        """How many tasks the Slurm job started on ``qpu``."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT COUNT(*) FROM usage WHERE slurm_job_id = ? AND qpu = ?", (job_id, qpu)
+            ).fetchone()
+        return int(row[0])
+
+    def open_tasks(self, qpu: str, job_id: str | None = None) -> list[OpenTask]:
+        """The unfinished tasks on ``qpu`` (of one job), oldest first."""
+        query = (
+            "SELECT u.task_id, u.slurm_job_id, q.state, q.vendor_task_id, u.submitted FROM usage u "
+            "LEFT JOIN task_queue q ON q.qpu = u.qpu AND q.task_id = u.task_id "
+            "WHERE u.qpu = ? AND u.ended IS NULL"
+        )
+        args: tuple[str, ...] = (qpu,)
+        if job_id is not None:
+            query, args = query + " AND u.slurm_job_id = ?", (qpu, job_id)
+        with self._transaction() as db:
+            rows = db.execute(query + " ORDER BY u.submitted, u.task_id", args).fetchall()
+        return [OpenTask(*row) for row in rows]
+
+    # ----- the fair-share queue ----------------------------------------------------------------
+
+    def enqueue(
+        self, qpu: str, task_id: str, job_id: str, payload: str, weight: float, when: float
+    ) -> None:
+        """Hold a task in the gateway's queue of ``qpu``. A job that had nothing waiting starts
+        at the QPU's virtual time, so it gets the next turn rather than a catch-up burst."""
+        with self._transaction() as db:
+            waiting = db.execute(
+                "SELECT COUNT(*) FROM task_queue WHERE qpu = ? AND job_id = ? "
+                "AND state IN ('queued', 'dispatching')",
+                (qpu, job_id),
+            ).fetchone()[0]
+            if not waiting:
+                row = db.execute(
+                    "SELECT virtual_time FROM fair_share_clock WHERE qpu = ?", (qpu,)
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO fair_share (qpu, job_id, virtual_pass) VALUES (?,?,?) "
+                    "ON CONFLICT (qpu, job_id) DO UPDATE SET virtual_pass = CASE "
+                    "WHEN fair_share.virtual_pass < excluded.virtual_pass "
+                    "THEN excluded.virtual_pass ELSE fair_share.virtual_pass END",
+                    (qpu, job_id, 0.0 if row is None else float(row[0])),
+                )
+            seq = db.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM task_queue WHERE qpu = ?", (qpu,)
+            ).fetchone()[0]
+            db.execute(
+                "INSERT INTO task_queue (qpu, task_id, job_id, seq, enqueued, weight, state, "
+                "payload) VALUES (?,?,?,?,?,?,'queued',?)",
+                (qpu, task_id, job_id, seq, when, weight, payload),
+            )
+
+    def queued_task(self, qpu: str, task_id: str) -> QueuedTask | None:
+        """The queue entry of ``task_id`` (without its payload), or ``None``."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT qpu, task_id, job_id, seq, enqueued, weight, state, NULL, "
+                "vendor_task_id, error FROM task_queue WHERE qpu = ? AND task_id = ?",
+                (qpu, task_id),
+            ).fetchone()
+        return None if row is None else QueuedTask(*row)
+
+    def queue_load(self, qpu: str) -> tuple[int, int]:
+        """``(at_vendor, waiting)``: unfinished tasks the vendor has on ``qpu``, and tasks
+        waiting in the gateway's queue."""
+        with self._transaction() as db:
+            at_vendor = db.execute(
+                "SELECT COUNT(*) FROM usage u LEFT JOIN task_queue q "
+                "ON q.qpu = u.qpu AND q.task_id = u.task_id "
+                "WHERE u.qpu = ? AND u.ended IS NULL AND (q.state IS NULL OR q.state <> 'queued')",
+                (qpu,),
+            ).fetchone()[0]
+            waiting = db.execute(
+                "SELECT COUNT(*) FROM task_queue WHERE qpu = ? AND state = 'queued'", (qpu,)
+            ).fetchone()[0]
+        return int(at_vendor), int(waiting)
+
+    def waiting_ahead(self, qpu: str, seq: int) -> int:
+        """How many tasks wait in ``qpu``'s queue since before the task of ordinal ``seq``."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT COUNT(*) FROM task_queue WHERE qpu = ? AND state = 'queued' AND seq < ?",
+                (qpu, seq),
+            ).fetchone()
+        return int(row[0])
+
+    def backlogged_qpus(self) -> list[str]:
+        """The QPUs with tasks waiting in the gateway's queue."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT DISTINCT qpu FROM task_queue WHERE state = 'queued' ORDER BY qpu"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def claim_next(self, qpu: str, *, fair: bool = True) -> QueuedTask | None:
+        """Take the next waiting task of ``qpu`` (of an active job) for submission: with
+        ``fair``, the oldest task of the job with the lowest virtual pass (stride scheduling:
+        each dispatch advances the job's pass by 1/weight, so backlogged jobs take turns in
+        proportion to their weights); without, the oldest task of all. ``None``: none waits."""
+        order = "COALESCE(f.virtual_pass, 0), q.seq" if fair else "q.seq"
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT q.qpu, q.task_id, q.job_id, q.seq, q.enqueued, q.weight, q.state, "
+                "q.payload, q.vendor_task_id, q.error, COALESCE(f.virtual_pass, 0) "
+                "FROM task_queue q JOIN jobs j ON j.job_id = q.job_id "
+                "LEFT JOIN fair_share f ON f.qpu = q.qpu AND f.job_id = q.job_id "
+                f"WHERE q.qpu = ? AND q.state = 'queued' AND j.state = 'active' ORDER BY {order} "
+                "LIMIT 1",
+                (qpu,),
+            ).fetchone()
+            if row is None:
+                return None
+            entry, virtual_pass = QueuedTask(*row[:10]), float(row[10])
+            claimed = db.execute(
+                "UPDATE task_queue SET state = 'dispatching', claimed = ? "
+                "WHERE qpu = ? AND task_id = ? AND state = 'queued'",
+                (self.clock(), qpu, entry.task_id),
+            )
+            if claimed.rowcount != 1:  # another gateway on a shared store took it first
+                return None
+            db.execute(
+                "INSERT INTO fair_share_clock (qpu, virtual_time) VALUES (?,?) "
+                "ON CONFLICT (qpu) DO UPDATE SET virtual_time = excluded.virtual_time",
+                (qpu, virtual_pass),
+            )
+            db.execute(
+                "UPDATE fair_share SET virtual_pass = ? WHERE qpu = ? AND job_id = ?",
+                (virtual_pass + 1.0 / entry.weight, qpu, entry.job_id),
+            )
+        return entry
+
+    def mark_dispatched(self, qpu: str, task_id: str, vendor_task_id: str) -> bool:
+        """The vendor took the task as ``vendor_task_id`` (its payload is dropped). False when
+        it was cancelled while being submitted (the caller stops it at the vendor)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE task_queue SET state = 'dispatched', vendor_task_id = ?, payload = NULL "
+                "WHERE qpu = ? AND task_id = ? AND state = 'dispatching'",
+                (vendor_task_id, qpu, task_id),
+            )
+            return cursor.rowcount == 1
+
+    def mark_requeued(self, qpu: str, task_id: str) -> None:
+        """Put a task whose submission failed transiently back at its place in the queue."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE task_queue SET state = 'queued', claimed = NULL "
+                "WHERE qpu = ? AND task_id = ? AND state = 'dispatching'",
+                (qpu, task_id),
+            )
+
+    def end_queued(self, qpu: str, task_id: str, state: str, error: str | None = None) -> bool:
+        """End a task that has not reached the vendor: ``cancelled`` or ``failed``. False when
+        it was no longer waiting (it was dispatched meanwhile)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE task_queue SET state = ?, error = ?, payload = NULL "
+                "WHERE qpu = ? AND task_id = ? AND state IN ('queued', 'dispatching')",
+                (state, error, qpu, task_id),
+            )
+            return cursor.rowcount == 1
+
+    def stale_dispatches(self, qpu: str, claimed_before: float) -> list[str]:
+        """Tasks claimed for submission before ``claimed_before`` and never marked dispatched
+        (their gateway died mid-submission)."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT task_id FROM task_queue WHERE qpu = ? AND state = 'dispatching' "
+                "AND claimed < ?",
+                (qpu, claimed_before),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def __repr__(self) -> str:
         return f"Store({self.location!r})"

@@ -45,6 +45,7 @@ ERROR_STATUS: dict[str, int] = {
     "PayloadTooLarge": 413,
     "UnsupportedMediaType": 415,
     "ResourcePausedError": 423,
+    "QuotaExceededError": 429,
     "UnsupportedFunctionError": 501,
     "ServiceError": 502,
     "ServiceUnavailableError": 502,

@@ -17,6 +17,12 @@ The daemon changes only reservations it created: it writes each name into its st
 reservation it did not record. Restarted, it picks up where it left off. Holds are finite
 (``hold_span``, renewed while needed) and end before any other reservation on the same license
 starts, because Slurm refuses licenses reserved twice over.
+
+With ``lua_data`` it also writes, next to that file, ``qrmi_quota.lua``: the users and accounts
+over a QPU-seconds quota of the QRMI gateway (asked at ``GET /v1/admin/quota`` of every gateway
+the config's QPUs name, proving root with MUNGE), so that ``job_submit.lua`` refuses their
+``--qpu`` jobs at submit time with the quota's reason. A gateway that cannot be asked leaves the
+file as it was.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import signal
 import threading
 import time
@@ -40,6 +47,7 @@ from qrmi.slurm.slurmcli import Reservation, SlurmCli, SlurmCommandError, slurm_
 
 if TYPE_CHECKING:
     from qrmi.config import Config, ResourceDef
+    from qrmi.lifecycle import GatewaySite
     from qrmi.models import ResourceStatus
 
 __all__ = [
@@ -56,12 +64,17 @@ log = logging.getLogger("qrmi.slurm.sync")
 
 PREFIX = "qrmi-"
 STATE_FILE = "sync.json"
+#: Written next to the ``--lua-data`` file: who is over a QPU-seconds quota, per QPU.
+QUOTA_FILE = "qrmi_quota.lua"
+_MAX_QUOTA_ENTRIES = 100_000
 ONLINE = "online"
 UNREACHABLE = "unreachable"
 # A hold that would last less than this before another reservation starts is not worth making.
 MIN_HOLD = timedelta(minutes=2)
 
 Probe = Callable[["ResourceDef"], "ResourceStatus"]
+#: Asks one gateway (``GatewaySite``) for ``GET /v1/admin/quota``; returns its JSON answer.
+QuotaFetch = Callable[["GatewaySite"], Any]
 
 
 def hold_name(qpu: str, condition: str) -> str:
@@ -170,6 +183,75 @@ def render_held_lua(held: Mapping[str, str]) -> str:
     return "\n".join([*lines, "}"]) + "\n"
 
 
+def render_quota_lua(over: list[dict[str, str]], uid_of: Callable[[str], int | None]) -> str:
+    """The ``qrmi_quota.lua`` data file: per QPU, the users (by name and uid) and accounts
+    over a QPU-seconds quota, each with the reason ``sbatch`` shows."""
+    by_qpu: dict[str, dict[str, dict[str, str]]] = {}
+    for entry in over:
+        tables = by_qpu.setdefault(entry["qpu"], {"users": {}, "uids": {}, "accounts": {}})
+        if entry["kind"] == "user":
+            tables["users"][lua_string(entry["name"])] = entry["reason"]
+            uid = uid_of(entry["name"])
+            if uid is not None:
+                tables["uids"][str(uid)] = entry["reason"]
+        else:
+            tables["accounts"][lua_string(entry["name"])] = entry["reason"]
+    lines = ["-- written by qrmi slurm sync: who is over a QPU-seconds quota, per QPU", "return {"]
+    for qpu, tables in sorted(by_qpu.items()):
+        lines.append(f"    [{lua_string(qpu)}] = {{")
+        for table, entries in tables.items():
+            items = "".join(
+                f" [{key}] = {lua_string(why, 400)}," for key, why in sorted(entries.items())
+            )
+            lines.append(f"        {table} = {{{items} }},")
+        lines.append("    },")
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+def _uid_of(user: str) -> int | None:
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+
+
+def fetch_quota(site: GatewaySite) -> Any:
+    """``GET /v1/admin/quota`` of the gateway ``site``, proving root with MUNGE."""
+    from qrmi.gateway.client import admin_request
+
+    return admin_request(
+        "GET",
+        site.url,
+        "/v1/admin/quota",
+        munge_socket=site.munge_socket,
+        ca_file=site.ca_file,
+        deadline=10.0,
+    )
+
+
+def over_quota_entries(answer: Any, where: str) -> list[dict[str, str]]:
+    """The well-formed entries of a gateway's quota answer (others are logged and skipped:
+    the answer becomes Lua in slurmctld, so nothing is taken on trust)."""
+    over = answer.get("over") if isinstance(answer, dict) else None
+    if not isinstance(over, list):
+        raise ValueError(f"{where} did not answer a quota report ({{'over': [...]}})")
+    entries = []
+    for item in over[:_MAX_QUOTA_ENTRIES]:
+        fields = (
+            {k: item.get(k) for k in ("qpu", "kind", "name", "reason")}
+            if isinstance(item, dict)
+            else {}
+        )
+        if all(isinstance(v, str) and v for v in fields.values()) and fields["kind"] in (
+            "user",
+            "account",
+        ):
+            entries.append({k: str(v) for k, v in fields.items()})
+        else:
+            log.warning("%s: skipped a malformed quota entry", where)
+    return entries
+
+
 def write_if_changed(path: Path, text: str) -> bool:
     """Replace ``path`` atomically (mode 0644) when its text differs; True if written."""
     try:
@@ -276,6 +358,7 @@ class Syncer:
         probe_timeout: float = 30.0,
         lua_data: Path | None = None,
         clock: Callable[[], datetime] = datetime.now,
+        quota_fetch: QuotaFetch = fetch_quota,
     ) -> None:
         if failures < 1:
             raise ConfigError(f"failures={failures} must be at least 1")
@@ -288,6 +371,7 @@ class Syncer:
         self.probe_timeout = probe_timeout
         self.lua_data = lua_data
         self.clock = clock
+        self.quota_fetch = quota_fetch
 
     def run_once(self) -> list[str]:
         """One pass: ask the QPUs, change the reservations that need it. Returns what it
@@ -299,6 +383,7 @@ class Syncer:
             log.error("sync pass skipped, nothing changed: %s", exc)
             return []
         definitions = {n: r for n, r in config.resource_map.items() if not r.is_dynamic}
+        self._publish_quotas(config)
         readings = probe_all(definitions, self.probe, self.probe_timeout)
         now = self.clock()
         for name in sorted(definitions):
@@ -340,6 +425,37 @@ class Syncer:
                 log.info("wrote %s: %s", self.lua_data, ", ".join(sorted(held)) or "nothing held")
         except OSError as exc:
             log.error("cannot write %s: %s", self.lua_data, exc)
+
+    def _publish_quotas(self, config: Config) -> None:
+        """Write who is over a QPU-seconds quota for job_submit.lua (``qrmi_quota.lua`` next to
+        ``lua_data``), as the config's gateways report it."""
+        if self.lua_data is None:
+            return
+        path = self.lua_data.with_name(QUOTA_FILE)
+        try:
+            over = self._over_quota(config)
+        except Exception as exc:  # a gateway down or refusing: keep the last known file
+            log.error("cannot ask the QRMI gateway who is over quota (%s unchanged): %s", path, exc)
+            return
+        try:
+            if write_if_changed(path, render_quota_lua(over, _uid_of)):
+                who = ", ".join(sorted({f"{e['kind']} {e['name']}" for e in over}))
+                log.info("wrote %s: %s", path, who or "nobody over quota")
+        except OSError as exc:
+            log.error("cannot write %s: %s", path, exc)
+
+    def _over_quota(self, config: Config) -> list[dict[str, str]]:
+        from qrmi.lifecycle import gateway_site
+
+        sites = set()
+        for rdef in config.resource_map.values():
+            site = gateway_site([rdef])
+            if site is not None:
+                sites.add(site)
+        over = []
+        for site in sorted(sites, key=lambda s: s.url):
+            over += over_quota_entries(self.quota_fetch(site), f"the QRMI gateway at {site.url}")
+        return over
 
     def _config(self) -> Config:
         from qrmi.config import Config
