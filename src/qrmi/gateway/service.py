@@ -29,6 +29,7 @@ from qrmi.errors import (
     TaskNotFoundError,
 )
 from qrmi.gateway.auth import hash_token, new_token
+from qrmi.gateway.metrics import GatewayMetrics, TimedResource
 from qrmi.gateway.store import JobRecord, Store, UsageRecord
 from qrmi.gateway.usage import payload_facts, task_cost
 from qrmi.models import (
@@ -122,6 +123,8 @@ class GatewayService:
         # Token hash -> job, for the hot path of every call. Only this process writes the
         # store, so dropping a job's entries whenever its token or state changes keeps it exact.
         self._by_token: dict[str, JobRecord] = {}
+        # Vendor call latency and errors, tasks started and ended: for /metrics.
+        self.metrics = GatewayMetrics()
 
     # ----- resources ---------------------------------------------------------------------------
 
@@ -146,7 +149,7 @@ class GatewayService:
         with self._lock:
             resource = self._shared.get(qpu)
             if resource is None:
-                resource = _build(rdef, {})
+                resource = _build(rdef, {}, self.metrics)
                 self._shared[qpu] = resource
             return resource
 
@@ -159,7 +162,7 @@ class GatewayService:
             return view
         leases = [lease for lease in self.store.leases(job.job_id) if lease.qpu == qpu]
         lease = next((item.token for item in leases if item.main), None)
-        view = _build(self.definition(qpu), self._job_settings(job, lease))
+        view = _build(self.definition(qpu), self._job_settings(job, lease), self.metrics)
         with self._lock:
             return self._views.setdefault((job.job_id, qpu), view)
 
@@ -258,7 +261,7 @@ class GatewayService:
     def _acquirer(self, job: JobRecord, qpu: str) -> QuantumResource:
         if self.type_string(qpu) not in JOB_SCOPED_TYPES:
             return self.shared(qpu)
-        view = _build(self.definition(qpu), self._job_settings(job, None))
+        view = _build(self.definition(qpu), self._job_settings(job, None), self.metrics)
         with self._lock:
             self._views[(job.job_id, qpu)] = view
         return view
@@ -565,14 +568,15 @@ class GatewayService:
             reported = None
         ended = self.clock()
         seconds, source = task_cost(reported, record.started, ended)
-        self.store.end_usage(
+        if self.store.end_usage(
             qpu,
             task_id,
             state=status.name,
             ended=ended,
             quantum_seconds=seconds,
             usage_source=source,
-        )
+        ):
+            self.metrics.task_ended(qpu, status.name)
 
     def _settle_usage(self, job_id: str) -> None:
         """Complete the usage records of an ended job whose tasks are now final."""
@@ -637,10 +641,13 @@ class GatewayService:
         self.store.resume(qpu)
 
 
-def _build(rdef: ResourceDef, job_settings: Mapping[str, str]) -> QuantumResource:
-    """A backend from the admin's settings alone (never the gateway's own environment)."""
+def _build(
+    rdef: ResourceDef, job_settings: Mapping[str, str], metrics: GatewayMetrics
+) -> QuantumResource:
+    """A backend from the admin's settings alone (never the gateway's own environment), its
+    calls timed into ``metrics``."""
     settings = {**rdef.environment, **job_settings}
-    return QuantumResource(rdef.name, rdef.resource_type, config=settings, environ={})
+    return TimedResource(rdef.name, rdef.resource_type, config=settings, metrics=metrics)
 
 
 _SLURM_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
