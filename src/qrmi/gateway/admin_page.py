@@ -59,7 +59,7 @@ PAGE_HEADERS = {
     "img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: Origin must reach our form check
     "Cache-Control": "no-store",
 }
 #: Tasks listed per job (the open ones first, then the latest); the page says how many more.
@@ -506,9 +506,11 @@ def usage_chart(days: list[float], usage: dict[str, list[float]]) -> Html:
 
 def _axes(days: list[float], top: float, unit: str) -> list[Html]:
     parts = [el("rect", x=0, y=0, width=_WIDTH, height=_HEIGHT, fill="#fff")]
-    for step in range(5):
-        value = top * step / 4
-        y = _BOTTOM - (_BOTTOM - _TOP) * step / 4
+    # Round tick values: a top of 2 x 10^k in 4 steps, of 1 or 5 x 10^k in 5.
+    steps = 4 if f"{top:e}".startswith("2") else 5
+    for step in range(steps + 1):
+        value = top * step / steps
+        y = _BOTTOM - (_BOTTOM - _TOP) * step / steps
         parts.append(el("line", x1=_LEFT, x2=_RIGHT, y1=f"{y:.1f}", y2=f"{y:.1f}", stroke="#ddd"))
         parts.append(
             el("text", f"{value:g}", x=_LEFT - 6, y=f"{y + 4:.1f}", text_anchor="end", fill="#333")
@@ -546,15 +548,13 @@ def _legend(series: list[tuple[str, str, list[float]]]) -> list[Html]:
     parts = []
     for i, (account, colour, values) in enumerate(series):
         y = _TOP + 6 + 22 * i
-        parts.append(el("rect", x=_RIGHT + 24, y=y, width=12, height=12, fill=colour))
         name = account if len(account) <= 24 else account[:23] + "…"
         parts.append(
             el(
-                "text",
-                el("title", account),
-                f"{name}  {_seconds(sum(values))}",
-                x=_RIGHT + 42,
-                y=y + 11,
+                "g",
+                el("title", account),  # the whole name, as a tooltip
+                el("rect", x=_RIGHT + 24, y=y, width=12, height=12, fill=colour),
+                el("text", f"{name}  {_seconds(sum(values))}", x=_RIGHT + 42, y=y + 11),
                 fill="#222",
                 class_="legend",
             )
