@@ -62,6 +62,8 @@ PAGE_HEADERS = {
     "Referrer-Policy": "same-origin",  # not no-referrer: Origin must reach our form check
     "Cache-Control": "no-store",
 }
+#: The page reloads itself this often (a meta refresh: no script needed).
+REFRESH_SECONDS = 30
 #: Tasks listed per job (the open ones first, then the latest); the page says how many more.
 TASKS_PER_JOB = 20
 #: Jobs listed at most.
@@ -254,11 +256,12 @@ def _seconds(value: float | None) -> str:
     return f"{value / 3600:.2f} h"
 
 
-def _document(title: str, *body: object) -> str:
+def _document(title: str, *body: object, refresh: int | None = None) -> str:
     head = el(
         "head",
         _void("meta", charset="utf-8"),
         _void("meta", name="viewport", content="width=device-width, initial-scale=1"),
+        _void("meta", http_equiv="refresh", content=refresh) if refresh else None,
         el("title", title),
         el("style", Html(_STYLE)),
     )
@@ -318,7 +321,7 @@ def render_page(data: PageData) -> str:
             id="usage",
         ),
     )
-    return _document("QRMI gateway", header, main)
+    return _document("QRMI gateway", header, main, refresh=REFRESH_SECONDS)
 
 
 def _badge(word: str) -> Html:
