@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.conftest import MakeGateway, bell
 from qrmi.backends._munge import Munge
+from qrmi.config import Config, ResourceDef
 from qrmi.errors import TaskNotReadyError
 from qrmi.gateway.auth import MUNGE_HEADER, hash_token, munge_binding, new_token
 from qrmi.gateway.metrics import ErrorCounter, GatewayMetrics
@@ -174,3 +176,30 @@ def test_the_job_side_and_the_cli_do_not_load_prometheus_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_a_hanging_vendor_shows_as_unknown_without_stalling_the_scrape(
+    tmp_path: Path, admin_token: str
+) -> None:
+    from qrmi.testing.ibm_quantum_system import QuantumSystemFake
+
+    with QuantumSystemFake(light_s3=True) as fake:
+        rdef = ResourceDef("ibm_perth", fake.resource_type, False, dict(fake.settings))
+        fake.faults.latency(120, path="/v1/backends*")  # far longer than a scrape may wait
+        admin = frozenset({hash_token(admin_token)})
+        config = Config(resource_map={"ibm_perth": rdef})
+        with LocalGateway(config, tmp_path, admin_hashes=admin) as gateway:
+            samples = scrape(gateway, admin_token)
+            page = httpx.get(
+                f"{gateway.url}/admin",
+                headers={"Authorization": f"Bearer {admin_token}"},
+                timeout=30,
+            )
+
+    hanging = {"qpu": "ibm_perth", "type": "ibm-quantum-system"}
+    assert value(samples, "qrmi_gateway_qpu_status", status="unknown", **hanging) == 1
+    assert value(samples, "qrmi_gateway_qpu_status", status="online", **hanging) == 0
+    assert value(samples, "qrmi_gateway_qpu_lanes", qpu="ibm_perth") is None
+    assert page.status_code == 200
+    assert '<span class="badge unknown">unknown</span>' in page.text
+    assert "no answer yet" in page.text
