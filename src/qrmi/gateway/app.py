@@ -38,8 +38,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from qrmi._version import __version__
 from qrmi.backends.base import poll_intervals
 from qrmi.errors import QrmiError
+from qrmi.gateway import admin_page
 from qrmi.gateway.auth import AuthError, MungeVerifier, is_admin_token
-from qrmi.gateway.metrics import ErrorCounter
+from qrmi.gateway.metrics import ErrorCounter, StatusBoard, exposition
 from qrmi.gateway.service import GatewayError, GatewayService
 from qrmi.gateway.store import JobRecord
 from qrmi.gateway.wire import ERROR_STATUS, error_body, payload_from_json
@@ -475,13 +476,17 @@ def _add_admin_routes(
 def _add_observability_routes(
     app: FastAPI, service: GatewayService, verifier: MungeVerifier, admin_hashes: frozenset[str]
 ) -> None:
-    """``GET /metrics`` for Prometheus and the read-only admin page ``/admin``."""
-    from qrmi.gateway import admin_page
-    from qrmi.gateway.metrics import StatusBoard, exposition
-
-    Admin = Annotated[None, Depends(_admin_dependency(verifier, admin_hashes))]
+    """``GET /metrics`` for Prometheus and the read-only admin page ``/admin``; both show the
+    QPUs' live status from one :class:`StatusBoard`."""
     board = StatusBoard(service)
-    sessions = admin_page.AdminSessions()
+    _add_metrics_route(app, service, board, _admin_dependency(verifier, admin_hashes))
+    _add_admin_page(app, service, board, admin_hashes)
+
+
+def _add_metrics_route(
+    app: FastAPI, service: GatewayService, board: StatusBoard, admin: Callable[..., None]
+) -> None:
+    Admin = Annotated[None, Depends(admin)]
 
     @app.get("/metrics", tags=["admin"], response_class=Response)
     def metrics(_: Admin) -> Response:
@@ -490,6 +495,12 @@ def _add_observability_routes(
         <admin token>``."""
         body, content_type = exposition(service, board)
         return Response(body, media_type=content_type)
+
+
+def _add_admin_page(
+    app: FastAPI, service: GatewayService, board: StatusBoard, admin_hashes: frozenset[str]
+) -> None:
+    sessions = admin_page.AdminSessions()
 
     def page(content: str, status: int = 200) -> HTMLResponse:
         return HTMLResponse(content, status_code=status, headers=admin_page.PAGE_HEADERS)
@@ -539,7 +550,13 @@ def _add_observability_routes(
         _same_origin(request)
         sessions.close(request.cookies.get(admin_page.SESSION_COOKIE))
         answer = RedirectResponse("/admin/login", status_code=303)
-        answer.delete_cookie(admin_page.SESSION_COOKIE, path="/admin")
+        answer.delete_cookie(
+            admin_page.SESSION_COOKIE,
+            path="/admin",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
         return answer
 
 
