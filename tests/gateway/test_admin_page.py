@@ -195,6 +195,34 @@ def test_hostile_names_are_escaped_as_text(gateway: LocalGateway, admin_token: s
     assert "&quot;&gt;&lt;img src=x onerror=&quot;window.__pwned=2&quot;&gt;" in page.text
 
 
+def test_a_paused_qpu_shows_its_reason_on_the_page_and_in_the_metrics(
+    gateway: LocalGateway, admin_token: str
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    paused = httpx.post(
+        f"{gateway.url}/v1/admin/qpus/emu2/pause",
+        json={"reason": "calibration <b>until 14:00</b>"},
+        headers=auth,
+    )
+
+    page = httpx.get(f"{gateway.url}/admin", headers=auth, timeout=30)
+    metrics = httpx.get(f"{gateway.url}/metrics", headers=auth, timeout=30)
+
+    assert paused.status_code == 200
+    row = page.text[page.text.index('<tr data-qpu="emu2">') :].split("</tr>")[0]
+    assert '<span class="badge paused">paused</span>' in row
+    assert "calibration &lt;b&gt;until 14:00&lt;/b&gt;" in row
+    states = {
+        sample.labels["status"]: sample.value
+        for family in text_string_to_metric_families(metrics.text)
+        for sample in family.samples
+        if sample.name == "qrmi_gateway_qpu_status" and sample.labels["qpu"] == "emu2"
+    }
+    assert states == {"online": 0, "offline": 0, "paused": 1, "unknown": 0}
+
+
 def test_the_days_shown_are_bounded(gateway: LocalGateway, admin_token: str) -> None:
     auth = {"Authorization": f"Bearer {admin_token}"}
 
@@ -392,7 +420,8 @@ def test_the_page_renders_in_chromium_after_a_login(
         chromium.until_loaded("Page.reload")
         hostile = chromium.evaluate(PAGE_FACTS)
     finally:
-        gateway.service.finish_job(job_id)  # type: ignore[union-attr]
+        assert gateway.service is not None
+        gateway.service.finish_job(job_id)  # stops the task left running
 
     assert at_login == "/admin/login"
     assert page["path"] == "/admin"
