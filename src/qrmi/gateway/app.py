@@ -8,6 +8,9 @@ Routes, all under ``/v1``:
 * ``/qpus/...``: the QRMI calls, with the job's token (``Authorization: Bearer``).
 * ``/admin/...``: root's MUNGE credential or an admin token.
 
+Outside ``/v1``: ``GET /metrics`` (Prometheus; root's MUNGE credential or an admin token) and the
+admin page ``/admin`` (an admin token, through a login form and a session cookie).
+
 Errors are always ``{"error": {"type", "message"}}`` with a status from
 :data:`qrmi.gateway.wire.ERROR_STATUS`; never a traceback. Bodies larger than
 ``max_body_bytes`` get 413 without being read; a client slower than ``body_timeout`` seconds
@@ -27,7 +30,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,7 +38,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from qrmi._version import __version__
 from qrmi.backends.base import poll_intervals
 from qrmi.errors import QrmiError
+from qrmi.gateway import admin_page
 from qrmi.gateway.auth import AuthError, MungeVerifier, body_digest, is_admin_token
+from qrmi.gateway.metrics import ErrorCounter, StatusBoard, exposition
 from qrmi.gateway.service import GatewayError, GatewayService
 from qrmi.gateway.store import JobRecord
 from qrmi.gateway.wire import ERROR_STATUS, error_body, payload_from_json
@@ -161,7 +166,9 @@ def create_app(
     _add_qpu_routes(app, service)
     _add_admin_routes(app, service, verifier, admin_hashes)
     _add_quota_routes(app, service, verifier, admin_hashes)
-    return _Guard(app, max_body_bytes=max_body_bytes, body_timeout=body_timeout)
+    _add_observability_routes(app, service, verifier, admin_hashes)
+    guarded = _Guard(app, max_body_bytes=max_body_bytes, body_timeout=body_timeout)
+    return ErrorCounter(guarded, service.metrics)
 
 
 def _lifespan(service: GatewayService, reap_interval: float) -> Callable[[FastAPI], Any]:
@@ -508,6 +515,111 @@ def _add_quota_routes(
             "rules": len(service.config.quotas),
             "over": [refusal.to_dict() for refusal in service.over_quota()],
         }
+
+
+def _add_observability_routes(
+    app: FastAPI, service: GatewayService, verifier: MungeVerifier, admin_hashes: frozenset[str]
+) -> None:
+    """``GET /metrics`` for Prometheus and the read-only admin page ``/admin``; both show the
+    QPUs' live status from one :class:`StatusBoard`."""
+    board = StatusBoard(service)
+    _add_metrics_route(app, service, board, _admin_dependency(verifier, admin_hashes))
+    _add_admin_page(app, service, board, admin_hashes)
+
+
+def _add_metrics_route(
+    app: FastAPI, service: GatewayService, board: StatusBoard, admin: Callable[..., None]
+) -> None:
+    Admin = Annotated[None, Depends(admin)]
+
+    @app.get("/metrics", tags=["admin"], response_class=Response)
+    def metrics(_: Admin) -> Response:
+        """Prometheus metrics (text format): tasks per QPU and state, queues, lanes, vendor
+        call latency, errors, quota refusals, jobs. Scrape with ``Authorization: Bearer
+        <admin token>``."""
+        body, content_type = exposition(service, board)
+        return Response(body, media_type=content_type)
+
+
+def _add_admin_page(
+    app: FastAPI, service: GatewayService, board: StatusBoard, admin_hashes: frozenset[str]
+) -> None:
+    sessions = admin_page.AdminSessions()
+
+    def page(content: str, status: int = 200) -> HTMLResponse:
+        return HTMLResponse(content, status_code=status, headers=admin_page.PAGE_HEADERS)
+
+    def logged_in(request: Request) -> bool:
+        token = _bearer(request.headers.get("authorization"))
+        if token is not None:
+            if admin_hashes and is_admin_token(token, admin_hashes):
+                return True
+            raise AuthError("the admin token is not valid")
+        return sessions.valid(request.cookies.get(admin_page.SESSION_COOKIE))
+
+    @app.get("/admin", include_in_schema=False)
+    def admin_home(request: Request, days: Annotated[int, Query(ge=1, le=90)] = 7) -> Response:
+        if not logged_in(request):
+            return RedirectResponse("/admin/login", status_code=303)
+        data = admin_page.gather(service, board, days=days, now=service.clock())
+        return page(admin_page.render_page(data))
+
+    @app.get("/admin/login", include_in_schema=False)
+    def login_form() -> HTMLResponse:
+        return page(admin_page.render_login())
+
+    @app.post("/admin/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        _same_origin(request)
+        token = _form_field(await request.body(), "token")
+        if not admin_hashes:
+            message = "this gateway has no admin token: start it with --admin-token-file"
+            return page(admin_page.render_login(message), 401)
+        if not token or not is_admin_token(token, admin_hashes):
+            return page(admin_page.render_login("That is not an admin token."), 401)
+        answer = RedirectResponse("/admin", status_code=303)
+        answer.set_cookie(
+            admin_page.SESSION_COOKIE,
+            sessions.open(),
+            max_age=int(sessions.lifetime),
+            path="/admin",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return answer
+
+    @app.post("/admin/logout", include_in_schema=False)
+    def logout(request: Request) -> Response:
+        _same_origin(request)
+        sessions.close(request.cookies.get(admin_page.SESSION_COOKIE))
+        answer = RedirectResponse("/admin/login", status_code=303)
+        answer.delete_cookie(
+            admin_page.SESSION_COOKIE,
+            path="/admin",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return answer
+
+
+def _same_origin(request: Request) -> None:
+    """Refuse a form posted from another site (browsers send ``Origin`` with every POST)."""
+    origin = request.headers.get("origin")
+    host = request.headers.get("host")
+    if origin is not None and origin.split("://", 1)[-1] != host:
+        raise AuthError("the form was posted from another site", status=403)
+
+
+def _form_field(body: bytes, name: str) -> str | None:
+    """One field of a small ``application/x-www-form-urlencoded`` body."""
+    from urllib.parse import parse_qs
+
+    if len(body) > 4096:
+        return None
+    values = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=4).get(name)
+    return values[0].strip() if values else None
 
 
 # ----- the ASGI guard in front of the application ------------------------------------------------

@@ -43,6 +43,7 @@ from qrmi.gateway.dispatch import (
     is_gateway_task,
     new_gateway_task_id,
 )
+from qrmi.gateway.metrics import GatewayMetrics, TimedResource
 from qrmi.gateway.store import JobRecord, OpenTask, QueuedTask, Store, UsageRecord
 from qrmi.gateway.usage import payload_facts, task_cost
 from qrmi.models import (
@@ -153,6 +154,8 @@ class GatewayService:
         #: The fair-share queue in front of QPUs with a gateway capacity (its thread is started
         #: by the application, and by the first task it holds).
         self.dispatcher = Dispatcher(self)
+        # Vendor call latency and errors, tasks started and ended: for /metrics.
+        self.metrics = GatewayMetrics()
 
     # ----- resources ---------------------------------------------------------------------------
 
@@ -177,7 +180,7 @@ class GatewayService:
         with self._lock:
             resource = self._shared.get(qpu)
             if resource is None:
-                resource = _build(rdef, {})
+                resource = _build(rdef, {}, self.metrics)
                 self._shared[qpu] = resource
             return resource
 
@@ -190,7 +193,7 @@ class GatewayService:
             return view
         leases = [lease for lease in self.store.leases(job.job_id) if lease.qpu == qpu]
         lease = next((item.token for item in leases if item.main), None)
-        view = _build(self.definition(qpu), self._job_settings(job, lease))
+        view = _build(self.definition(qpu), self._job_settings(job, lease), self.metrics)
         with self._lock:
             return self._views.setdefault((job.job_id, qpu), view)
 
@@ -314,7 +317,7 @@ class GatewayService:
     def _acquirer(self, job: JobRecord, qpu: str) -> QuantumResource:
         if self.type_string(qpu) not in JOB_SCOPED_TYPES:
             return self.shared(qpu)
-        view = _build(self.definition(qpu), self._job_settings(job, None))
+        view = _build(self.definition(qpu), self._job_settings(job, None), self.metrics)
         with self._lock:
             self._views[(job.job_id, qpu)] = view
         return view
@@ -642,14 +645,15 @@ class GatewayService:
             reported = None
         ended = self.clock()
         seconds, source = task_cost(reported, record.started, ended)
-        self.store.end_usage(
+        if self.store.end_usage(
             qpu,
             task_id,
             state=status.name,
             ended=ended,
             quantum_seconds=seconds,
             usage_source=source,
-        )
+        ):
+            self.metrics.task_ended(qpu, status.name)
 
     def _settle_usage(self, job_ids: set[str]) -> None:
         """Complete the open usage records of ended jobs whose tasks are now final."""
@@ -844,14 +848,15 @@ class GatewayService:
 
     def _close_usage(self, qpu: str, task_id: str, status: TaskStatus) -> None:
         """End a usage record the vendor cannot complete: it ran nothing the gateway knows of."""
-        self.store.end_usage(
+        if self.store.end_usage(
             qpu,
             task_id,
             state=status.name,
             ended=self.clock(),
             quantum_seconds=0.0,
             usage_source="gateway",
-        )
+        ):
+            self.metrics.task_ended(qpu, status.name)
 
     def stop_quietly(self, resource: QuantumResource, qpu: str, vendor_id: str) -> None:
         """Stop a vendor task no job wants any more (errors are logged)."""
@@ -975,10 +980,13 @@ class GatewayService:
         self.store.resume(qpu)
 
 
-def _build(rdef: ResourceDef, job_settings: Mapping[str, str]) -> QuantumResource:
-    """A backend from the admin's settings alone (never the gateway's own environment)."""
+def _build(
+    rdef: ResourceDef, job_settings: Mapping[str, str], metrics: GatewayMetrics
+) -> QuantumResource:
+    """A backend from the admin's settings alone (never the gateway's own environment), its
+    calls timed into ``metrics``."""
     settings = {**rdef.environment, **job_settings}
-    return QuantumResource(rdef.name, rdef.resource_type, config=settings, environ={})
+    return TimedResource(rdef.name, rdef.resource_type, config=settings, metrics=metrics)
 
 
 _SLURM_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
