@@ -432,7 +432,7 @@ def test_the_page_renders_in_chromium_after_a_login(
     assert "alice" in page["job"] and "physics" in page["job"] and running in page["job"]
     assert "Running" in page["job"] and "Completed" in page["job"]
     assert [entry.split()[0] for entry in page["legend"]] == ["physics", "chemistry"]
-    assert page["bars"] == 7  # one per account and day with QPU time
+    assert page["bars"] == 9  # one per account and day with QPU time: 7 past, 2 today (live)
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
     (tmp_path / "admin-page.png").write_bytes(png)
     keep = os.environ.get("QRMI_ADMIN_SCREENSHOT")  # e.g. docs/admin-page.png, for the docs
