@@ -4,12 +4,16 @@ Usage (argv comes from ``spank_qrmi.so``; users never run this)::
 
     python -I -m qrmi.slurm.helper acquire --config C --state-dir D --job J --step S --uid U
         --job-nodes N --qpu NAMES [--inherited NAMES] [--own-allocation] [--timeout SECONDS]
+        [--time-limit LIMIT --licenses LICENSES]
     python -I -m qrmi.slurm.helper release --config C --state-dir D --job J [--lock-fd FD]
     python -I -m qrmi.slurm.helper epilog  --config C --state-dir D     # job id: $SLURM_JOB_ID
 
 Every setting comes from the admin's config (``--config``); the helper reads nothing the job's
 user set (no stdin, a clean environment from the shim, resources built with ``environ={}``),
-and asks slurmctld which QPU licenses the job was granted. Output, one line each, is the
+and checks the QPUs against the licenses slurmctld granted the job: the shim (root) asks
+slurmctld for the job's time limit and licenses and passes them as ``--time-limit`` (squeue's
+``%l``: minutes, ``[days-]hours:minutes:seconds`` or UNLIMITED) and ``--licenses`` (squeue's
+``%W``); without them the helper runs ``squeue`` itself. Output, one line each, is the
 shim's protocol: ``setenv KEY=VALUE``,
 ``info MESSAGE``, ``error MESSAGE``, ``release-at-exit``. Exit status 0 means success.
 
@@ -260,6 +264,29 @@ def check_licenses(job_id: str, names: Sequence[str], granted: dict[str, int]) -
         )
 
 
+class GivenJobRecord:
+    """The job's record as the shim read it from slurmctld (``--time-limit``, ``--licenses``)."""
+
+    def __init__(self, time_limit: str, licenses: str) -> None:
+        self.text = f"{time_limit}|{licenses}"
+
+    def record(self) -> JobRecord:
+        """The job's record (the same parser as squeue's answer).
+
+        Raises:
+            InvalidInputError: the time limit is not a Slurm time limit.
+        """
+        return parse_job_record(self.text)
+
+
+def _record_source(args: Args) -> GivenJobRecord | JobRecordQuery:
+    """The shim's record when it passed one (no squeue process on the step's critical path),
+    else a squeue call started at once."""
+    if args.time_limit is not None and args.licenses is not None:
+        return GivenJobRecord(args.time_limit, args.licenses)
+    return JobRecordQuery(args.job)
+
+
 def _lifecycle(args: Args) -> JobLifecycle:
     from qrmi.config import Config
     from qrmi.lifecycle import JobLifecycle, JobStateStore
@@ -328,7 +355,7 @@ def cmd_acquire(args: Args) -> int:
     plan = _step_plan(args, names)
     if plan == "inherit":
         return 0
-    query = JobRecordQuery(args.job)
+    query = _record_source(args)
     lifecycle = _lifecycle(args)
     definitions = resolve(lifecycle.config, names)  # an unknown name first: it lists the known
     site = gateway_site(definitions)
@@ -409,6 +436,8 @@ class Args:
         self.job_nodes = 1
         self.inherited: str | None = None
         self.own_allocation = False
+        self.time_limit: str | None = None
+        self.licenses: str | None = None
         self.lock_fd: int | None = None
 
 
@@ -417,6 +446,7 @@ _COMMON_OPTIONS = {"--config": "str", "--state-dir": "str", "--job": "str", "--t
 _COMMON_OPTIONS["--log"] = "flag"  # output goes to a log file (timestamps)
 _ACQUIRE_OPTIONS = {"--step": "str", "--uid": "int", "--qpu": "str", "--job-nodes": "int"}
 _ACQUIRE_OPTIONS.update({"--inherited": "str", "--own-allocation": "flag"})
+_ACQUIRE_OPTIONS.update({"--time-limit": "str", "--licenses": "str"})  # from the shim
 _RELEASE_OPTIONS = {"--lock-fd": "int"}  # the job's lock, taken by the shim (see the shim)
 _REQUIRED = {"acquire": ("--job", "--step", "--uid", "--qpu"), "release": ("--job",), "epilog": ()}
 
