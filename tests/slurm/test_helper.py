@@ -318,6 +318,18 @@ def test_the_helper_starts_without_heavy_imports(helper: Helper) -> None:
     assert not imported & set(HEAVY)
 
 
+def test_the_helper_module_loads_neither_typing_nor_dataclasses() -> None:
+    """They load later, once ``__main__`` has turned the garbage collector off."""
+    code = (
+        "import sys, qrmi.slurm.helper\n"
+        "print('typing' in sys.modules, 'dataclasses' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "False"]
+
+
 def test_an_emulator_step_imports_neither_argparse_nor_the_emulator_worker(
     helper: Helper, tmp_path: Path
 ) -> None:
