@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from qrmi.backends.local_emulator.backend import default_state_dir
-from qrmi.testing.slurm_cluster import ClusterUnavailable, SlurmCluster
+from qrmi.testing.slurm_cluster import ClusterUnavailable, SlurmCluster, find_checkout
 
 
 def timed(cluster: SlurmCluster, args: list[str]) -> float:
@@ -183,6 +183,12 @@ def load_summary(loads: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="timed runs of each (default 30)")
+    parser.add_argument(
+        "--steps-only",
+        action="store_true",
+        help="only the srun rounds; to compare two checkouts, run this file with each one's "
+        "Python (the cluster's shim and helper come from the checkout that Python imports)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="qrmi-slurm-bench-", dir="/tmp"))  # runs may overlap
     root.chmod(0o755)
@@ -191,6 +197,7 @@ def main() -> int:
         started = time.perf_counter()
         cluster.start()
         print(f"cluster up in {time.perf_counter() - started:.2f} s ({len(cluster.nodes)} nodes)")
+        print(f"checkout: {find_checkout()}")
         print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
         samples = measure(cluster, args.runs)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
@@ -200,6 +207,8 @@ def main() -> int:
         print(summary("srun --qpu=emu1 true back-to-back", samples["b2b"]))
         print(added("added by --qpu, free license", samples["free"], samples["plain"]))
         print(added("added by --qpu, back-to-back", samples["b2b"], samples["plain"]))
+        if args.steps_only:
+            return 0
         for name, (wall, cpu) in helper_cost(cluster, min(args.runs, 20)).items():
             print(summary(f"helper {name} (wall)", wall))
             print(summary(f"helper {name} (CPU)", cpu))
