@@ -331,7 +331,8 @@ def _step_plan(args: Args, names: list[str]) -> str:
 
 def _import_backends(definitions: Sequence[ResourceDef]) -> None:
     """Import the QPUs' backend modules now, so that the import overlaps with the squeue call
-    (a failure is left to the acquisition, which reports it with the QPU's name)."""
+    when there is one (a failure is left to the acquisition, which reports it with the QPU's
+    name)."""
     from qrmi.lifecycle import type_string
     from qrmi.registry import backend_class
 
@@ -365,9 +366,9 @@ def cmd_acquire(args: Args) -> int:
     definitions = resolve(lifecycle.config, names)  # an unknown name first: it lists the known
     site = gateway_site(definitions)
     if site is None:
-        _import_backends(definitions)  # while squeue runs
+        _import_backends(definitions)  # while squeue runs, if it does
     else:
-        import qrmi.gateway.client  # noqa: F401  (while squeue runs)
+        import qrmi.gateway.client  # noqa: F401  (while squeue runs, if it does)
     record = query.record()
     check_licenses(args.job, names, record.licenses)
     ctx = JobContext(args.job, args.uid, record.time_limit_seconds)
