@@ -2,7 +2,8 @@
 
 That script starts a throwaway Slurm cluster (root and Debian's Slurm packages needed) and
 times ``srun true`` against ``srun --qpu=emu true`` (free license) and back-to-back jobs on a
-1-license QPU, and a step inside a batch job with and without ``--qpu``. This module runs it,
+1-license QPU, and a step inside a batch job with and without ``--qpu``, with the load average
+during the runs. This module runs it,
 reads its summary lines, and records "skipped: reason" when it cannot run here. (The
 reference's Slurm side is a C SPANK plugin on a real cluster; it is not compared here.)
 
@@ -95,9 +96,11 @@ def run(ctx: Context) -> dict[str, object]:
             ),
             f"{SCRIPT.name} prints summaries, not samples: the ratios have no interval.",
             "The QPUs are local emulators configured as the admin guide says "
-            '(`"environment": {}`, 1-2 licenses, no store made beforehand); their acquire and '
-            "release are SQLite writes: against a vendor the acquire/release calls' own "
+            '(`"environment": {}`, one license each, no store made beforehand); their acquire '
+            "and release are SQLite writes: against a vendor the acquire/release calls' own "
             "latency comes on top.",
+            "added by --qpu: the median over rounds of the --qpu run minus the same round's "
+            "`srun true`.",
         ],
     )
 

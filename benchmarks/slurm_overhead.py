@@ -3,18 +3,26 @@
 All run on the same throwaway Slurm cluster (``qrmi.testing.slurm_cluster``, needs root and
 Debian's Slurm packages) in the same run, interleaved, as an unprivileged user, with the admin
 guide's emulator configuration: ``"environment": {}`` (the helper makes the emulator's store
-itself; nothing is created beforehand) and one or two licenses per QPU. Two cases:
+itself; nothing is created beforehand) and one license per QPU (what ``qrmi slurm licenses``
+writes by default). Each round runs, one after the other: ``srun true``, ``srun --qpu=emu
+true`` and twice ``srun --qpu=emu1 true``. Two cases:
 
-* free licenses: ``emu`` has 2 licenses and each job runs alone, so no job waits for one;
-* back to back on a 1-license QPU: ``emu1`` has 1 license and the timed job is submitted the
-  moment the previous ``emu1`` job returned, so it may wait for slurmctld to free the license.
+* free license: ``emu`` was last used a round earlier, so its license is free and no job
+  waits for one (``srun true`` and this run each start 0.3 s after the previous job, once its
+  detached release is done);
+* back to back on a 1-license QPU: the second ``emu1`` job is submitted the moment the first
+  one returned, so it may wait for slurmctld to free the license.
 
-``srun --qpu`` pays one helper run to acquire (Python start, config, one ``squeue`` for the
-job's time limit and licenses, acquire, state file) and one, detached, to release (it holds
-the job's lock from before Python starts, so the Epilog waits for it instead of starting a
-third Python). Also
-measured: a step launched inside a ``--qpu`` batch job, which inherits the job's variables
-without running the helper.
+"added" is the median over rounds of (``--qpu`` time - ``srun true`` time of the same round),
+which follows the machine's load better than a difference of two medians (both printed).
+
+``srun --qpu`` pays one helper run to acquire (Python start, config, acquire, state file; the
+shim passes the job's time limit and licenses, read with one ``slurm_load_job`` call, so no
+``squeue`` runs) and one, detached, to release (it holds the job's lock from before Python
+starts, so the Epilog waits for it instead of starting a third Python). Also measured: the
+helper alone, as the shim runs it (wall and CPU time; and with the ``squeue`` fallback), and a
+step launched inside a ``--qpu`` batch job, which inherits the job's variables without running
+the helper. The load average is sampled every round: the machine may be shared.
 
     sudo .venv/bin/python benchmarks/slurm_overhead.py [--runs 30]
 """
@@ -33,7 +41,7 @@ import time
 from pathlib import Path
 
 from qrmi.backends.local_emulator.backend import default_state_dir
-from qrmi.testing.slurm_cluster import ClusterUnavailable, SlurmCluster
+from qrmi.testing.slurm_cluster import ClusterUnavailable, SlurmCluster, find_checkout
 
 
 def timed(cluster: SlurmCluster, args: list[str]) -> float:
@@ -85,7 +93,13 @@ def helper_cost(cluster: SlurmCluster, runs: int) -> dict[str, tuple[list[float]
     base = [str(cluster.python), "-I", "-m", "qrmi.slurm.helper"]
     common = ["--config", str(cluster.config_path), "--state-dir", str(state), "--job", str(job)]
     acquire = [*base, "acquire", *common, "--step", "0", "--uid", "0", "--qpu", FREE]
-    commands = {"acquire": [*acquire, "--own-allocation"], "release": [*base, "release", *common]}
+    acquire.append("--own-allocation")
+    from_shim = ["--time-limit", "UNLIMITED", "--licenses", f"{FREE}:1"]  # as the shim passes
+    commands = {
+        "acquire": [*acquire, *from_shim],
+        "acquire, squeue fallback": acquire,
+        "release": [*base, "release", *common],
+    }
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
     env["SLURM_CONF"] = str(cluster.slurm_conf)
     costs: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in commands}
@@ -109,7 +123,7 @@ def helper_cost(cluster: SlurmCluster, runs: int) -> dict[str, tuple[list[float]
     return costs
 
 
-#: The QPUs of the run: (name, licenses); the names are unique to this benchmark because the
+#: The QPUs of the run (one license each); the names are unique to this benchmark because the
 #: guide's ``"environment": {}`` puts the emulator's store under root's home.
 FREE, SINGLE = "qrmibench-emu", "qrmibench-emu1"
 
@@ -123,11 +137,19 @@ def guide_config() -> dict[str, object]:
     }
 
 
+#: A pause before ``srun true`` and ``srun --qpu=emu true``, so that neither is timed while the
+#: detached release of the job before it still runs (it would slow one side only).
+SETTLE_SECONDS = 0.3
+
+
 def measure(cluster: SlurmCluster, runs: int) -> dict[str, list[float]]:
-    """Interleaved rounds (round 0 is a warm-up): plain, free license, back to back."""
-    samples: dict[str, list[float]] = {"plain": [], "free": [], "b2b": []}
+    """Interleaved rounds (round 0 is a warm-up): plain, free license, back to back; and the
+    1-minute load average after each round."""
+    samples: dict[str, list[float]] = {"plain": [], "free": [], "b2b": [], "load": []}
     for i in range(runs + 1):
+        time.sleep(SETTLE_SECONDS)
         plain = timed(cluster, ["srun", "true"])
+        time.sleep(SETTLE_SECONDS)
         free = timed(cluster, ["srun", f"--qpu={FREE}", "true"])
         timed(cluster, ["srun", f"--qpu={SINGLE}", "true"])
         b2b = timed(cluster, ["srun", f"--qpu={SINGLE}", "true"])  # right after the last one
@@ -135,34 +157,58 @@ def measure(cluster: SlurmCluster, runs: int) -> dict[str, list[float]]:
             samples["plain"].append(plain)
             samples["free"].append(free)
             samples["b2b"].append(b2b)
+            samples["load"].append(os.getloadavg()[0])
     return samples
 
 
 def added(label: str, samples: list[float], baseline: list[float]) -> str:
+    """The median of the per-round differences (and the difference of the medians)."""
+    paired = statistics.median(s - b for s, b in zip(samples, baseline, strict=True))
     delta = statistics.median(samples) - statistics.median(baseline)
     ratio = statistics.median(samples) / statistics.median(baseline)
-    return f"{label:32} {delta * 1000:+7.1f} ms   ratio {ratio:5.2f}"
+    return (
+        f"{label:32} {paired * 1000:+7.1f} ms   ratio {ratio:5.2f}   "
+        f"(difference of the medians {delta * 1000:+.1f} ms)"
+    )
+
+
+def load_summary(loads: list[float]) -> str:
+    ordered = sorted(loads)
+    return (
+        f"load average during the runs: median {statistics.median(ordered):.2f}, "
+        f"min {ordered[0]:.2f}, max {ordered[-1]:.2f} ({os.cpu_count()} CPUs)"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="timed runs of each (default 30)")
+    parser.add_argument(
+        "--steps-only",
+        action="store_true",
+        help="only the srun rounds; to compare two checkouts, run this file with each one's "
+        "Python (the cluster's shim and helper come from the checkout that Python imports)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="qrmi-slurm-bench-", dir="/tmp"))  # runs may overlap
     root.chmod(0o755)
-    cluster = SlurmCluster(guide_config(), root=root, licenses={FREE: 2, SINGLE: 1})
+    cluster = SlurmCluster(guide_config(), root=root)  # one license per QPU, as the guide
     try:
         started = time.perf_counter()
         cluster.start()
         print(f"cluster up in {time.perf_counter() - started:.2f} s ({len(cluster.nodes)} nodes)")
+        print(f"checkout: {find_checkout()}")
         print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
         samples = measure(cluster, args.runs)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
+        print(load_summary(samples["load"]))
         print(summary("srun true", samples["plain"]))
         print(summary("srun --qpu=emu true", samples["free"]))
         print(summary("srun --qpu=emu1 true back-to-back", samples["b2b"]))
         print(added("added by --qpu, free license", samples["free"], samples["plain"]))
         print(added("added by --qpu, back-to-back", samples["b2b"], samples["plain"]))
+        if args.steps_only:
+            return 0
         for name, (wall, cpu) in helper_cost(cluster, min(args.runs, 20)).items():
             print(summary(f"helper {name} (wall)", wall))
             print(summary(f"helper {name} (CPU)", cpu))

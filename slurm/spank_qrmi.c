@@ -7,7 +7,9 @@
  *   - in slurmstepd (remote context) runs the helper as root with a clean environment, argv,
  *     a timeout and a process-group kill, and imports the KEY=VALUE lines it prints; nothing
  *     the job's user set (environment, files) is passed to the helper: it takes every setting
- *     from the admin's config and asks slurmctld what the job was granted;
+ *     from the admin's config, and what the job was granted (time limit, licenses) from
+ *     slurmctld: the shim asks with slurm_load_job, whose symbol slurmstepd already has, and
+ *     passes the answer on; where that fails, the helper runs squeue itself;
  *   - defers every error to slurm_spank_task_init, because an error returned earlier in the
  *     batch step DRAINS the node and reports the job COMPLETED;
  *   - starts "helper release" (detached) when the step that acquired ends, if the helper said so,
@@ -15,7 +17,8 @@
  *     rather than starting a second Python).
  *
  * Only the stable SPANK API is used and libslurm is not linked: the symbols resolve in the
- * host process.  plugstack.conf arguments:
+ * host process (slurm_load_job is looked up with dlsym, and is optional).  plugstack.conf
+ * arguments:
  *   config=/etc/slurm/qrmi_config.json  python=/usr/bin/python3  timeout=30
  *   state_dir=/var/lib/qrmi-slurm
  *
@@ -27,6 +30,7 @@
  *   anything else        logged with slurm_info (e.g. a Python traceback)
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -43,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <slurm/slurm.h>
 #include <slurm/spank.h>
 
 SPANK_PLUGIN(qrmi, 1);
@@ -57,6 +62,7 @@ SPANK_PLUGIN(qrmi, 1);
 #define QPU_MAX 1024
 #define OUTPUT_MAX 65536
 #define ERRORS_MAX 4096
+#define LICENSES_MAX 4096
 #define SRUN_MARKER "QRMI_SLURM_OWN_ALLOCATION"
 
 static char *qpu_value;
@@ -290,13 +296,16 @@ static void apply_line(spank_t sp, char *line, int import_env)
 	}
 }
 
-/* Runs "python -I -m qrmi.slurm.helper EVENT ARGS..."; returns 0 when it succeeded. */
-static int run_helper(spank_t sp, const char *event, char **args, int import_env)
+/*
+ * Runs "python -I -m qrmi.slurm.helper EVENT ARGS..." until DEADLINE; returns 0 when it
+ * succeeded.
+ */
+static int run_helper(spank_t sp, const char *event, char **args, int import_env,
+		      double deadline)
 {
 	static char output[OUTPUT_MAX];
 	char *argv[40] = { (char *)opt_python, "-I", "-m", "qrmi.slurm.helper", (char *)event };
 	size_t argc = 5;
-	double deadline = now() + opt_timeout;
 	int io[2], status, timed_out = 0, errors_before = deferred[0] != '\0';
 	char *line, *save = NULL;
 	pid_t pid;
@@ -354,13 +363,77 @@ static void fmt_u32(char *buf, size_t len, uint32_t v)
 	snprintf(buf, len, "%u", v);
 }
 
+typedef int (*load_job_fn)(job_info_msg_t **resp, uint32_t job_id, uint16_t show_flags);
+typedef void (*free_job_fn)(job_info_msg_t *msg);
+
+/* A field fit for the record line: no separator, no control character, at most max bytes. */
+static int plain_field(const char *text, size_t max)
+{
+	size_t i;
+
+	if (text == NULL)
+		return 1;
+	for (i = 0; text[i]; i++)
+		if (i >= max || text[i] == '|' || (unsigned char)text[i] < 0x20)
+			return 0;
+	return 1;
+}
+
+/*
+ * The job's record from slurmctld, in the form of squeue's "%l|%W|%S|%u|%a|%P" that the helper
+ * parses: time limit (minutes, UNLIMITED or NOT_SET), licenses, start time (local time, as
+ * squeue prints it: it tells one run of a requeued job from the next), an empty user (the
+ * helper names the uid itself), account and partition (for usage records). One RPC with
+ * slurmstepd's own libslurm instead of the helper starting squeue (a process that loads
+ * libslurm and its plugins, on the step's critical path). Returns 0, or -1 when the answer is
+ * not at hand (the symbols are missing, the RPC failed, a field does not fit): the helper then
+ * asks squeue itself.
+ */
+static int load_job_record(uint32_t job_id, char *record, size_t record_len)
+{
+	load_job_fn load = (load_job_fn)dlsym(RTLD_DEFAULT, "slurm_load_job");
+	free_job_fn release = (free_job_fn)dlsym(RTLD_DEFAULT, "slurm_free_job_info_msg");
+	job_info_msg_t *msg = NULL;
+	slurm_job_info_t *job = NULL;
+	char limit[16], start[32] = "N/A";
+	struct tm tm;
+	uint32_t i;
+	int rc = -1, written;
+
+	if (load == NULL || release == NULL || load(&msg, job_id, SHOW_ALL) != 0 || msg == NULL)
+		return -1;
+	for (i = 0; i < msg->record_count && job == NULL; i++)
+		if (msg->job_array[i].job_id == job_id)
+			job = &msg->job_array[i];
+	if (job != NULL && plain_field(job->licenses, LICENSES_MAX) &&
+	    plain_field(job->account, 64) && plain_field(job->partition, 64)) {
+		if (job->time_limit == INFINITE)
+			snprintf(limit, sizeof(limit), "UNLIMITED");
+		else if (job->time_limit == NO_VAL)
+			snprintf(limit, sizeof(limit), "NOT_SET");
+		else
+			fmt_u32(limit, sizeof(limit), job->time_limit);
+		if (job->start_time > 0 && localtime_r(&job->start_time, &tm) != NULL)
+			strftime(start, sizeof(start), "%Y-%m-%dT%H:%M:%S", &tm);
+		written = snprintf(record, record_len, "%s|%s|%s||%s|%s", limit,
+				   job->licenses ? job->licenses : "", start,
+				   job->account ? job->account : "",
+				   job->partition ? job->partition : "");
+		rc = written > 0 && (size_t)written < record_len ? 0 : -1;
+	}
+	release(msg);
+	return rc;
+}
+
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
 	char job[16], step[16], uid_s[16], nodes[16], timeout[16], inherited[QPU_MAX], marker[8];
-	char *args[24];
+	char record[LICENSES_MAX + 256];
+	char *args[28];
 	uint32_t job_id = 0, step_id = 0, nnodes = 0;
 	uid_t uid = 0;
-	int n = 0;
+	double deadline = now() + opt_timeout;
+	int n = 0, inherits = 0;
 
 	(void)ac;
 	(void)av;
@@ -394,16 +467,23 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	args[n++] = "--job-nodes"; args[n++] = nodes;
 	args[n++] = "--qpu";       args[n++] = qpu_value;
 	args[n++] = "--timeout";   args[n++] = timeout;
-	snprintf(timeout, sizeof(timeout), "%d", opt_timeout);
 	if (spank_getenv(sp, "QRMI_JOB_QPU_RESOURCES", inherited, sizeof(inherited)) ==
 	    ESPANK_SUCCESS) {
 		args[n++] = "--inherited";
 		args[n++] = inherited;
+		inherits = step_id != SLURM_BATCH_SCRIPT; /* the helper acquires nothing */
 	}
 	if (spank_getenv(sp, SRUN_MARKER, marker, sizeof(marker)) == ESPANK_SUCCESS)
 		args[n++] = "--own-allocation";
+	if (!inherits &&
+	    load_job_record(job_id, record, sizeof(record)) == 0) {
+		args[n++] = "--job-record"; args[n++] = record;
+	}
 	args[n] = NULL;
-	run_helper(sp, "acquire", args, 1);
+	/* the RPC's time counts against timeout= too (the step never waits longer for us), and
+	 * the helper learns what is left, so that its own deadline still comes before our kill */
+	snprintf(timeout, sizeof(timeout), "%d", (int)(deadline - now() + 0.5));
+	run_helper(sp, "acquire", args, 1, deadline);
 	return 0; /* never fail here: it would drain the node (see slurm_spank_task_init) */
 }
 

@@ -317,11 +317,11 @@ def gateway_site(definitions: Sequence[ResourceDef]) -> GatewaySite | None:
 
 
 def _site_of(rdef: ResourceDef) -> GatewaySite | None:
-    from qrmi.gateway.client import split_gateway_urls
-
     url = rdef.environment.get(GATEWAY_URL_KEY, "").strip()
     if not url:
         return None
+    from qrmi.gateway.wire import split_gateway_urls  # light: direct mode never loads httpx
+
     try:
         urls = split_gateway_urls(url)
     except ConfigError:

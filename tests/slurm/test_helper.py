@@ -147,6 +147,34 @@ def test_an_unlimited_job_gets_the_documented_infinity(helper: Helper, limit: st
     assert setenv_lines(result.stdout)["a_QRMI_JOB_TIMEOUT_SECONDS"] == "4294967295"
 
 
+def test_the_record_the_shim_passes_replaces_squeue(helper: Helper) -> None:
+    result = helper.acquire(
+        "--step", "batch", "--qpu", "a", "--job-record", "90|a:1|2026-12-01T07:00:00||phys|qpu"
+    )
+    assert result.returncode == 0, result.stdout
+    assert setenv_lines(result.stdout)["a_QRMI_JOB_TIMEOUT_SECONDS"] == "5400"
+    assert not helper.squeue_calls.exists()
+    assert helper.events("a") == ["acquire"]
+
+
+@pytest.mark.parametrize("limit", ["UNLIMITED", "NOT_SET", "525600"])
+def test_an_unlimited_job_from_the_shim_gets_the_documented_infinity(
+    helper: Helper, limit: str
+) -> None:
+    extra = ("--job-record", f"{limit}|a:1")  # 525600 minutes: backfill's year
+    result = helper.acquire("--step", "batch", "--qpu", "a", *extra)
+    assert setenv_lines(result.stdout)["a_QRMI_JOB_TIMEOUT_SECONDS"] == "4294967295"
+
+
+def test_the_licenses_the_shim_passes_are_checked(helper: Helper) -> None:
+    extra = ("--job-record", "5|b:1|N/A||phys|qpu")
+    result = helper.acquire("--step", "batch", "--qpu", "a,b", *extra)
+    assert result.returncode == 1
+    assert "holds no license for QPU a (its licenses: b:1)" in result.stdout
+    assert helper.events("a") == helper.events("b") == []
+    assert not helper.squeue_calls.exists()
+
+
 def test_a_config_value_with_a_line_break_holds_nothing(helper: Helper) -> None:
     config = json.loads(helper.config.read_text())
     config["resources"][1]["environment"]["QRMI_LEDGER_NOTE"] = "two\nlines"
@@ -289,6 +317,18 @@ def test_the_helper_starts_without_heavy_imports(helper: Helper) -> None:
     assert not imported & set(HEAVY)
 
 
+def test_the_helper_module_loads_neither_typing_nor_dataclasses() -> None:
+    """They load later, once ``__main__`` has turned the garbage collector off."""
+    code = (
+        "import sys, qrmi.slurm.helper\n"
+        "print('typing' in sys.modules, 'dataclasses' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "False"]
+
+
 def test_an_emulator_step_imports_neither_argparse_nor_the_emulator_worker(
     helper: Helper, tmp_path: Path
 ) -> None:
@@ -308,6 +348,7 @@ def test_an_emulator_step_imports_neither_argparse_nor_the_emulator_worker(
     assert (store / "tasks.sqlite3").exists()  # the lease went to the emulator's store
     for command, modules in imported.items():
         unwanted = {"argparse", "multiprocessing", "qrmi.backends.local_emulator.worker"}
+        unwanted |= {"uuid", "platform"}  # ~2 ms of every step (qrmi._uuid instead)
         assert not modules & unwanted, command
 
 

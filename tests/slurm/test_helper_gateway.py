@@ -269,3 +269,38 @@ def test_check_accepts_a_gateway_entry_and_warns_of_credentials_left_in_it(
     assert len(warnings) == 1 and "QPU b is in gateway mode" in warnings[0], text
     assert "QRMI_X_APIKEY" in warnings[0] and SECRET not in text
     assert "served by the QRMI gateway at https://qpu-gw.example.org:8443" in text
+
+
+def test_the_job_start_names_the_user_account_and_partition_slurm_has(
+    tmp_path: Path, gateway: LocalGateway, munge: MungeDaemon
+) -> None:
+    helper = gateway_helper(tmp_path, gateway.url, munge)
+    record = "90|a:1|2026-12-01T07:00:00||physics|qpu"  # the shim's, from slurm_load_job
+
+    started = helper.run(
+        "acquire", "--job", "42", "--uid", "0", "--step", "batch", "--qpu", "a",
+        "--job-record", record, "--timeout", "20",
+    )  # fmt: skip
+
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert gateway.service is not None
+    job = gateway.service.store.job("42")
+    assert job is not None
+    assert (job.user_name, job.account, job.partition) == ("root", "physics", "qpu")
+    assert job.run_id == "2026-12-01T07:00:00"
+    assert helper.run("release", "--job", "42", "--timeout", "20").returncode == 0
+
+
+def test_a_name_the_gateway_would_refuse_is_left_out_not_fatal(
+    tmp_path: Path, gateway: LocalGateway, munge: MungeDaemon
+) -> None:
+    helper = gateway_helper(tmp_path, gateway.url, munge)
+    helper.set_squeue("echo '1:30:00|a:1|N/A|bob|acct,with,commas|qpu'")
+
+    started = helper.acquire("--step", "batch", "--qpu", "a", "--timeout", "20")
+
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert gateway.service is not None
+    job = gateway.service.store.job("42")
+    assert job is not None and (job.user_name, job.account) == ("bob", None)
+    assert helper.run("release", "--job", "42", "--timeout", "20").returncode == 0

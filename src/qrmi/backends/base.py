@@ -13,10 +13,10 @@ import abc
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import ClassVar
 
+from qrmi._uuid import uuid4_text
 from qrmi.config import Settings
 from qrmi.errors import TaskNotReadyError, TaskTimeoutError, UnsupportedPayloadError
 from qrmi.models import (
@@ -129,7 +129,7 @@ class Backend(abc.ABC):
         The default, for vendors without leases, returns a fresh UUID.
         """
         logger.debug("%s has no leases; issuing a local acquisition token", self.resource_id)
-        return str(uuid.uuid4())
+        return uuid4_text()
 
     def release(self, token: str) -> None:
         """End the lease named by ``token``. Must be idempotent. The default does nothing."""

@@ -105,7 +105,7 @@ class GatewayBackend(Backend):
                 f"resource {resource_id!r} is not set up for the QRMI gateway: "
                 f"{settings.env_name(TOKEN_KEY)} and {URL_KEY} must both be set"
             )
-        from qrmi.gateway.client import split_gateway_urls
+        from qrmi.gateway.wire import split_gateway_urls
 
         urls, token = found
         self.urls = split_gateway_urls(urls)

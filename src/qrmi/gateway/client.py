@@ -27,9 +27,9 @@ from typing import Any
 
 import httpx
 
-from qrmi.errors import ConfigError, QrmiError, ServiceError, ServiceUnavailableError
+from qrmi.errors import QrmiError, ServiceError, ServiceUnavailableError
 from qrmi.gateway.auth import MUNGE_HEADER, munge_binding
-from qrmi.gateway.wire import error_class
+from qrmi.gateway.wire import error_class, split_gateway_urls
 
 __all__ = [
     "GatewayUnavailableError",
@@ -43,7 +43,6 @@ __all__ = [
 DEFAULT_DEADLINE = 30.0
 #: Longest wait for a TCP connection to one replica before trying the next.
 _CONNECT_SECONDS = 5.0
-_MAX_URLS = 16
 
 
 class GatewayUnavailableError(ServiceUnavailableError):
@@ -161,23 +160,6 @@ def admin_request(
         deadline=deadline,
         admin_token=admin_token,
     )
-
-
-def split_gateway_urls(text: str) -> list[str]:
-    """The gateway addresses of a ``QRMI_GATEWAY_URL`` value: one URL, or replicas separated by
-    commas, tried in that order.
-
-    Raises:
-        ConfigError: an entry is not an http:// or https:// URL, or none is given.
-    """
-    urls = [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
-    bad = [u for u in urls if not u.startswith(("http://", "https://")) or " " in u]
-    if not urls or bad or len(urls) > _MAX_URLS:
-        raise ConfigError(
-            f"QRMI_GATEWAY_URL={text!r} must be the gateway's base URL, or up to {_MAX_URLS} "
-            "replicas' URLs separated by commas, e.g. https://gw1:8443,https://gw2:8443"
-        )
-    return urls
 
 
 def _root_call(

@@ -22,6 +22,7 @@ __all__ = [
     "error_class",
     "payload_from_json",
     "payload_to_json",
+    "split_gateway_urls",
 ]
 
 #: HTTP status of each error type the gateway answers with (anything else: 502).
@@ -146,3 +147,24 @@ def error_class(kind: str) -> type[errors.QrmiError]:
     if kind in ("RequestTimeout", "StoreUnavailableError"):
         return errors.ServiceUnavailableError
     return errors.ServiceError
+
+
+#: At most this many gateway replicas in one ``QRMI_GATEWAY_URL``.
+_MAX_URLS = 16
+
+
+def split_gateway_urls(text: str) -> list[str]:
+    """The gateway addresses of a ``QRMI_GATEWAY_URL`` value: one URL, or replicas separated by
+    commas, tried in that order.
+
+    Raises:
+        ConfigError: an entry is not an http:// or https:// URL, or none is given.
+    """
+    urls = [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
+    bad = [u for u in urls if not u.startswith(("http://", "https://")) or " " in u]
+    if not urls or bad or len(urls) > _MAX_URLS:
+        raise errors.ConfigError(
+            f"QRMI_GATEWAY_URL={text!r} must be the gateway's base URL, or up to {_MAX_URLS} "
+            "replicas' URLs separated by commas, e.g. https://gw1:8443,https://gw2:8443"
+        )
+    return urls

@@ -4,12 +4,16 @@ Usage (argv comes from ``spank_qrmi.so``; users never run this)::
 
     python -I -m qrmi.slurm.helper acquire --config C --state-dir D --job J --step S --uid U
         --job-nodes N --qpu NAMES [--inherited NAMES] [--own-allocation] [--timeout SECONDS]
+        [--job-record 'LIMIT|LICENSES|START|USER|ACCOUNT|PARTITION']
     python -I -m qrmi.slurm.helper release --config C --state-dir D --job J [--lock-fd FD]
     python -I -m qrmi.slurm.helper epilog  --config C --state-dir D     # job id: $SLURM_JOB_ID
 
 Every setting comes from the admin's config (``--config``); the helper reads nothing the job's
 user set (no stdin, a clean environment from the shim, resources built with ``environ={}``),
-and asks slurmctld which QPU licenses the job was granted. Output, one line each, is the
+and checks the QPUs against the licenses slurmctld granted the job: the shim (root) asks
+slurmctld for the job's record and passes it as ``--job-record``, in the form of squeue's
+``%l|%W|%S|%u|%a|%P`` (time limit, licenses, start time, user, account, partition); without it
+the helper runs ``squeue`` itself. Output, one line each, is the
 shim's protocol: ``setenv KEY=VALUE``,
 ``info MESSAGE``, ``error MESSAGE``, ``release-at-exit``. Exit status 0 means success.
 
@@ -40,19 +44,22 @@ and changes nothing else. Direct mode writes nothing: the helper does not see th
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import select
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from types import FrameType
-from typing import TYPE_CHECKING
 
 from qrmi.errors import InvalidInputError, QrmiError
 
+# Not ``typing.TYPE_CHECKING``: this module imports neither typing nor dataclasses, so that
+# they load after the garbage collector is off (see the end); mypy treats the name as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from types import FrameType
+
     from qrmi.config import ResourceDef
     from qrmi.lifecycle import JobLifecycle, JobUsage
 
@@ -119,17 +126,25 @@ def parse_time_limit(text: str) -> int | None:
 BACKFILL_YEAR_SECONDS = 365 * 86400
 
 
-@dataclass(frozen=True)
 class JobRecord:
     """What slurmctld says about the job: its time limit (``None`` if unlimited), the
     licenses it was granted (name -> count), its start time (which tells one run of a
     requeued job from the next; ``None`` if squeue gave none) and, for usage records, its
     user, account and partition (the ones Slurm has, never the job's environment)."""
 
-    time_limit_seconds: int | None
-    licenses: dict[str, int]
-    start_time: str | None = None
-    accounting: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("accounting", "licenses", "start_time", "time_limit_seconds")
+
+    def __init__(
+        self,
+        time_limit_seconds: int | None,
+        licenses: dict[str, int],
+        start_time: str | None = None,
+        accounting: dict[str, str] | None = None,
+    ) -> None:
+        self.time_limit_seconds = time_limit_seconds
+        self.licenses = licenses
+        self.start_time = start_time
+        self.accounting = accounting or {}
 
 
 def parse_licenses(text: str) -> dict[str, int]:
@@ -162,9 +177,17 @@ def parse_job_record(line: str) -> JobRecord:
     accounting = {
         key: value.strip()
         for key, value in zip(("user", "account", "partition"), names, strict=False)
-        if value.strip() not in ("", "(null)", "N/A")
+        if _is_slurm_name(value.strip())  # else left out: it never fails the job
     }
     return JobRecord(seconds, parse_licenses(licenses), _start_time(start), accounting)
+
+
+#: The characters of a user, account or partition name the gateway takes for usage records.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@+-")
+
+
+def _is_slurm_name(text: str) -> bool:
+    return 0 < len(text) <= 64 and set(text) <= _NAME_CHARS
 
 
 def _start_time(text: str) -> str | None:
@@ -283,6 +306,29 @@ def check_licenses(job_id: str, names: Sequence[str], granted: dict[str, int]) -
         )
 
 
+class GivenJobRecord:
+    """The job's record as the shim read it from slurmctld (``--job-record``)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def record(self) -> JobRecord:
+        """The job's record (the same parser as squeue's answer).
+
+        Raises:
+            InvalidInputError: the time limit is not a Slurm time limit.
+        """
+        return parse_job_record(self.text)
+
+
+def _record_source(args: Args) -> GivenJobRecord | JobRecordQuery:
+    """The shim's record when it passed one (no squeue process on the step's critical path),
+    else a squeue call started at once."""
+    if args.job_record is not None:
+        return GivenJobRecord(args.job_record)
+    return JobRecordQuery(args.job)
+
+
 def _lifecycle(args: Args) -> JobLifecycle:
     from qrmi.config import Config
     from qrmi.lifecycle import JobLifecycle, JobStateStore
@@ -322,7 +368,8 @@ def _step_plan(args: Args, names: list[str]) -> str:
 
 def _import_backends(definitions: Sequence[ResourceDef]) -> None:
     """Import the QPUs' backend modules now, so that the import overlaps with the squeue call
-    (a failure is left to the acquisition, which reports it with the QPU's name)."""
+    when there is one (a failure is left to the acquisition, which reports it with the QPU's
+    name)."""
     from qrmi.lifecycle import type_string
     from qrmi.registry import backend_class
 
@@ -343,6 +390,17 @@ def _seconds_left(share: float, default: float) -> float:
     return max(0.0, (_deadline_at - time.monotonic()) * share)
 
 
+def _user_of(uid: int) -> dict[str, str]:
+    """``{"user": name}`` of ``uid`` for the usage records (nothing when it has no name)."""
+    import pwd
+
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return {}
+    return {"user": name} if _is_slurm_name(name) else {}
+
+
 def cmd_acquire(args: Args) -> int:
     """Acquire (or reuse) the job's QPUs and print the variables for the shim to export."""
     from qrmi.lifecycle import JobContext, gateway_site, parse_qpu_list, resolve
@@ -351,16 +409,18 @@ def cmd_acquire(args: Args) -> int:
     plan = _step_plan(args, names)
     if plan == "inherit":
         return 0
-    query = JobRecordQuery(args.job)
+    query = _record_source(args)
     lifecycle = _lifecycle(args)
     definitions = resolve(lifecycle.config, names)  # an unknown name first: it lists the known
     site = gateway_site(definitions)
     if site is None:
-        _import_backends(definitions)  # while squeue runs
+        _import_backends(definitions)  # while squeue runs, if it does
     else:
-        import qrmi.gateway.client  # noqa: F401  (while squeue runs)
+        import qrmi.gateway.client  # noqa: F401  (while squeue runs, if it does)
     record = query.record()
     check_licenses(args.job, names, record.licenses)
+    if site is not None and "user" not in record.accounting:  # the shim names no user
+        record.accounting.update(_user_of(args.uid))
     ctx = JobContext(
         args.job, args.uid, record.time_limit_seconds, record.start_time, record.accounting
     )
@@ -537,6 +597,7 @@ class Args:
         self.job_nodes = 1
         self.inherited: str | None = None
         self.own_allocation = False
+        self.job_record: str | None = None
         self.lock_fd: int | None = None
 
 
@@ -545,6 +606,7 @@ _COMMON_OPTIONS = {"--config": "str", "--state-dir": "str", "--job": "str", "--t
 _COMMON_OPTIONS["--log"] = "flag"  # output goes to a log file (timestamps)
 _ACQUIRE_OPTIONS = {"--step": "str", "--uid": "int", "--qpu": "str", "--job-nodes": "int"}
 _ACQUIRE_OPTIONS.update({"--inherited": "str", "--own-allocation": "flag"})
+_ACQUIRE_OPTIONS["--job-record"] = "str"  # from the shim
 _RELEASE_OPTIONS = {"--lock-fd": "int"}  # the job's lock, taken by the shim (see the shim)
 _REQUIRED = {"acquire": ("--job", "--step", "--uid", "--qpu"), "release": ("--job",), "epilog": ()}
 
@@ -656,4 +718,7 @@ def _exit_now(code: int) -> None:
 
 
 if __name__ == "__main__":
+    # A process of well under a second that ends with os._exit: collecting garbage while
+    # the imports build thousands of objects only costs time (~2.5 ms of every --qpu step).
+    gc.disable()
     _exit_now(main())

@@ -34,13 +34,13 @@ import functools
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from qrmi._uuid import uuid4_text
 from qrmi.errors import QrmiError, TaskNotFoundError
 
 __all__ = [
@@ -299,7 +299,7 @@ class TaskStore:
         limits: str | None = None,
     ) -> str:
         """Queue a task and return its new id (``limits``: JSON of its Limits)."""
-        task_id = str(uuid.uuid4())
+        task_id = uuid4_text()
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO tasks (id, program_id, input, device, noise, seed, status, "
@@ -460,7 +460,7 @@ class TaskStore:
 
     def acquire_lease(self) -> str:
         """Record a new lease and return its token."""
-        token = str(uuid.uuid4())
+        token = uuid4_text()
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO leases (token, acquired_at) VALUES (?, ?)", (token, time.time())
