@@ -154,6 +154,9 @@ class GatewayService:
         #: The fair-share queue in front of QPUs with a gateway capacity (its thread is started
         #: by the application, and by the first task it holds).
         self.dispatcher = Dispatcher(self)
+        #: What this process already wrote to a task's usage record ("running", "final"), so
+        #: that a client polling a task costs no store write per poll.
+        self._noted: dict[tuple[str, str], str] = {}
         # Vendor call latency and errors, tasks started and ended: for /metrics.
         self.metrics = GatewayMetrics()
 
@@ -618,10 +621,18 @@ class GatewayService:
     ) -> TaskStatus:
         """Note a status the gateway saw in the task's usage record; returns ``status``.
         ``vendor_id`` is the vendor's id of a task the gateway held (``task_id`` otherwise)."""
-        if status == TaskStatus.Running:
+        key = (qpu, task_id)
+        noted = self._noted.get(key)
+        if status == TaskStatus.Running and noted is None:
             self.store.mark_usage_running(qpu, task_id, self.clock())
-        elif status.is_final:
+        elif status.is_final and noted != "final":
             self._end_usage(resource, qpu, task_id, status, vendor_id or task_id)
+        else:
+            return status  # polled again: already in the record, no write
+        with self._lock:
+            if len(self._noted) >= _MAX_NOTED:
+                self._noted.clear()  # only saves writes: forgetting costs one more
+            self._noted[key] = "final" if status.is_final else "running"
         return status
 
     def _end_usage(
@@ -744,9 +755,11 @@ class GatewayService:
     def _record_task(
         self, job: JobRecord, qpu: str, task_id: str, payload: Payload, submitted: float
     ) -> None:
-        self.store.add_task(qpu, task_id, job.job_id)
         facts = payload_facts(payload)
-        self.store.add_usage(
+        self.store.add_task(
+            qpu,
+            task_id,
+            job.job_id,
             UsageRecord(
                 qpu=qpu,
                 task_id=task_id,
@@ -761,7 +774,7 @@ class GatewayService:
                 shots=facts.shots,
                 input_bytes=facts.input_bytes,
                 submitted=submitted,
-            )
+            ),
         )
 
     # ----- quotas ------------------------------------------------------------------------------
@@ -989,6 +1002,8 @@ def _build(
     return TimedResource(rdef.name, rdef.resource_type, config=settings, metrics=metrics)
 
 
+#: Tasks whose recorded state :meth:`GatewayService.observe` remembers at most.
+_MAX_NOTED = 100_000
 _SLURM_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 
 

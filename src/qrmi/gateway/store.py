@@ -576,9 +576,14 @@ class Store:
 
     # ----- tasks -------------------------------------------------------------------------------
 
-    def add_task(self, qpu: str, task_id: str, job_id: str) -> None:
-        """Record that ``job_id`` started ``task_id`` on ``qpu``."""
+    def add_task(
+        self, qpu: str, task_id: str, job_id: str, usage: UsageRecord | None = None
+    ) -> None:
+        """Record that ``job_id`` started ``task_id`` on ``qpu``, with the task's usage record
+        when given (one transaction: one disk sync per task start)."""
         with self._transaction() as db:
+            if usage is not None:
+                _insert_usage(db, usage)
             db.execute(
                 "INSERT INTO tasks (qpu, task_id, job_id, created, seq) "
                 f"SELECT ?, ?, ?, ?, {_NEXT_SEQ} FROM tasks WHERE job_id = ? "
@@ -610,13 +615,8 @@ class Store:
 
     def add_usage(self, record: UsageRecord) -> None:
         """Record a task the moment it is started (so no job end can lose it)."""
-        values = tuple(getattr(record, f.name) for f in fields(UsageRecord))
         with self._transaction() as db:
-            db.execute(
-                f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES ({','.join('?' * len(values))}) "
-                "ON CONFLICT (qpu, task_id) DO NOTHING",
-                values,
-            )
+            _insert_usage(db, record)
 
     def mark_usage_running(self, qpu: str, task_id: str, when: float) -> None:
         """Note when the gateway first saw the task running."""
@@ -939,6 +939,15 @@ def _jobs_from(rows: list[Any]) -> list[JobRecord]:
         JobRecord(head[0], head[1], head[2], head[3], head[4], tuple(qpus), *head[6:10])
         for head, qpus in found.values()
     ]
+
+
+def _insert_usage(db: Session, record: UsageRecord) -> None:
+    values = tuple(getattr(record, f.name) for f in fields(UsageRecord))
+    db.execute(
+        f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES ({','.join('?' * len(values))}) "
+        "ON CONFLICT (qpu, task_id) DO NOTHING",
+        values,
+    )
 
 
 def _statements(script: str) -> list[str]:
