@@ -321,18 +321,10 @@ def _write_csv(columns: list[str], rows: list[dict[str, Any]]) -> None:
 
 
 #: Columns of the ``job`` table (the CSV and JSON have them all): who ran the job is in its title.
-_TASK_TABLE = (
-    "task_id",
-    "qpu",
-    "state",
-    "submitted",
-    "started",
-    "ended",
-    "qpu_seconds",
-    "source",
-    "shots",
-    "input_bytes",
-    "result_bytes",
+_TASK_TABLE = tuple(
+    column
+    for column in _TASK_COLUMNS
+    if column not in ("qpu_type", "user", "account", "partition", "payload_kind", "program")
 )
 #: Table headings, where the field's name is not the best one for people.
 _HEADINGS = {

@@ -36,6 +36,7 @@ from qrmi.errors import (
 )
 from qrmi.gateway import quota
 from qrmi.gateway.auth import hash_token, new_token
+from qrmi.gateway.coalesce import Coalescer
 from qrmi.gateway.dispatch import (
     STALE_CLAIM_SECONDS,
     Dispatcher,
@@ -157,6 +158,7 @@ class GatewayService:
         #: What this process already wrote to a task's usage record ("running", "final"), so
         #: that a client polling a task costs no store write per poll.
         self._noted: dict[tuple[str, str], str] = {}
+        self._coalesce = Coalescer()
         # Vendor call latency and errors, tasks started and ended: for /metrics.
         self.metrics = GatewayMetrics()
 
@@ -579,7 +581,8 @@ class GatewayService:
         reason = self.store.paused(qpu)
         if reason is not None:
             return ResourceStatus(ResourceStatusCode.Paused, status_reason=reason)
-        return self.shared(qpu).status()
+        resource = self.shared(qpu)
+        return self._coalesce.run(("status", qpu), resource.status)
 
     def is_accessible(self, job: JobRecord, qpu: str) -> bool:
         """True when the QPU is online and not paused."""
@@ -903,11 +906,16 @@ class GatewayService:
         resource = self._owned(job, qpu, task_id)
         held = self._held(qpu, task_id)
         if held is None:
-            return self.observe(resource, qpu, task_id, resource.task_status(task_id))
+            return self.observe(resource, qpu, task_id, self._vendor_status(resource, task_id))
         if held.vendor_task_id is None:
             return _HELD_STATUS.get(held.state, TaskStatus.Queued)
-        status = resource.task_status(held.vendor_task_id)
+        status = self._vendor_status(resource, held.vendor_task_id)
         return self.observe(resource, qpu, task_id, status, held.vendor_task_id)
+
+    def _vendor_status(self, resource: QuantumResource, vendor_id: str) -> TaskStatus:
+        """The vendor's status of a task; pollers asking at the same moment share one call."""
+        key = ("task_status", id(resource), vendor_id)
+        return self._coalesce.run(key, lambda: resource.task_status(vendor_id))
 
     def task_result(self, job: JobRecord, qpu: str, task_id: str) -> TaskResult:
         """The result of one of the job's completed tasks."""
