@@ -272,6 +272,14 @@ def reserve(
     count: Annotated[
         int | None, typer.Option("--count", help="Licenses reserved (default: all).")
     ] = None,
+    dedicated: Annotated[
+        bool,
+        typer.Option(
+            "--dedicated",
+            help="Jobs in the window get the QPU in the vendor's exclusive mode (IBM Quantum "
+            "Compute Service: dedicated session); named qrmi-QPU-dedicated-LABEL.",
+        ),
+    ] = False,
     state_dir: SyncStateArg = SYNC_STATE_DIR,
 ) -> None:
     """Declare a QPU time window for the named users or accounts (a license reservation).
@@ -293,6 +301,7 @@ def reserve(
             users=user or [],
             accounts=account or [],
             count=count,
+            dedicated=dedicated,
         )
     except QrmiError as exc:
         raise _die(str(exc)) from None
