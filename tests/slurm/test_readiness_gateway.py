@@ -3,8 +3,10 @@ account's jobs only, and a QPU in gateway mode (the controller's config names th
 which holds the vendor credentials) is held while the gateway reports its vendor offline.
 
 One cluster with accounts ``physics`` (user qrmitest) and ``chemistry`` (user qrmitest2), a
-ledger QPU ``qacct`` in direct mode and ``ibm_perth``: the IBM Quantum System fake behind a
-:class:`LocalGateway` in this process."""
+ledger QPU ``qacct`` in direct mode, ``ibm_perth``: the IBM Quantum System fake behind a
+:class:`LocalGateway` in this process, and ``ibm_torino``: the IBM Quantum Compute Service fake
+in direct mode, whose sessions are ``batch`` by the config and ``dedicated`` in a dedicated
+window."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from qrmi.gateway.testing import LocalGateway
+from qrmi.testing.ibm_compute_service import ComputeServiceFake
 from qrmi.testing.ibm_quantum_system import QuantumSystemFake
 from qrmi.testing.slurm_cluster import TEST_USER, TEST_USER2, ClusterUnavailable, SlurmCluster
 
@@ -29,9 +32,12 @@ from .test_readiness import Readiness, _wait
 class Site(Readiness):
     """The cluster, the sync tools, and the vendor fake behind the gateway."""
 
-    def __init__(self, cluster: SlurmCluster, ledger: Path, ibm: QuantumSystemFake) -> None:
+    def __init__(
+        self, cluster: SlurmCluster, ledger: Path, ibm: QuantumSystemFake, qcs: ComputeServiceFake
+    ) -> None:
         super().__init__(cluster, ledger)
         self.ibm = ibm
+        self.qcs = qcs
 
     def sync_until_change(self) -> list[str]:
         """Passes until one changes something (the gateway asks its vendor every few seconds,
@@ -60,8 +66,9 @@ def site() -> Iterator[Site]:
         "environment": {"QRMI_LEDGER_DIR": str(ledger), "QRMI_LEDGER_MODE": "online"},
     }
     perth = {"name": "ibm_perth", "type": "ibm-quantum-system", "environment": {}}
+    torino = {"name": "ibm_torino", "type": "ibm-quantum-compute-service", "environment": {}}
     cluster = SlurmCluster(
-        {"resources": [qacct, perth]},
+        {"resources": [qacct, perth, torino]},
         root=root,
         site_dirs=[FAKEQPU],
         helper_timeout=6,
@@ -74,9 +81,12 @@ def site() -> Iterator[Site]:
         pytest.skip(f"Slurm test cluster with accounting unavailable: {exc}")
     munge_socket = str(root / "munge" / "munge.socket")
     ibm = QuantumSystemFake(devices={"ibm_perth": "fake_perth"}, lanes=1)
+    qcs = ComputeServiceFake(devices={"ibm_torino": "fake_torino"})
     gateway: LocalGateway | None = None
     try:
         ibm.start()
+        qcs.start()
+        torino["environment"] = {**qcs.settings, "QRMI_IBM_QCS_SESSION_MODE": "batch"}
         gateway_config = {
             "resources": [
                 {"name": "ibm_perth", "type": "ibm-quantum-system", "environment": ibm.settings}
@@ -88,12 +98,14 @@ def site() -> Iterator[Site]:
             "QRMI_GATEWAY_URL": gateway.url,
             "QRMI_GATEWAY_MUNGE_SOCKET": munge_socket,
         }
-        cluster.config_path.write_text(json.dumps({"resources": [qacct, perth]}, indent=2))
-        yield Site(cluster, ledger, ibm)
+        resources = [qacct, perth, torino]
+        cluster.config_path.write_text(json.dumps({"resources": resources}, indent=2))
+        yield Site(cluster, ledger, ibm, qcs)
     finally:
         if gateway is not None:
             gateway.stop()
         ibm.stop()
+        qcs.stop()
         cluster.cleanup()
 
 
@@ -165,3 +177,40 @@ def test_a_gateway_mode_qpu_offline_at_its_vendor_holds_new_jobs_until_it_is_bac
     assert site.sync_until_change() == ["deleted qrmi-ibm_perth-offline"]
     assert cluster.wait_done(job) == "COMPLETED"
     assert cluster.output(job).strip() == "ran"
+
+
+@pytest.mark.slurm
+def test_jobs_in_a_dedicated_window_get_a_dedicated_ibm_session(site: Site) -> None:
+    cluster = site.cluster
+    sessions = site.qcs.state.sessions
+
+    everyday = cluster.sbatch("--qpu=ibm_torino", "--wrap", "true")
+    assert cluster.wait_done(everyday) == "COMPLETED"
+    assert [s.mode for s in sessions.values()] == ["batch"]  # the config's mode
+
+    made = site.qrmi(
+        "reserve",
+        "ibm_torino",
+        "--label",
+        "lab",
+        "--duration",
+        "30",
+        "--user",
+        TEST_USER,
+        "--dedicated",
+    )
+    assert made.returncode == 0, made.stderr
+    assert "--reservation=qrmi-ibm_torino-dedicated-lab" in made.stdout
+    try:
+        inside = cluster.sbatch(
+            "--qpu=ibm_torino",
+            "--reservation=qrmi-ibm_torino-dedicated-lab",
+            "--wrap",
+            "echo $ibm_torino_QRMI_IBM_QCS_SESSION_MODE",
+        )
+        assert cluster.wait_done(inside) == "COMPLETED"
+    finally:
+        gone = site.qrmi("unreserve", "qrmi-ibm_torino-dedicated-lab")
+    assert gone.returncode == 0, gone.stderr
+    assert sorted(s.mode for s in sessions.values()) == ["batch", "dedicated"]
+    assert cluster.output(inside).strip() == "dedicated"
