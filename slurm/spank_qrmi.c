@@ -431,7 +431,7 @@ static int load_job_record(uint32_t job_id, char *record, size_t record_len)
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
 	char job[16], step[16], uid_s[16], nodes[16], timeout[16], inherited[QPU_MAX], marker[8];
-	char record[LICENSES_MAX + 256];
+	char record[LICENSES_MAX + 320]; /* + limit, start, account, partition, reservation */
 	char *args[28];
 	uint32_t job_id = 0, step_id = 0, nnodes = 0;
 	uid_t uid = 0;
