@@ -113,3 +113,19 @@ def test_the_route_is_for_admins_only(gateway: LocalGateway) -> None:
     assert wrong.status_code in (401, 403)
     names = {q["name"] for q in qpu_readiness(gateway.url, admin_token=TOKEN)}
     assert names == {"ibm_perth", "ibm_gone"}
+
+
+@root_only
+def test_a_vendor_that_hangs_does_not_hang_the_report(
+    gateway: LocalGateway, munge: MungeDaemon, ibm: QuantumSystemFake
+) -> None:
+    ibm.faults.latency(12)  # longer than the route waits for a vendor
+    try:
+        # A client deadline shorter than the vendor's delay: the report must come before it.
+        report = {
+            q["name"]: q for q in qpu_readiness(gateway.url, munge_socket=munge.socket, deadline=11)
+        }
+    finally:
+        ibm.faults.reset()
+    assert report["ibm_perth"]["status"] is None
+    assert report["ibm_perth"]["error"] == "no answer yet"
