@@ -380,10 +380,11 @@ static int plain_field(const char *text, size_t max)
 }
 
 /*
- * The job's record from slurmctld, in the form of squeue's "%l|%W|%S|%u|%a|%P" that the helper
- * parses: time limit (minutes, UNLIMITED or NOT_SET), licenses, start time (local time, as
- * squeue prints it: it tells one run of a requeued job from the next), an empty user (the
- * helper names the uid itself), account and partition (for usage records). One RPC with
+ * The job's record from slurmctld, in the form of squeue's "%l|%W|%S|%u|%a|%P|%v" that the
+ * helper parses: time limit (minutes, UNLIMITED or NOT_SET), licenses, start time (local time,
+ * as squeue prints it: it tells one run of a requeued job from the next), an empty user (the
+ * helper names the uid itself), account and partition (for usage records), reservation (a
+ * window declared with qrmi slurm reserve --dedicated gets the vendor's exclusive mode). One RPC with
  * slurmstepd's own libslurm instead of the helper starting squeue (a process that loads
  * libslurm and its plugins, on the step's critical path). Returns 0, or -1 when the answer is
  * not at hand (the symbols are missing, the RPC failed, a field does not fit): the helper then
@@ -406,7 +407,8 @@ static int load_job_record(uint32_t job_id, char *record, size_t record_len)
 		if (msg->job_array[i].job_id == job_id)
 			job = &msg->job_array[i];
 	if (job != NULL && plain_field(job->licenses, LICENSES_MAX) &&
-	    plain_field(job->account, 64) && plain_field(job->partition, 64)) {
+	    plain_field(job->account, 64) && plain_field(job->partition, 64) &&
+	    plain_field(job->resv_name, 64)) {
 		if (job->time_limit == INFINITE)
 			snprintf(limit, sizeof(limit), "UNLIMITED");
 		else if (job->time_limit == NO_VAL)
@@ -415,10 +417,11 @@ static int load_job_record(uint32_t job_id, char *record, size_t record_len)
 			fmt_u32(limit, sizeof(limit), job->time_limit);
 		if (job->start_time > 0 && localtime_r(&job->start_time, &tm) != NULL)
 			strftime(start, sizeof(start), "%Y-%m-%dT%H:%M:%S", &tm);
-		written = snprintf(record, record_len, "%s|%s|%s||%s|%s", limit,
+		written = snprintf(record, record_len, "%s|%s|%s||%s|%s|%s", limit,
 				   job->licenses ? job->licenses : "", start,
 				   job->account ? job->account : "",
-				   job->partition ? job->partition : "");
+				   job->partition ? job->partition : "",
+				   job->resv_name ? job->resv_name : "");
 		rc = written > 0 && (size_t)written < record_len ? 0 : -1;
 	}
 	release(msg);
@@ -428,7 +431,7 @@ static int load_job_record(uint32_t job_id, char *record, size_t record_len)
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
 	char job[16], step[16], uid_s[16], nodes[16], timeout[16], inherited[QPU_MAX], marker[8];
-	char record[LICENSES_MAX + 256];
+	char record[LICENSES_MAX + 320]; /* + limit, start, account, partition, reservation */
 	char *args[28];
 	uint32_t job_id = 0, step_id = 0, nnodes = 0;
 	uid_t uid = 0;

@@ -53,6 +53,7 @@ from qrmi.errors import (
 from qrmi.models import ResourceStatusCode, ResourceType
 
 __all__ = [
+    "EXCLUSIVE_SETTINGS",
     "GATEWAY_URL_KEY",
     "INFINITE_TIMEOUT_SECONDS",
     "TASK_LOG_VAR",
@@ -65,6 +66,8 @@ __all__ = [
     "Lease",
     "ReleaseReport",
     "check_exportable",
+    "dedicated_window_prefix",
+    "exclusive_settings",
     "gateway_site",
     "job_variables",
     "parse_qpu_list",
@@ -118,13 +121,15 @@ class JobContext:
     """What the workload manager knows about the job (never anything the user set):
     ``time_limit_seconds`` is ``None`` for an unlimited job; ``run_id`` (its start time) tells
     one run of a requeued job from the next, ``None`` when unknown; ``accounting`` has its
-    ``user``, ``account`` and ``partition`` where known (for the gateway's usage records)."""
+    ``user``, ``account`` and ``partition`` where known (for the gateway's usage records);
+    ``reservation`` is the Slurm reservation it runs in (see :func:`exclusive_settings`)."""
 
     job_id: str
     uid: int
     time_limit_seconds: int | None = None
     run_id: str | None = None
     accounting: dict[str, str] = field(default_factory=dict)
+    reservation: str | None = None
 
 
 @dataclass
@@ -271,6 +276,35 @@ def _naming_qpu(exc: QrmiError, name: str, kind: str) -> QrmiError:
 def type_string(kind: ResourceType | str) -> str:
     """The type string of a resource type."""
     return kind.type_string if isinstance(kind, ResourceType) else kind
+
+
+def dedicated_window_prefix(qpu: str) -> str:
+    """Slurm reservations named so (``qrmi slurm reserve --dedicated``) are windows whose jobs
+    get ``qpu`` in its vendor's exclusive mode. Only root creates reservations, and the name
+    comes from slurmctld's record of the job: nothing the user sets."""
+    return f"qrmi-{qpu}-dedicated-"
+
+
+#: Per type string: the settings that put a QPU in its vendor's exclusive mode. IBM Quantum
+#: Compute Service: a session in ``dedicated`` mode (the QPU runs only that session's jobs
+#: while it is active); no other vendor API we drive has such a mode.
+EXCLUSIVE_SETTINGS: dict[str, dict[str, str]] = {
+    "ibm-quantum-compute-service": {"QRMI_IBM_QCS_SESSION_MODE": "dedicated"},
+}
+
+
+def exclusive_settings(
+    settings: dict[str, str], qpu: str, kind: str, reservation: str | None
+) -> dict[str, str]:
+    """``settings``, with the vendor's exclusive mode when the job runs in a dedicated window
+    of ``qpu`` (:func:`dedicated_window_prefix`) and the vendor has one."""
+    exclusive = EXCLUSIVE_SETTINGS.get(kind)
+    if exclusive is None or not reservation:
+        return settings
+    if not reservation.startswith(dedicated_window_prefix(qpu)):
+        return settings
+    logger.info("QPU %s: reservation %s is a dedicated window: %s", qpu, reservation, exclusive)
+    return {**settings, **exclusive}
 
 
 def resource_settings(rdef: ResourceDef) -> dict[str, str]:
@@ -702,7 +736,7 @@ class JobLifecycle:
 
     def _acquire(self, rdef: ResourceDef, ctx: JobContext) -> Lease:
         kind = type_string(rdef.resource_type)
-        settings = resource_settings(rdef)
+        settings = exclusive_settings(resource_settings(rdef), rdef.name, kind, ctx.reservation)
         build = {**settings, "QRMI_JOB_ID": ctx.job_id, "QRMI_JOB_UID": str(ctx.uid)}
         try:
             resource = self.factory(rdef.name, kind, build)

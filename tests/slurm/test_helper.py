@@ -104,7 +104,7 @@ def test_batch_step_acquires_and_asks_for_release_at_exit(helper: Helper) -> Non
         "-j",
         "42",
         "-o",
-        "%l|%W|%S|%u|%a|%P",
+        "%l|%W|%S|%u|%a|%P|%v",
     ]
     assert helper.events("a") == ["acquire"]
 

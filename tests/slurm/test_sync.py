@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import socket
 import subprocess
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,6 +24,7 @@ from qrmi.slurm.reserve import declare_window, delete_window, parse_start
 from qrmi.slurm.slurmcli import SlurmCli
 from qrmi.slurm.status import collect, render
 from qrmi.slurm.sync import Syncer, SyncState, render_held_lua
+from qrmi.testing.munge import MungeDaemon, MungeUnavailableError, munge_available
 
 from .fakeslurm import FakeJob, FakeReservation, FakeSlurm
 
@@ -510,3 +515,119 @@ def test_the_held_list_follows_the_holds(site: Site) -> None:
     site.set_mode("qa", "online")
     site.syncer(lua_data=held).run_once()
     assert "qa" not in held.read_text()
+
+
+# ----- gateway mode: the controller's config names the gateway, the gateway holds the keys ------
+
+
+@pytest.fixture
+def munge_daemon() -> Iterator[MungeDaemon]:
+    if os.geteuid() != 0 or not munge_available():
+        pytest.skip("root's MUNGE credential needs root and munged")
+    try:
+        daemon = MungeDaemon().start()
+    except MungeUnavailableError as exc:
+        pytest.skip(f"munged cannot start: {exc}")
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def _gateway_mode_config(path: Path, url: str, socket: str, names: list[str]) -> None:
+    resources = [
+        {
+            "name": name,
+            "type": "ibm-quantum-system",
+            "environment": {"QRMI_GATEWAY_URL": url, "QRMI_GATEWAY_MUNGE_SOCKET": socket},
+        }
+        for name in names
+    ]
+    path.write_text(json.dumps({"resources": resources}))
+    path.chmod(0o600)
+
+
+def _pass_until(syncer: Syncer) -> list[str]:
+    """Passes until one changes something (the gateway asks a vendor every few
+    seconds, so the first pass after a change may still hear the last answer)."""
+    deadline = time.monotonic() + 60
+    changes: list[str] = []
+    while time.monotonic() < deadline:
+        changes = syncer.run_once()
+        if changes:
+            return changes
+        time.sleep(0.5)
+    return changes
+
+
+def test_gateway_mode_qpus_are_held_and_released_as_their_gateway_reports(
+    tmp_path: Path, munge_daemon: MungeDaemon
+) -> None:
+    from qrmi.gateway.testing import LocalGateway
+    from qrmi.testing.ibm_quantum_system import QuantumSystemFake
+
+    clock = Clock()
+    slurm = FakeSlurm({"ibm_perth": 2, "ibm_nope": 1}, now=clock)
+    config = tmp_path / "qrmi_config.json"
+    with QuantumSystemFake(devices={"ibm_perth": "fake_perth"}, lanes=2) as fake:
+        apikey = fake.settings["QRMI_IBM_QS_IAM_APIKEY"]
+        gateway_config = {
+            "resources": [
+                {"name": "ibm_perth", "type": "ibm-quantum-system", "environment": fake.settings}
+            ]
+        }
+        gateway = LocalGateway(
+            gateway_config, tmp_path / "gateway", munge_socket=munge_daemon.socket
+        ).start()
+        try:
+            _gateway_mode_config(
+                config, gateway.url, munge_daemon.socket, ["ibm_perth", "ibm_nope"]
+            )
+            syncer = Syncer(
+                config, tmp_path / "sync", slurm=SlurmCli(slurm), clock=clock, failures=1
+            )
+            # ibm_nope is not a QPU of that gateway: held as unreachable, with the reason.
+            assert syncer.run_once() == ["created qrmi-ibm_nope-unreachable (ibm_nope:1)"]
+            record = SyncState.load(tmp_path / "sync").qpus["ibm_nope"]
+            assert "does not report this QPU" in record["reason"]
+
+            device = fake.state.devices["ibm_perth"]
+            device.status, device.message = "offline", "calibration until 10:00"
+            assert _pass_until(syncer) == ["created qrmi-ibm_perth-offline (ibm_perth:2)"]
+            assert slurm.reservations["qrmi-ibm_perth-offline"].users == "root"
+            assert SyncState.load(tmp_path / "sync").qpus["ibm_perth"]["reason"] == (
+                "calibration until 10:00"
+            )
+            rows = collect(["ibm_perth"], SlurmCli(slurm), SyncState.load(tmp_path / "sync"))
+            assert (rows[0].vendor, rows[0].held_by) == ("offline", "qrmi-ibm_perth-offline")
+
+            device.status = "online"
+            assert _pass_until(syncer) == ["deleted qrmi-ibm_perth-offline"]
+
+            assert gateway.service is not None
+            gateway.service.pause("ibm_perth", "firmware upgrade")
+            assert _pass_until(syncer) == ["created qrmi-ibm_perth-paused (ibm_perth:2)"]
+            reason = SyncState.load(tmp_path / "sync").qpus["ibm_perth"]["reason"]
+            assert reason == "paused at the QRMI gateway: firmware upgrade"
+        finally:
+            gateway.stop()
+    assert apikey not in (tmp_path / "sync" / "sync.json").read_text()
+
+
+def test_a_gateway_that_does_not_answer_counts_as_a_failure_of_its_qpus(
+    tmp_path: Path, munge_daemon: MungeDaemon
+) -> None:
+    clock = Clock()
+    slurm = FakeSlurm({"qa": 1}, now=clock)
+    config = tmp_path / "qrmi_config.json"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nobody listens there
+    _gateway_mode_config(config, url, munge_daemon.socket, ["qa"])
+    syncer = Syncer(
+        config, tmp_path / "sync", slurm=SlurmCli(slurm), clock=clock, failures=2, probe_timeout=2
+    )
+    assert syncer.run_once() == []  # one failure is not enough
+    assert syncer.run_once() == ["created qrmi-qa-unreachable (qa:1)"]
+    reason = SyncState.load(tmp_path / "sync").qpus["qa"]["reason"]
+    assert reason.startswith(f"the QRMI gateway at {url}:")

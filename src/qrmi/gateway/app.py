@@ -40,7 +40,7 @@ from qrmi.backends.base import poll_intervals
 from qrmi.errors import QrmiError
 from qrmi.gateway import admin_page
 from qrmi.gateway.auth import AuthError, MungeVerifier, body_digest, is_admin_token
-from qrmi.gateway.metrics import ErrorCounter, StatusBoard, exposition
+from qrmi.gateway.metrics import ErrorCounter, QpuState, StatusBoard, exposition
 from qrmi.gateway.service import GatewayError, GatewayService
 from qrmi.gateway.store import JobRecord
 from qrmi.gateway.wire import ERROR_STATUS, error_body, payload_from_json
@@ -166,6 +166,7 @@ def create_app(
     _add_qpu_routes(app, service)
     _add_admin_routes(app, service, verifier, admin_hashes)
     _add_quota_routes(app, service, verifier, admin_hashes)
+    _add_readiness_route(app, service, verifier, admin_hashes)
     _add_observability_routes(app, service, verifier, admin_hashes)
     guarded = _Guard(app, max_body_bytes=max_body_bytes, body_timeout=body_timeout)
     return ErrorCounter(guarded, service.metrics)
@@ -515,6 +516,50 @@ def _add_quota_routes(
             "rules": len(service.config.quotas),
             "over": [refusal.to_dict() for refusal in service.over_quota()],
         }
+
+
+#: How often the readiness route asks a vendor at most, and how long it waits for answers.
+READINESS_TTL = 5.0
+READINESS_WAIT = 8.0
+
+
+def _add_readiness_route(
+    app: FastAPI, service: GatewayService, verifier: MungeVerifier, admin_hashes: frozenset[str]
+) -> None:
+    """``GET /v1/admin/qpus``: every QPU's readiness, for ``qrmi slurm sync`` and ``qrmi slurm
+    status`` on a controller whose config holds no vendor credentials (gateway mode)."""
+    Admin = Annotated[None, Depends(_admin_dependency(verifier, admin_hashes))]
+    board = StatusBoard(service, ttl=READINESS_TTL, wait=READINESS_WAIT)
+
+    @app.get("/v1/admin/qpus", tags=["admin"])
+    def qpu_readiness(_: Admin) -> dict[str, Any]:
+        """Per QPU: ``status`` (``online``, ``offline``, ``paused``; ``null`` when its vendor
+        could not be asked, ``error`` then says why), the vendor's ``reason``, ``paused_by_admin``
+        (the reason of a pause made here), ``capacity`` (lanes), ``pending_job_count``, and
+        ``checked``/``age_seconds`` of the answer. Answers within a few seconds whatever the
+        vendors do: a vendor call still running leaves the last known answer."""
+        now = time.time()
+        return {"qpus": [qpu_readiness_entry(state, now) for state in board.snapshot()]}
+
+
+def qpu_readiness_entry(state: QpuState, now: float) -> dict[str, Any]:
+    """One QPU of ``GET /v1/admin/qpus`` (plain JSON, no vendor secret: reasons are redacted)."""
+    status = state.status
+    capacity = status.capacity if status is not None else None
+    return {
+        "name": state.name,
+        "type": state.type,
+        "status": None if status is None else status.status.name.lower(),
+        "reason": None if status is None else redact(status.status_reason or "")[:300],
+        "paused_by_admin": state.paused,
+        "capacity": None
+        if capacity is None
+        else {"available_slots": capacity.available_slots, "max_slots": capacity.max_slots},
+        "pending_job_count": None if status is None else status.pending_job_count,
+        "error": state.error,
+        "checked": state.checked,
+        "age_seconds": None if state.checked is None else round(max(0.0, now - state.checked), 3),
+    }
 
 
 def _add_observability_routes(

@@ -35,6 +35,7 @@ __all__ = [
     "GatewayUnavailableError",
     "admin_request",
     "finish_job",
+    "qpu_readiness",
     "split_gateway_urls",
     "start_job",
 ]
@@ -160,6 +161,39 @@ def admin_request(
         deadline=deadline,
         admin_token=admin_token,
     )
+
+
+def qpu_readiness(
+    url: str,
+    *,
+    munge_socket: str | None = None,
+    ca_file: str | None = None,
+    admin_token: str | None = None,
+    deadline: float = DEFAULT_DEADLINE,
+) -> list[dict[str, Any]]:
+    """``GET /v1/admin/qpus``: the readiness of every QPU the gateway at ``url`` serves.
+
+    Raises:
+        ServiceError: the gateway refused (not root, no admin token) or answered something else
+            than a readiness report.
+        GatewayUnavailableError: no answer within ``deadline``.
+    """
+    answer = admin_request(
+        "GET",
+        url,
+        "/v1/admin/qpus",
+        admin_token=admin_token,
+        munge_socket=munge_socket,
+        ca_file=ca_file,
+        deadline=deadline,
+    )
+    qpus = answer.get("qpus") if isinstance(answer, dict) else None
+    if not isinstance(qpus, list) or not all(isinstance(q, dict) for q in qpus):
+        raise ServiceError(
+            f"the QRMI gateway at {url} did not answer a readiness report ({{'qpus': [...]}}) "
+            "to GET /v1/admin/qpus; is it older than this pyqrmi?"
+        )
+    return qpus
 
 
 def _root_call(

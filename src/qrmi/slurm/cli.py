@@ -208,7 +208,11 @@ def status(
     config: ConfigArg = DEFAULT_CONFIG,
     state_dir: SyncStateArg = SYNC_STATE_DIR,
     probe: Annotated[
-        bool, typer.Option("--probe", help="Ask the vendors now (root: reads the config).")
+        bool,
+        typer.Option(
+            "--probe",
+            help="Ask the vendors now (root: reads the config; gateway-mode QPUs via the gateway).",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
 ) -> None:
@@ -237,11 +241,11 @@ def status(
 
 
 def _probe_now(config: Path) -> tuple[dict[str, tuple[str, str]], list[str]]:
-    from qrmi.slurm.sync import direct_probe, probe_all
+    from qrmi.slurm.sync import direct_probe, fetch_qpus, read_qpus
 
     cfg = admin.load_config(config)
     definitions = {n: cfg.resource_map[n] for n in admin.qpu_names(cfg)}
-    readings = probe_all(definitions, direct_probe, 30)
+    readings = read_qpus(definitions, direct_probe, fetch_qpus, 30)
     live = {n: (r.condition or "error", r.reason or r.error or "") for n, r in readings.items()}
     return live, sorted(definitions)
 
@@ -268,6 +272,14 @@ def reserve(
     count: Annotated[
         int | None, typer.Option("--count", help="Licenses reserved (default: all).")
     ] = None,
+    dedicated: Annotated[
+        bool,
+        typer.Option(
+            "--dedicated",
+            help="Jobs in the window get the QPU in the vendor's exclusive mode (IBM Quantum "
+            "Compute Service: dedicated session); named qrmi-QPU-dedicated-LABEL.",
+        ),
+    ] = False,
     state_dir: SyncStateArg = SYNC_STATE_DIR,
 ) -> None:
     """Declare a QPU time window for the named users or accounts (a license reservation).
@@ -289,6 +301,7 @@ def reserve(
             users=user or [],
             accounts=account or [],
             count=count,
+            dedicated=dedicated,
         )
     except QrmiError as exc:
         raise _die(str(exc)) from None

@@ -4,7 +4,7 @@ Usage (argv comes from ``spank_qrmi.so``; users never run this)::
 
     python -I -m qrmi.slurm.helper acquire --config C --state-dir D --job J --step S --uid U
         --job-nodes N --qpu NAMES [--inherited NAMES] [--own-allocation] [--timeout SECONDS]
-        [--job-record 'LIMIT|LICENSES|START|USER|ACCOUNT|PARTITION']
+        [--job-record 'LIMIT|LICENSES|START|USER|ACCOUNT|PARTITION|RESERVATION']
     python -I -m qrmi.slurm.helper release --config C --state-dir D --job J [--lock-fd FD]
     python -I -m qrmi.slurm.helper epilog  --config C --state-dir D     # job id: $SLURM_JOB_ID
 
@@ -12,7 +12,8 @@ Every setting comes from the admin's config (``--config``); the helper reads not
 user set (no stdin, a clean environment from the shim, resources built with ``environ={}``),
 and checks the QPUs against the licenses slurmctld granted the job: the shim (root) asks
 slurmctld for the job's record and passes it as ``--job-record``, in the form of squeue's
-``%l|%W|%S|%u|%a|%P`` (time limit, licenses, start time, user, account, partition); without it
+``%l|%W|%S|%u|%a|%P|%v`` (time limit, licenses, start time, user, account, partition,
+reservation); without it
 the helper runs ``squeue`` itself. Output, one line each, is the
 shim's protocol: ``setenv KEY=VALUE``,
 ``info MESSAGE``, ``error MESSAGE``, ``release-at-exit``. Exit status 0 means success.
@@ -130,9 +131,10 @@ class JobRecord:
     """What slurmctld says about the job: its time limit (``None`` if unlimited), the
     licenses it was granted (name -> count), its start time (which tells one run of a
     requeued job from the next; ``None`` if squeue gave none) and, for usage records, its
-    user, account and partition (the ones Slurm has, never the job's environment)."""
+    user, account and partition (the ones Slurm has, never the job's environment), and the
+    reservation it runs in (``None`` when none)."""
 
-    __slots__ = ("accounting", "licenses", "start_time", "time_limit_seconds")
+    __slots__ = ("accounting", "licenses", "reservation", "start_time", "time_limit_seconds")
 
     def __init__(
         self,
@@ -140,11 +142,13 @@ class JobRecord:
         licenses: dict[str, int],
         start_time: str | None = None,
         accounting: dict[str, str] | None = None,
+        reservation: str | None = None,
     ) -> None:
         self.time_limit_seconds = time_limit_seconds
         self.licenses = licenses
         self.start_time = start_time
         self.accounting = accounting or {}
+        self.reservation = reservation
 
 
 def parse_licenses(text: str) -> dict[str, int]:
@@ -164,7 +168,7 @@ def parse_licenses(text: str) -> dict[str, int]:
 
 
 def parse_job_record(line: str) -> JobRecord:
-    """One ``squeue -o '%l|%W|%S|%u|%a|%P'`` line (the fields after ``%W`` may be missing).
+    """One ``squeue -o '%l|%W|%S|%u|%a|%P|%v'`` line (the fields after ``%W`` may be missing).
 
     Raises:
         InvalidInputError: the time limit is not a Slurm time limit.
@@ -179,7 +183,14 @@ def parse_job_record(line: str) -> JobRecord:
         for key, value in zip(("user", "account", "partition"), names, strict=False)
         if _is_slurm_name(value.strip())  # else left out: it never fails the job
     }
-    return JobRecord(seconds, parse_licenses(licenses), _start_time(start), accounting)
+    reservation = names[3].strip() if len(names) > 3 else ""
+    return JobRecord(
+        seconds,
+        parse_licenses(licenses),
+        _start_time(start),
+        accounting,
+        reservation if _is_slurm_name(reservation) else None,
+    )
 
 
 #: The characters of a user, account or partition name the gateway takes for usage records.
@@ -222,7 +233,7 @@ class JobRecordQuery:
                 write_ends.append(write_end)
             self.pid = os.posix_spawnp(
                 "squeue",
-                ["squeue", "-h", "-j", job_id, "-o", "%l|%W|%S|%u|%a|%P"],
+                ["squeue", "-h", "-j", job_id, "-o", "%l|%W|%S|%u|%a|%P|%v"],
                 os.environ,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -422,7 +433,12 @@ def cmd_acquire(args: Args) -> int:
     if site is not None and "user" not in record.accounting:  # the shim names no user
         record.accounting.update(_user_of(args.uid))
     ctx = JobContext(
-        args.job, args.uid, record.time_limit_seconds, record.start_time, record.accounting
+        args.job,
+        args.uid,
+        record.time_limit_seconds,
+        record.start_time,
+        record.accounting,
+        record.reservation,
     )
     if site is None:
         variables = lifecycle.variables(lifecycle.acquire(ctx, names), ctx)

@@ -7,6 +7,11 @@ duration, for the named users and/or accounts. Their jobs run in it with
 job whose time limit would reach into the window does not start before it). Nodes are not
 reserved. The window is recorded in the sync state, so ``qrmi slurm sync`` leaves it alone and
 shortens its own holds to end where the window starts.
+
+A ``dedicated`` window is named ``qrmi-<qpu>-dedicated-<label>`` instead: the Slurm helper
+reads the job's reservation from slurmctld's record, and a job in such a window gets the QPU in
+its vendor's exclusive mode where the vendor has one (IBM Quantum Compute Service: its session
+is opened in ``dedicated`` mode, whatever ``QRMI_IBM_QCS_SESSION_MODE`` the config sets).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from qrmi.errors import InvalidInputError
+from qrmi.lifecycle import dedicated_window_prefix
 from qrmi.slurm.slurmcli import SlurmCli, SlurmCommandError, slurm_time
 from qrmi.slurm.sync import SyncState, window_name
 
@@ -86,6 +92,7 @@ def declare_window(
     users: Sequence[str] = (),
     accounts: Sequence[str] = (),
     count: int | None = None,
+    dedicated: bool = False,
     now: datetime | None = None,
 ) -> Window:
     """Create the window's reservation and record it as ours.
@@ -120,7 +127,7 @@ def declare_window(
     count = license_.total if count is None else count
     if not 1 <= count <= license_.total:
         raise InvalidInputError(f"--count {count} must be between 1 and {license_.total}")
-    name = window_name(qpu, label)
+    name = f"{dedicated_window_prefix(qpu)}{label}" if dedicated else window_name(qpu, label)
     state = SyncState.load(state_dir)
     if name in slurm.reservations():
         raise InvalidInputError(f"a reservation named {name} exists; pick another --label")
@@ -130,6 +137,7 @@ def declare_window(
         "kind": "window",
         "users": list(user_names),
         "accounts": list(account_names),
+        "dedicated": dedicated,
     }
     state.save()
     try:

@@ -1,7 +1,9 @@
 """``qrmi slurm sync``: Slurm holds new jobs for a QPU that is not ready, and lets them go again.
 
 Each pass asks every QPU of ``qrmi_config.json`` for its status (through its backend, with the
-admin's settings) and turns what it hears into license-only Slurm reservations:
+admin's settings; for a QPU in gateway mode, whose entry holds no vendor credentials, through
+``GET /v1/admin/qpus`` of its QRMI gateway, proving root with MUNGE) and turns what it hears
+into license-only Slurm reservations:
 
 * a QPU that is offline, paused, or could not be asked ``failures`` times in a row gets a
   reservation ``qrmi-<qpu>-<offline|paused|unreachable>`` holding all its licenses for
@@ -38,9 +40,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qrmi.errors import ConfigError, QrmiError
 from qrmi.slurm.slurmcli import Reservation, SlurmCli, SlurmCommandError, slurm_time
@@ -56,7 +59,10 @@ __all__ = [
     "SyncState",
     "Syncer",
     "direct_probe",
+    "fetch_qpus",
+    "gateway_reading",
     "hold_name",
+    "read_qpus",
     "window_name",
 ]
 
@@ -75,6 +81,9 @@ MIN_HOLD = timedelta(minutes=2)
 Probe = Callable[["ResourceDef"], "ResourceStatus"]
 #: Asks one gateway (``GatewaySite``) for ``GET /v1/admin/quota``; returns its JSON answer.
 QuotaFetch = Callable[["GatewaySite"], Any]
+#: Asks one gateway for ``GET /v1/admin/qpus`` within a deadline; returns its QPU entries.
+QpusFetch = Callable[["GatewaySite", float], list[dict[str, Any]]]
+_T = TypeVar("_T")
 
 
 def hold_name(qpu: str, condition: str) -> str:
@@ -270,6 +279,13 @@ def write_if_changed(path: Path, text: str) -> bool:
 
 
 @dataclass(frozen=True)
+class _Failed:
+    """A question of :func:`_ask_all` that raised or did not answer in time."""
+
+    error: str
+
+
+@dataclass(frozen=True)
 class Reading:
     """What one pass learnt about a QPU: its condition (``online``, ``offline``, ``paused``),
     the vendor's reason, its lanes (``None`` when not reported); ``error`` when it could not
@@ -295,28 +311,27 @@ def _reading(status: ResourceStatus) -> Reading:
     return Reading(status.status.name.lower(), status.status_reason or "", lanes)
 
 
-def probe_all(
-    definitions: Mapping[str, ResourceDef], probe: Probe, timeout: float
-) -> dict[str, Reading]:
-    """Ask every QPU at once; a QPU that raises or does not answer within ``timeout`` gets a
-    reading with ``error`` set. A probe that hangs is left behind in a daemon thread: it never
-    delays the next pass nor the process's exit."""
+def _ask_all(questions: Mapping[str, Callable[[], _T]], timeout: float) -> dict[str, _T | _Failed]:
+    """Ask every question at once; one that raises or does not answer within ``timeout`` gets
+    a :class:`_Failed` that says why. A question that hangs is left behind in a daemon thread:
+    it never delays the next pass nor the process's exit."""
     from qrmi.log import redact
 
-    readings: dict[str, Reading] = {}
+    answers: dict[str, _T | _Failed] = {}
     lock = threading.Lock()
 
-    def ask(name: str, rdef: ResourceDef) -> None:
+    def ask(name: str, question: Callable[[], _T]) -> None:
+        answer: _T | _Failed
         try:
-            reading = _reading(probe(rdef))
+            answer = question()
         except Exception as exc:  # a vendor error must never stop the daemon
-            reading = Reading(None, error=redact(f"{type(exc).__name__}: {exc}"))
+            answer = _Failed(redact(f"{type(exc).__name__}: {exc}"))
         with lock:
-            readings.setdefault(name, reading)
+            answers.setdefault(name, answer)
 
     threads = [
-        threading.Thread(target=ask, args=(n, r), name=f"probe-{n}", daemon=True)
-        for n, r in definitions.items()
+        threading.Thread(target=ask, args=(n, q), name=f"probe-{n}", daemon=True)
+        for n, q in questions.items()
     ]
     for thread in threads:
         thread.start()
@@ -324,9 +339,104 @@ def probe_all(
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     with lock:
-        for name in definitions:
-            readings.setdefault(name, Reading(None, error=f"no answer within {timeout:g} s"))
-        return dict(readings)
+        for name in questions:
+            answers.setdefault(name, _Failed(f"no answer within {timeout:g} s"))
+        return dict(answers)
+
+
+def _as_reading(answer: Reading | _Failed) -> Reading:
+    return Reading(None, error=answer.error) if isinstance(answer, _Failed) else answer
+
+
+def probe_all(
+    definitions: Mapping[str, ResourceDef], probe: Probe, timeout: float
+) -> dict[str, Reading]:
+    """Ask every QPU's backend at once; a QPU that raises or does not answer within
+    ``timeout`` gets a reading with ``error`` set (a hung call never delays the next pass)."""
+    questions = {n: partial(_probe_reading, probe, r) for n, r in definitions.items()}
+    return {n: _as_reading(a) for n, a in _ask_all(questions, timeout).items()}
+
+
+def _probe_reading(probe: Probe, rdef: ResourceDef) -> Reading:
+    return _reading(probe(rdef))
+
+
+# ----- asking a QRMI gateway (gateway mode: the vendor credentials are there) -----------------
+
+
+def fetch_qpus(site: GatewaySite, deadline: float) -> list[dict[str, Any]]:
+    """``GET /v1/admin/qpus`` of the gateway ``site``, proving root with MUNGE."""
+    from qrmi.gateway.client import qpu_readiness
+
+    return qpu_readiness(
+        site.url, munge_socket=site.munge_socket, ca_file=site.ca_file, deadline=deadline
+    )
+
+
+def gateway_reading(entry: Any, where: str, max_age: float) -> Reading:
+    """A QPU's reading from its entry in a gateway's readiness report: paused by the gateway's
+    admin, the vendor's status, or an error when the gateway could not ask the vendor (or its
+    last answer is older than ``max_age`` seconds). Nothing in the entry is taken on trust."""
+    if not isinstance(entry, dict):
+        return Reading(None, error=f"{where} does not report this QPU")
+    paused = entry.get("paused_by_admin")
+    if isinstance(paused, str):
+        return Reading("paused", f"paused at the QRMI gateway: {paused or 'no reason given'}"[:300])
+    status, age = entry.get("status"), entry.get("age_seconds")
+    if status not in ("online", "offline", "paused"):
+        error = entry.get("error")
+        why = error if isinstance(error, str) and error else "no answer from the vendor yet"
+        return Reading(None, error=f"{where} could not ask the vendor: {why[:300]}")
+    if isinstance(age, int | float) and age > max_age:
+        return Reading(None, error=f"{where} last heard from the vendor {age:.0f} s ago")
+    reason = entry.get("reason")
+    capacity = entry.get("capacity")
+    lanes = capacity.get("max_slots") if isinstance(capacity, dict) else None
+    return Reading(
+        status,
+        reason[:300] if isinstance(reason, str) else "",
+        lanes if isinstance(lanes, int) and not isinstance(lanes, bool) else None,
+    )
+
+
+def read_qpus(
+    definitions: Mapping[str, ResourceDef],
+    probe: Probe,
+    qpus_fetch: QpusFetch,
+    timeout: float,
+) -> dict[str, Reading]:
+    """Every QPU's reading: a direct-mode QPU through its backend (``probe``), a gateway-mode
+    QPU from its gateway's readiness report (``qpus_fetch``, one call per gateway), all at
+    once and within ``timeout``."""
+    from qrmi.lifecycle import gateway_site
+
+    direct: dict[str, ResourceDef] = {}
+    by_site: dict[GatewaySite, list[str]] = {}
+    for name, rdef in definitions.items():
+        site = gateway_site([rdef])
+        if site is None:
+            direct[name] = rdef
+        else:
+            by_site.setdefault(site, []).append(name)
+    questions: dict[str, Callable[[], Any]] = {
+        f"qpu:{n}": partial(_probe_reading, probe, r) for n, r in direct.items()
+    }
+    # One call per gateway serves all its QPUs, with a deadline a little under ``timeout`` so
+    # that the gateway's own error (rather than "no answer") is what its QPUs get.
+    for site in by_site:
+        questions[f"gateway:{site.url}"] = partial(qpus_fetch, site, timeout * 0.9)
+    answers = _ask_all(questions, timeout)
+    readings = {n: _as_reading(answers[f"qpu:{n}"]) for n in direct}
+    for site, names in by_site.items():
+        where = f"the QRMI gateway at {site.url}"
+        report = answers[f"gateway:{site.url}"]
+        if isinstance(report, _Failed):
+            readings.update({n: Reading(None, error=f"{where}: {report.error}") for n in names})
+            continue
+        entries = {e.get("name"): e for e in report if isinstance(e, dict)}
+        max_age = max(60.0, 2 * timeout)
+        readings.update({n: gateway_reading(entries.get(n), where, max_age) for n in names})
+    return readings
 
 
 # ----- deciding and applying -------------------------------------------------------------------
@@ -359,6 +469,7 @@ class Syncer:
         lua_data: Path | None = None,
         clock: Callable[[], datetime] = datetime.now,
         quota_fetch: QuotaFetch = fetch_quota,
+        qpus_fetch: QpusFetch = fetch_qpus,
     ) -> None:
         if failures < 1:
             raise ConfigError(f"failures={failures} must be at least 1")
@@ -372,6 +483,7 @@ class Syncer:
         self.lua_data = lua_data
         self.clock = clock
         self.quota_fetch = quota_fetch
+        self.qpus_fetch = qpus_fetch
 
     def run_once(self) -> list[str]:
         """One pass: ask the QPUs, change the reservations that need it. Returns what it
@@ -384,7 +496,7 @@ class Syncer:
             return []
         definitions = {n: r for n, r in config.resource_map.items() if not r.is_dynamic}
         self._publish_quotas(config)
-        readings = probe_all(definitions, self.probe, self.probe_timeout)
+        readings = read_qpus(definitions, self.probe, self.qpus_fetch, self.probe_timeout)
         now = self.clock()
         for name in sorted(definitions):
             self._note(state, name, readings[name], now)
