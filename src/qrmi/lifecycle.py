@@ -682,6 +682,7 @@ class JobLifecycle:
                     ca_file=site.ca_file,
                     deadline=deadline,
                     accounting=ctx.accounting,
+                    reservation=ctx.reservation,
                 )
             except GatewayUnavailableError as exc:
                 if new and not exc.reached:  # the gateway never saw the start: nothing held

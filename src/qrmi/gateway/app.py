@@ -78,6 +78,11 @@ class StartJobRequest(BaseModel):
     user: str | None = Field(default=None, description="the job's user name, for accounting")
     account: str | None = Field(default=None, description="the job's Slurm account")
     partition: str | None = Field(default=None, description="the job's Slurm partition")
+    reservation: str | None = Field(
+        default=None,
+        description="the Slurm reservation the job runs in (a dedicated window of a QPU gets "
+        "the vendor's exclusive mode)",
+    )
     run_id: str | None = Field(
         default=None,
         description="the run's identity (the job's Slurm start time): a start with a new one "
@@ -322,6 +327,7 @@ def _add_job_routes(app: FastAPI, service: GatewayService, verifier: MungeVerifi
             user_name=body.user,
             account=body.account,
             partition=body.partition,
+            reservation=body.reservation,
         )
         return StartJobAnswer(
             job_id=started.job_id,

@@ -67,6 +67,7 @@ def start_job(
     ca_file: str | None = None,
     deadline: float = DEFAULT_DEADLINE,
     accounting: Mapping[str, str] | None = None,
+    reservation: str | None = None,
 ) -> tuple[str, dict[str, str]]:
     """Acquire the job's QPUs on the gateway at ``url``; return ``(token, variables)``.
 
@@ -75,7 +76,9 @@ def start_job(
     it again for a running job keeps the leases and mints a new token. ``run_id`` names the
     job's run (its Slurm start time): a start with another ``run_id`` than the job's last one
     is a new run of a requeued job, which the gateway starts afresh. ``accounting`` holds the
-    job's ``user``, ``account`` and ``partition`` as Slurm knows them (for usage records).
+    job's ``user``, ``account`` and ``partition`` as Slurm knows them (for usage records);
+    ``reservation`` the Slurm reservation it runs in (a dedicated window's jobs get the
+    vendor's exclusive mode).
 
     Raises:
         GatewayUnavailableError: the gateway did not answer within ``deadline``.
@@ -90,6 +93,8 @@ def start_job(
     }
     if run_id is not None:
         body["run_id"] = run_id
+    if reservation is not None:
+        body["reservation"] = reservation
     answer = _root_call(
         "POST",
         url,

@@ -198,11 +198,15 @@ class GatewayService:
             return view
         leases = [lease for lease in self.store.leases(job.job_id) if lease.qpu == qpu]
         lease = next((item.token for item in leases if item.main), None)
-        view = _build(self.definition(qpu), self._job_settings(job, lease), self.metrics)
+        view = _build(self.definition(qpu), self._job_settings(job, qpu, lease), self.metrics)
         with self._lock:
             return self._views.setdefault((job.job_id, qpu), view)
 
-    def _job_settings(self, job: JobRecord, lease: str | None) -> dict[str, str]:
+    def _job_settings(self, job: JobRecord, qpu: str, lease: str | None) -> dict[str, str]:
+        """The job's own settings of its view of ``qpu``: its id, uid, time left, lease, and
+        the vendor's exclusive mode when the job runs in a dedicated window of the QPU."""
+        from qrmi.lifecycle import exclusive_settings
+
         settings = {
             "QRMI_JOB_ID": job.job_id,
             "QRMI_JOB_UID": str(job.uid),
@@ -210,7 +214,7 @@ class GatewayService:
         }
         if lease is not None:
             settings["QRMI_JOB_ACQUISITION_TOKEN"] = lease
-        return settings
+        return exclusive_settings(settings, qpu, self.type_string(qpu), job.reservation)
 
     def _timeout_seconds(self, job: JobRecord) -> int:
         if job.expires is None:
@@ -230,6 +234,7 @@ class GatewayService:
         user_name: str | None = None,
         account: str | None = None,
         partition: str | None = None,
+        reservation: str | None = None,
     ) -> StartedJob:
         """Acquire ``qpus`` for the job and mint its token; ``user_name``, ``account`` and
         ``partition`` (as Slurm knows the job) go into the job's usage records.
@@ -247,7 +252,12 @@ class GatewayService:
             QrmiError: a vendor acquisition failed (nothing stays acquired).
         """
         _check_job_request(job_id, uid, qpus, time_limit, run_id)
-        for what, value in (("user", user_name), ("account", account), ("partition", partition)):
+        for what, value in (
+            ("user", user_name),
+            ("account", account),
+            ("partition", partition),
+            ("reservation", reservation),
+        ):
             _check_slurm_name(what, value)
         for qpu in qpus:
             self.definition(qpu)
@@ -270,6 +280,7 @@ class GatewayService:
                 user_name=user_name,
                 account=account,
                 partition=partition,
+                reservation=reservation,
             )
             job = self.store.job(job_id)
             assert job is not None
@@ -322,7 +333,7 @@ class GatewayService:
     def _acquirer(self, job: JobRecord, qpu: str) -> QuantumResource:
         if self.type_string(qpu) not in JOB_SCOPED_TYPES:
             return self.shared(qpu)
-        view = _build(self.definition(qpu), self._job_settings(job, None), self.metrics)
+        view = _build(self.definition(qpu), self._job_settings(job, qpu, None), self.metrics)
         with self._lock:
             self._views[(job.job_id, qpu)] = view
         return view

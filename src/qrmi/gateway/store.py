@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     user_name TEXT,
     account TEXT,
     partition_name TEXT,
-    run_id TEXT
+    run_id TEXT,
+    reservation TEXT
 );
 CREATE TABLE IF NOT EXISTS leases (
     job_id TEXT NOT NULL,
@@ -167,12 +168,14 @@ _ADDED_COLUMNS = (
     ("jobs", "account", "TEXT", None),
     ("jobs", "partition_name", "TEXT", None),
     ("jobs", "run_id", "TEXT", None),
+    ("jobs", "reservation", "TEXT", None),
 )
 
 #: A job with its main QPUs in one statement (one round trip to PostgreSQL).
 _JOB_SELECT = (
     "SELECT j.job_id, j.uid, j.created, j.expires, j.state, l.qpu, j.user_name, j.account, "
-    "j.partition_name, j.run_id FROM jobs j LEFT JOIN leases l ON l.job_id = j.job_id "
+    "j.partition_name, j.run_id, j.reservation FROM jobs j LEFT JOIN leases l "
+    "ON l.job_id = j.job_id "
     "AND l.main = 1"
 )
 #: The next ordinal of a job's leases or tasks, in the statement that inserts the row.
@@ -235,6 +238,9 @@ class JobRecord:
     account: str | None = None
     partition: str | None = None
     run_id: str | None = None
+    #: The Slurm reservation the job runs in (a dedicated window gets the vendor's exclusive
+    #: mode), as slurmctld has it.
+    reservation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -423,12 +429,13 @@ class Store:
         user_name: str | None = None,
         account: str | None = None,
         partition: str | None = None,
+        reservation: str | None = None,
     ) -> None:
         """Record a new active job; its QPUs are those of its main leases (:meth:`add_lease`)."""
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO jobs (job_id, uid, token_hash, created, expires, run_id, user_name, "
-                "account, partition_name) VALUES (?,?,?,?,?,?,?,?,?)",
+                "account, partition_name, reservation) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     uid,
@@ -439,6 +446,7 @@ class Store:
                     user_name,
                     account,
                     partition,
+                    reservation,
                 ),
             )
 
@@ -936,7 +944,7 @@ def _jobs_from(rows: list[Any]) -> list[JobRecord]:
         if row[5] is not None:
             qpus.append(row[5])
     return [
-        JobRecord(head[0], head[1], head[2], head[3], head[4], tuple(qpus), *head[6:10])
+        JobRecord(head[0], head[1], head[2], head[3], head[4], tuple(qpus), *head[6:11])
         for head, qpus in found.values()
     ]
 
