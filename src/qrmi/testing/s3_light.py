@@ -189,7 +189,12 @@ class LightS3(FakeServer):
     """The light store, with :class:`~qrmi.testing.s3.S3Fake`'s attributes and helpers."""
 
     def __init__(
-        self, *, bucket: str | None = None, region: str = "us-east-1", host: str = "127.0.0.1"
+        self,
+        *,
+        bucket: str | None = None,
+        region: str = "us-east-1",
+        host: str = "127.0.0.1",
+        http: str = "h11",
     ) -> None:
         self.bucket = bucket or f"qrmi-jobs-{uuid.uuid4().hex[:12]}"
         self.region = region
@@ -197,7 +202,7 @@ class LightS3(FakeServer):
         self.secret_access_key = FAKE_SECRET_ACCESS_KEY
         self._store = _Store(self.bucket)
         self._store.created = True
-        super().__init__(_app(self._store), host=host, name="s3-light")
+        super().__init__(_app(self._store), host=host, name="s3-light", http=http)
 
     def client(self) -> Any:
         """A boto3 S3 client for this store (path-style, SigV4)."""
