@@ -258,9 +258,10 @@ def ibm_fake_process(ctx: Context, *, lanes: int) -> Iterator[tuple[Any, Path]]:
 
     Its own process: its CPU is measured apart from the runner's and its GIL is its own, and
     Aer's OpenMP threads sleep instead of spinning (about 14 ms of CPU per Bell job otherwise).
-    The API and the bucket use httptools, the bucket is ``LightS3``, and a job with the same
-    input as an earlier one reuses its result (``reuse_results``) instead of simulating again:
-    the throughput run is about the clients, not Aer (the fake's CPU per task is reported)."""
+    The API and the bucket use httptools, the bucket is ``LightS3`` and the jobs reach it in
+    memory (``direct_store``), and a job with the same input as an earlier one reuses its result
+    (``reuse_results``) instead of simulating again: the throughput run is about the clients,
+    not Aer (the fake's CPU per task is reported)."""
     from qrmi.testing.ibm_quantum_system import QuantumSystemFakeProcess
 
     fake = QuantumSystemFakeProcess(
@@ -269,6 +270,7 @@ def ibm_fake_process(ctx: Context, *, lanes: int) -> Iterator[tuple[Any, Path]]:
         light_s3=True,
         http="httptools",
         reuse_results=True,
+        direct_store=True,
     ).start()
     try:
         spec = ctx.scratch("fake") / f"spec-{fake.pid}.json"

@@ -102,6 +102,18 @@ def test_with_result_reuse_equal_inputs_get_the_first_jobs_result() -> None:
         assert {f"logs_{task}.json" for task in tasks} <= set(fake.s3.keys())
 
 
+def test_with_a_direct_store_jobs_use_the_store_in_memory() -> None:
+    with QuantumSystemFake(light_s3=True, direct_store=True) as fake:
+        qpu = resource(fake.settings)
+        task = qpu.task_start(bell_payload())
+        assert qpu.task_wait(task, 60) == TaskStatus.Completed
+
+        assert json.loads(qpu.task_result(task).value)["__type__"] == "PrimitiveResult"
+        assert b"job completed" in fake.s3.read(f"logs_{task}.json")
+        by_fake = [r for r in fake.s3.requests() if "urllib" in r.headers.get("user-agent", "")]
+        assert by_fake == []
+
+
 def test_the_isa_verdict_kept_for_a_circuit_names_each_pubs_index() -> None:
     device = FakeDevice(NAME, "fake_perth")
     params = {"pubs": [[BELL, None, 8], [NON_ISA, None, 8]]}

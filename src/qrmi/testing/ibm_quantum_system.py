@@ -155,6 +155,8 @@ class _State:
         self.stored_jobs_hold_lanes = stored_jobs_hold_lanes
         self.check_isa = check_isa
         self.reuse_results = reuse_results
+        #: The light store the jobs reach in memory (``direct_store``), or None: over HTTP.
+        self.direct_store: LightS3 | None = None
         #: Result texts by (backend, program, input), when ``reuse_results``.
         self.results: dict[tuple[str, str, str], str] = {}
         self.lock = threading.Lock()
@@ -445,18 +447,18 @@ def _execute(state: _State, job: QsJob) -> None:
         lane.release()
     if outcome is None or job.cancel.is_set():
         log.append(f"{utc_now()} job cancelled")
-        _write_logs(job, log)
+        _write_logs(state, job, log)
         return
     status, details = outcome
     log.append(f"{utc_now()} job {status.lower()}")
-    _write_logs(job, log)
+    _write_logs(state, job, log)
     state.finish(job, status, **details)
 
 
 def _outcome(job: QsJob, state: _State, log: list[str]) -> tuple[str, dict[str, Any]] | None:
     """``(final status, job fields)``, or ``None`` when the job was cancelled meanwhile."""
     started = time.perf_counter()
-    params = _read_input(job, log)
+    params = _read_input(state, job, log)
     if isinstance(params, tuple):
         return params
     if state.check_isa and (problem := isa_violation(params, state.devices[job.backend])):
@@ -478,7 +480,8 @@ def _outcome(job: QsJob, state: _State, log: list[str]) -> tuple[str, dict[str, 
         return _failed(1517, str(exc), "fix the primitive input and submit again")
     if job.cancel.is_set():
         return None
-    if _transfer("PUT", job.storage["results"]["presigned_url"], result.encode()) is None:
+    results_url = job.storage["results"]["presigned_url"]
+    if _transfer(state, "PUT", results_url, result.encode()) is None:
         return _failed(1510, "could not store the results", "check the results presigned URL")
     return "Completed", {"quantum_nanoseconds": _nanoseconds(started)}
 
@@ -516,10 +519,12 @@ def _nanoseconds(started: float) -> int:
     return int((time.perf_counter() - started) * 1e9)
 
 
-def _read_input(job: QsJob, log: list[str]) -> dict[str, Any] | tuple[str, dict[str, Any]]:
+def _read_input(
+    state: _State, job: QsJob, log: list[str]
+) -> dict[str, Any] | tuple[str, dict[str, Any]]:
     """The job's input, or the ``Failed`` outcome when it cannot be read."""
     try:
-        data = _transfer("GET", job.storage["input"]["presigned_url"])
+        data = _transfer(state, "GET", job.storage["input"]["presigned_url"])
         if data is None:
             raise ValueError("the presigned GET failed")
         params = json.loads(data)
@@ -535,14 +540,18 @@ def _read_input(job: QsJob, log: list[str]) -> dict[str, Any] | tuple[str, dict[
     return params
 
 
-def _write_logs(job: QsJob, lines: list[str]) -> None:
-    if _transfer("PUT", job.storage["logs"]["presigned_url"], "\n".join(lines).encode()) is None:
+def _write_logs(state: _State, job: QsJob, lines: list[str]) -> None:
+    logs_url = job.storage["logs"]["presigned_url"]
+    if _transfer(state, "PUT", logs_url, "\n".join(lines).encode()) is None:
         logger.warning("fake QS could not write the logs of job %s", job.id)
 
 
-def _transfer(method: str, url: str, body: bytes | None = None) -> bytes | None:
+def _transfer(state: _State, method: str, url: str, body: bytes | None = None) -> bytes | None:
     """A presigned-URL request (urllib: it logs nothing, so signatures stay out of logs);
-    the response body, or ``None`` on failure."""
+    the response body, or ``None`` on failure. With a direct store, a URL of that store is
+    served in memory."""
+    if state.direct_store is not None and state.direct_store.serves(url):
+        return state.direct_store.transfer(method, url, body)
     headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
@@ -588,6 +597,7 @@ class QuantumSystemFake(IbmFakeServer):
         light_s3: bool = False,
         http: str = "h11",
         reuse_results: bool = False,
+        direct_store: bool = False,
     ) -> None:
         self.s3: S3Fake | LightS3 = (
             LightS3(host=host, http=http)
@@ -602,6 +612,8 @@ class QuantumSystemFake(IbmFakeServer):
             check_isa=check_isa,
             reuse_results=reuse_results,
         )
+        if direct_store and isinstance(self.s3, LightS3):
+            self.state.direct_store = self.s3
         super().__init__(
             partial(create_app, self.state),
             self.state.devices,

@@ -18,7 +18,7 @@ import hashlib
 import threading
 import uuid
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from qrmi.testing.s3 import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
@@ -209,6 +209,17 @@ class LightS3(FakeServer):
         from qrmi.testing.s3 import store_client
 
         return store_client(self.url, self.access_key_id, self.secret_access_key, self.region)
+
+    def serves(self, url: str) -> bool:
+        """Whether ``url`` (a presigned URL) points at this store."""
+        return url.startswith(f"{self.url}/{self.bucket}/")
+
+    def transfer(self, method: str, url: str, body: bytes | None = None) -> bytes | None:
+        """Answer a presigned ``GET`` or ``PUT`` of this store in memory, as over HTTP: the
+        body read (``b""`` for a PUT), or ``None`` when the store answers an error."""
+        target = urlsplit(url)
+        status, _, answer = _handle(self._store, method, target.path, target.query, {}, body or b"")
+        return answer if status == 200 else None
 
     def keys(self) -> list[str]:
         """The object keys in the bucket, sorted."""
