@@ -250,6 +250,36 @@ def ibm_fake(ctx: Context, *, lanes: int = 2) -> Iterator[tuple[Any, Path]]:
         fake.stop()
 
 
+@contextlib.contextmanager
+def ibm_fake_process(ctx: Context, *, lanes: int) -> Iterator[tuple[Any, Path]]:
+    """The IBM Quantum System fake in a process of its own, set for load: yields it (a
+    :class:`qrmi.testing.ibm_quantum_system.QuantumSystemFakeProcess`, whose
+    ``cpu_seconds()`` is the fake's CPU) with the driver spec file; stopped on exit.
+
+    Its own process: its CPU is measured apart from the runner's and its GIL is its own, and
+    Aer's OpenMP threads sleep instead of spinning (about 14 ms of CPU per Bell job otherwise).
+    The API and the bucket use httptools, the bucket is ``LightS3`` and the jobs reach it in
+    memory (``direct_store``), and a job with the same input as an earlier one reuses its result
+    (``reuse_results``) instead of simulating again: the throughput run is about the clients,
+    not Aer (the fake's CPU per task is reported)."""
+    from qrmi.testing.ibm_quantum_system import QuantumSystemFakeProcess
+
+    fake = QuantumSystemFakeProcess(
+        devices={FAKE_BACKEND: "fake_perth"},
+        lanes=lanes,
+        light_s3=True,
+        http="httptools",
+        reuse_results=True,
+        direct_store=True,
+    ).start()
+    try:
+        spec = ctx.scratch("fake") / f"spec-{fake.pid}.json"
+        spec.write_text(json.dumps({"name": FAKE_BACKEND, "settings": fake.settings}))
+        yield fake, spec
+    finally:
+        fake.stop()
+
+
 # ----- client drivers -----------------------------------------------------------------------
 
 

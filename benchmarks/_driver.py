@@ -16,8 +16,9 @@ stderr, so that nothing a library prints can break the protocol):
   ``task_status_running`` (of a task that holds the QPU for 10 minutes; stopped at ``quit``);
 * ``{"op": "sampler", "seconds": S, "shots": K, "n": N}`` -> ``samples`` (time to result of
   ``SamplerV2.run([bell]).result()`` for a task holding the QPU ``S`` seconds);
-* ``{"op": "throughput", "threads": T, "tasks": M, "seconds": S, "poll": P, "share": bool}``
-  -> ``elapsed``, ``completed``, ``failed``, ``latencies``;
+* ``{"op": "throughput", "threads": T, "tasks": M, "seconds": S, "poll": P, "share": bool,
+  "watch": PID?}`` -> ``elapsed``, ``completed``, ``failed``, ``latencies``, ``cpu`` (this
+  process's CPU seconds over the timed region) and ``watched_cpu`` (process PID's, if given);
 * ``{"op": "quit"}``.
 
 Any failure answers ``{"error": "..."}``.
@@ -176,7 +177,7 @@ class Client:
     # ----- many tasks from threads ------------------------------------------------------
 
     def throughput(
-        self, threads: int, tasks: int, seconds: float, poll: float, share: bool
+        self, threads: int, tasks: int, seconds: float, poll: float, share: bool, watch: int = 0
     ) -> dict[str, Any]:
         # The reference cannot share one object between threads ("Already borrowed").
         if share:
@@ -206,6 +207,7 @@ class Client:
                         failures.append(status)
 
         pool = [threading.Thread(target=worker, args=(r,), daemon=True) for r in resources]
+        cpu_before, watched_before = _cpu_seconds(os.getpid()), _cpu_seconds(watch)
         started = time.perf_counter()
         for thread in pool:
             thread.start()
@@ -213,12 +215,23 @@ class Client:
             thread.join(DEADLINE_SECONDS)
         elapsed = time.perf_counter() - started
         return {
+            "cpu": _cpu_seconds(os.getpid()) - cpu_before,
+            "watched_cpu": _cpu_seconds(watch) - watched_before,
             "elapsed": elapsed,
             "completed": len(latencies),
             "failed": len(failures),
             "failures": failures[:3],
             "latencies": latencies,
         }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far, all its threads (Linux; 0 for pid 0)."""
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_task(resource: Any, seconds: float, poll: float) -> tuple[str, str, float]:
@@ -271,6 +284,7 @@ def handle(client: Client, command: dict[str, Any]) -> dict[str, Any]:
             float(command["seconds"]),
             float(command["poll"]),
             bool(command["share"]),
+            int(command.get("watch", 0)),
         )
     raise ValueError(f"unknown op {op!r}")
 

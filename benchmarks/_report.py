@@ -169,8 +169,9 @@ def _machine_table(results: dict[str, Any]) -> list[str]:
         ),
         (
             "Fake servers",
-            "`qrmi.testing` IBM Quantum System fake (FastAPI on uvicorn, "
-            "TCP_NODELAY) + IAM fake + moto S3, all on 127.0.0.1 in the runner's process",
+            "`qrmi.testing` IBM Quantum System fake (FastAPI on uvicorn, TCP_NODELAY) + IAM "
+            "fake + LightS3, on 127.0.0.1, in the runner's process; for throughput in a "
+            "process of its own, set for load (section on throughput)",
         ),
     ]
     return ["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]

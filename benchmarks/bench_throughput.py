@@ -4,21 +4,21 @@ For 1, 8 and 64 threads, each thread loops: ``task_start`` a Bell task (≈10 ms
 poll ``task_status`` every ``POLL_SECONDS`` until final, ``task_result``; the same loop in both
 implementations (``_driver.py``). pyqrmi's threads share one ``QuantumResource``; the
 reference cannot share an object between threads (pyo3 raises "Already borrowed"), so each of
-its threads has its own. The fake gets as many execution lanes as the most threads, so that
-its lanes are not the limit, and keeps the bucket in memory (``LightS3``, not moto).
+its threads has its own. The fake runs in a process of its own (``ibm_fake_process``: httptools,
+``LightS3``, results reused for equal inputs, OpenMP threads that sleep), with as many execution
+lanes as the most threads, so that neither its lanes nor its CPU set the pace: the CPU per task
+of the fake and of each client is reported beside the rates.
 
     .venv/bin/python benchmarks/bench_throughput.py [--quick] [--no-reference]
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import time
 from typing import Any
 
-from _common import OURS, REFERENCE, Context, drivers, ibm_fake, result, row
+from _common import OURS, REFERENCE, Context, drivers, ibm_fake_process, result, row
 from _stats import alternating
 
 NAME = "throughput"
@@ -34,19 +34,30 @@ def run(ctx: Context) -> dict[str, object]:
     rounds = 1 if ctx.quick else 3
     rates: dict[int, dict[str, list[float]]] = {threads: {} for threads in THREAD_COUNTS}
     latencies: dict[str, list[float]] = {}
-    fake_cpu: dict[int, dict[str, list[float]]] = {threads: {} for threads in THREAD_COUNTS}
+    # Per thread count and side: [fake CPU per task, client CPU per task, fake cores busy].
+    costs: dict[int, dict[str, list[tuple[float, float, float]]]] = {
+        threads: {} for threads in THREAD_COUNTS
+    }
     failures: list[str] = []
-    with ibm_fake(ctx, lanes=max(THREAD_COUNTS)) as (_, spec), drivers(ctx, spec) as clients:
+    with (
+        ibm_fake_process(ctx, lanes=max(THREAD_COUNTS)) as (fake, spec),
+        drivers(ctx, spec) as clients,
+    ):
         for side, client in clients.items():  # warm-up: one task per thread
-            _round(client, side, LATENCY_THREADS, LATENCY_THREADS)
+            _round(client, side, LATENCY_THREADS, LATENCY_THREADS, fake.pid)
         for order in alternating(rounds, list(clients)):
             for threads in THREAD_COUNTS:
                 tasks = _tasks(threads, ctx.quick)
                 for side in order:
-                    cpu_before, wall_before = _cpu_seconds(), time.perf_counter()
-                    answer = _round(clients[side], side, threads, tasks)
-                    fake_load = (_cpu_seconds() - cpu_before) / (time.perf_counter() - wall_before)
-                    fake_cpu[threads].setdefault(side, []).append(fake_load)
+                    answer = _round(clients[side], side, threads, tasks, fake.pid)
+                    done = max(1, answer["completed"])
+                    costs[threads].setdefault(side, []).append(
+                        (
+                            answer["watched_cpu"] / done,
+                            answer["cpu"] / done,
+                            answer["watched_cpu"] / answer["elapsed"],
+                        )
+                    )
                     rate = answer["completed"] / answer["elapsed"]
                     rates[threads].setdefault(side, []).append(rate)
                     if threads == LATENCY_THREADS:
@@ -78,16 +89,12 @@ def run(ctx: Context) -> dict[str, object]:
     )
     notes = [
         "Each implementation's client is one process (its threads share one GIL); the fake "
-        "serves the API, runs the jobs and serves the bucket (LightS3, in memory) in the "
-        "runner's process, with as many lanes as the most threads.",
-        "CPU of the fake's process (API, jobs, IAM, bucket; cores busy per second of the "
-        "round, median): "
-        + "; ".join(
-            f"{threads} threads: "
-            + ", ".join(f"{side} {statistics.median(v):.2f}" for side, v in per_side.items())
-            for threads, per_side in fake_cpu.items()
-        )
-        + ". Near 1 core the fake (one Python process) is the ceiling, not the client.",
+        "(API, jobs, IAM, bucket) is a third process, with as many lanes as the most threads.",
+        "CPU per task (median of the rounds): "
+        + "; ".join(_cost_note(threads, per_side) for threads, per_side in costs.items())
+        + ". The fake can serve 1/(its CPU per task) tasks/s on one core and a client can "
+        "drive 1/(its CPU per task); on this 2-core machine the fake and the client running "
+        "share the cores.",
         *(f"task failures: {failure}" for failure in failures),
     ]
     if not ctx.reference.available:
@@ -99,30 +106,55 @@ def run(ctx: Context) -> dict[str, object]:
             f"{rounds} alternating rounds per thread count ({', '.join(map(str, THREAD_COUNTS))}) "
             f"and implementation, ≈{WORK_SECONDS * 1000:g} ms of server-side work per task, "
             f"task_status polled every {POLL_SECONDS * 1000:g} ms; pyqrmi: one shared "
-            "QuantumResource; reference: one QuantumResource per thread; the fake has "
-            f"{max(THREAD_COUNTS)} execution lanes."
+            "QuantumResource; reference: one QuantumResource per thread; the fake runs in its "
+            f"own process with {max(THREAD_COUNTS)} execution lanes and reuses the result of "
+            "equal inputs (the Bell circuit is simulated once)."
         ),
         rows=rows,
         notes=notes,
+        extra={"cpu_per_task": _cost_summary(costs)},
     )
 
 
-def _cpu_seconds() -> float:
-    """User + system CPU of this process (the fake runs in it), its threads included."""
-    times = os.times()
-    return times.user + times.system
+def _cost_note(threads: int, per_side: dict[str, list[tuple[float, float, float]]]) -> str:
+    parts = []
+    for side, samples in per_side.items():
+        fake, client, busy = (statistics.median(s[i] for s in samples) for i in range(3))
+        parts.append(
+            f"{side} client {client * 1000:.1f} ms, fake {fake * 1000:.1f} ms "
+            f"(fake {busy:.2f} cores busy)"
+        )
+    return f"{threads} thread{'s' if threads > 1 else ''}: " + ", ".join(parts)
+
+
+def _cost_summary(
+    costs: dict[int, dict[str, list[tuple[float, float, float]]]],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Medians for the results file: seconds of CPU per task and the fake's busy cores."""
+    return {
+        str(threads): {
+            side: {
+                "fake_cpu_per_task": statistics.median(s[0] for s in samples),
+                "client_cpu_per_task": statistics.median(s[1] for s in samples),
+                "fake_cores_busy": statistics.median(s[2] for s in samples),
+            }
+            for side, samples in per_side.items()
+        }
+        for threads, per_side in costs.items()
+    }
 
 
 def _tasks(threads: int, quick: bool) -> int:
-    """Tasks per round: several per thread, one per thread for the largest counts (64 threads
-    run 64 tasks at once: the round then measures one wave)."""
-    if quick or threads >= 64:
+    """Tasks per round: several per thread, two waves for the largest counts."""
+    if quick:
         return max(16, threads)
-    return max(16, threads * 4)
+    return max(32, threads * (2 if threads >= 64 else 8))
 
 
-def _round(client: Any, side: str, threads: int, tasks: int) -> dict[str, Any]:
+def _round(client: Any, side: str, threads: int, tasks: int, watch: int = 0) -> dict[str, Any]:
+    """One round; the driver measures its own CPU and the fake's (``watch``) while timed."""
     command = {
+        "watch": watch,
         "op": "throughput",
         "threads": threads,
         "tasks": tasks,

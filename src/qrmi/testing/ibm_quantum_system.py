@@ -46,6 +46,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -53,6 +56,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Self
 
 from fastapi import FastAPI, Request, Response
@@ -78,7 +82,7 @@ from qrmi.testing.ibm_shared import (
 from qrmi.testing.s3 import S3Fake
 from qrmi.testing.s3_light import LightS3
 
-__all__ = ["QsJob", "QuantumSystemFake", "serve"]
+__all__ = ["QsJob", "QuantumSystemFake", "QuantumSystemFakeProcess", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,17 +147,26 @@ class _State:
         *,
         stored_jobs_hold_lanes: bool = False,
         check_isa: bool = True,
+        reuse_results: bool = False,
     ):
         self.devices = devices
         self.lanes = lanes
         self.execution_seconds = execution_seconds
         self.stored_jobs_hold_lanes = stored_jobs_hold_lanes
         self.check_isa = check_isa
+        self.reuse_results = reuse_results
+        #: The light store the jobs reach in memory (``direct_store``), or None: over HTTP.
+        self.direct_store: LightS3 | None = None
+        #: Result texts by (backend, program, input), when ``reuse_results``.
+        self.results: dict[tuple[str, str, str], str] = {}
         self.lock = threading.Lock()
         self.jobs: dict[str, QsJob] = {}
         self.deleted: set[str] = set()
         self.reserved: set[str] = set()
         self.lane_locks = {name: threading.Semaphore(lanes) for name in devices}
+        #: Ids of the jobs holding a lane, by backend (kept so that a submission does not scan
+        #: every stored job: clients that never delete theirs would make it ever slower).
+        self.lane_holders: dict[str, set[str]] = {name: set() for name in devices}
         self.threads: list[threading.Thread] = []
         self.stopping = threading.Event()
 
@@ -165,11 +178,7 @@ class _State:
 
     def lanes_taken(self, backend: str) -> int:
         """Lanes of ``backend`` in use (call with :attr:`lock` held)."""
-        return sum(
-            1
-            for job in self.jobs.values()
-            if job.backend == backend and (self.stored_jobs_hold_lanes or job.status not in FINAL)
-        )
+        return len(self.lane_holders[backend])
 
     def finish(self, job: QsJob, status: str, **reason: Any) -> bool:
         """Move ``job`` to a final ``status`` unless it already is final; True if moved."""
@@ -178,6 +187,8 @@ class _State:
                 return False
             job.status = status
             job.end_time = utc_now()
+            if not self.stored_jobs_hold_lanes:
+                self.lane_holders[job.backend].discard(job.id)
             for key, value in reason.items():
                 setattr(job, key, value)
             return True
@@ -252,7 +263,6 @@ def create_app(state: _State, issuer: Any, crn: str) -> Any:
             return device
         return {"hpc_workload_manager": {"lanes": state.lanes}, "ibm_quantum_compute": {"lanes": 1}}
 
-    @app.post("/v1/jobs")
     async def create_job(request: Request) -> Any:
         if (error := guard(request)) is not None:
             return error
@@ -284,6 +294,7 @@ def create_app(state: _State, issuer: Any, crn: str) -> Any:
                     f"{job.backend} has been reached.",
                 )
             state.jobs[job.id] = job
+            state.lane_holders[job.backend].add(job.id)
         thread = threading.Thread(
             target=_execute, args=(state, job), name=f"qs-job-{job.id[:8]}", daemon=True
         )
@@ -298,7 +309,6 @@ def create_app(state: _State, issuer: Any, crn: str) -> Any:
         with state.lock:
             return {"jobs": [job.to_json() for job in state.jobs.values()]}
 
-    @app.get("/v1/jobs/{job_id}")
     async def get_job(job_id: str, request: Request) -> Any:
         if (error := guard(request)) is not None:
             return error
@@ -318,7 +328,6 @@ def create_app(state: _State, issuer: Any, crn: str) -> Any:
         job.cancel.set()
         return Response(status_code=204)
 
-    @app.delete("/v1/jobs/{job_id}")
     async def delete_job(job_id: str, request: Request) -> Any:
         if (error := guard(request)) is not None:
             return error
@@ -334,9 +343,48 @@ def create_app(state: _State, issuer: Any, crn: str) -> Any:
                 )
             del state.jobs[job_id]
             state.deleted.add(job_id)
+            state.lane_holders[job.backend].discard(job_id)
         return Response(status_code=204)
 
-    return app
+    app.post("/v1/jobs")(create_job)
+    app.get("/v1/jobs/{job_id}")(get_job)
+    app.delete("/v1/jobs/{job_id}")(delete_job)
+    return _JobRoutes(app, create_job, get_job, delete_job)
+
+
+class _JobRoutes:
+    """The routes of a job's life (submit, poll, delete), answered before FastAPI's middleware,
+    routing and dependency solving, which cost about as much CPU again as the handlers; the same
+    handlers give the same responses. Every other request goes to the FastAPI app."""
+
+    def __init__(self, app: Any, create_job: Any, get_job: Any, delete_job: Any) -> None:
+        self.app = app
+        self.create_job = create_job
+        self.get_job = get_job
+        self.delete_job = delete_job
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        handler = self._handler(scope) if scope["type"] == "http" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+    def _handler(self, scope: Any) -> Any | None:
+        """The handler of this request as FastAPI would route it (``{job_id}``: one non-empty
+        path segment), or ``None``."""
+        method, path = scope["method"], scope["path"]
+        if path == "/v1/jobs":
+            return self.create_job if method == "POST" else None
+        job_id = path[len("/v1/jobs/") :] if path.startswith("/v1/jobs/") else ""
+        if not job_id or "/" in job_id:
+            return None
+        if method == "GET":
+            return partial(self.get_job, job_id)
+        if method == "DELETE":
+            return partial(self.delete_job, job_id)
+        return None
 
 
 def _job_not_found(job_id: str) -> Any:
@@ -399,18 +447,18 @@ def _execute(state: _State, job: QsJob) -> None:
         lane.release()
     if outcome is None or job.cancel.is_set():
         log.append(f"{utc_now()} job cancelled")
-        _write_logs(job, log)
+        _write_logs(state, job, log)
         return
     status, details = outcome
     log.append(f"{utc_now()} job {status.lower()}")
-    _write_logs(job, log)
+    _write_logs(state, job, log)
     state.finish(job, status, **details)
 
 
 def _outcome(job: QsJob, state: _State, log: list[str]) -> tuple[str, dict[str, Any]] | None:
     """``(final status, job fields)``, or ``None`` when the job was cancelled meanwhile."""
     started = time.perf_counter()
-    params = _read_input(job, log)
+    params = _read_input(state, job, log)
     if isinstance(params, tuple):
         return params
     if state.check_isa and (problem := isa_violation(params, state.devices[job.backend])):
@@ -426,15 +474,37 @@ def _outcome(job: QsJob, state: _State, log: list[str]) -> tuple[str, dict[str, 
         return None
     log.append(f"{utc_now()} running {job.program_id} on {job.backend}")
     try:
-        result = execute_primitive(job.program_id, params, state.devices[job.backend])
+        result = _result(job, params, state)
     except QrmiError as exc:
         log.append(f"{utc_now()} failed: {exc}")
         return _failed(1517, str(exc), "fix the primitive input and submit again")
     if job.cancel.is_set():
         return None
-    if _transfer("PUT", job.storage["results"]["presigned_url"], result.encode()) is None:
+    results_url = job.storage["results"]["presigned_url"]
+    if _transfer(state, "PUT", results_url, result.encode()) is None:
         return _failed(1510, "could not store the results", "check the results presigned URL")
     return "Completed", {"quantum_nanoseconds": _nanoseconds(started)}
+
+
+def _result(job: QsJob, params: dict[str, Any], state: _State) -> str:
+    """The result text of ``job``: simulated, or with ``reuse_results`` the one an earlier job
+    with the same backend, program and input got."""
+    if not state.reuse_results:
+        return execute_primitive(job.program_id, params, state.devices[job.backend])
+    key = (job.backend, job.program_id, json.dumps(params, sort_keys=True))
+    with state.lock:
+        known = state.results.get(key)
+    if known is None:
+        known = execute_primitive(job.program_id, params, state.devices[job.backend])
+        with state.lock:
+            if len(state.results) >= _RESULTS_KEPT:
+                state.results.clear()
+            state.results[key] = known
+    return known
+
+
+#: How many results ``reuse_results`` keeps before it forgets them all.
+_RESULTS_KEPT = 64
 
 
 def _failed(code: int, message: str, solution: str) -> tuple[str, dict[str, Any]]:
@@ -449,10 +519,12 @@ def _nanoseconds(started: float) -> int:
     return int((time.perf_counter() - started) * 1e9)
 
 
-def _read_input(job: QsJob, log: list[str]) -> dict[str, Any] | tuple[str, dict[str, Any]]:
+def _read_input(
+    state: _State, job: QsJob, log: list[str]
+) -> dict[str, Any] | tuple[str, dict[str, Any]]:
     """The job's input, or the ``Failed`` outcome when it cannot be read."""
     try:
-        data = _transfer("GET", job.storage["input"]["presigned_url"])
+        data = _transfer(state, "GET", job.storage["input"]["presigned_url"])
         if data is None:
             raise ValueError("the presigned GET failed")
         params = json.loads(data)
@@ -468,14 +540,18 @@ def _read_input(job: QsJob, log: list[str]) -> dict[str, Any] | tuple[str, dict[
     return params
 
 
-def _write_logs(job: QsJob, lines: list[str]) -> None:
-    if _transfer("PUT", job.storage["logs"]["presigned_url"], "\n".join(lines).encode()) is None:
+def _write_logs(state: _State, job: QsJob, lines: list[str]) -> None:
+    logs_url = job.storage["logs"]["presigned_url"]
+    if _transfer(state, "PUT", logs_url, "\n".join(lines).encode()) is None:
         logger.warning("fake QS could not write the logs of job %s", job.id)
 
 
-def _transfer(method: str, url: str, body: bytes | None = None) -> bytes | None:
+def _transfer(state: _State, method: str, url: str, body: bytes | None = None) -> bytes | None:
     """A presigned-URL request (urllib: it logs nothing, so signatures stay out of logs);
-    the response body, or ``None`` on failure."""
+    the response body, or ``None`` on failure. With a direct store, a URL of that store is
+    served in memory."""
+    if state.direct_store is not None and state.direct_store.serves(url):
+        return state.direct_store.transfer(method, url, body)
     headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
@@ -497,7 +573,9 @@ class QuantumSystemFake(IbmFakeServer):
     S3 store in a child process (:class:`~qrmi.testing.s3.S3Fake`), so that it does not share
     this process's GIL with the API and the jobs; ``light_s3=True`` serves the bucket from
     :class:`~qrmi.testing.s3_light.LightS3` instead of moto (the benchmarks use it: on moto
-    the store, not the clients, sets the pace).
+    the store, not the clients, sets the pace); ``http="httptools"`` serves the API and the
+    light store with uvicorn's C parser instead of h11 (less CPU per request).
+    :class:`QuantumSystemFakeProcess` runs this fake in a child process.
     """
 
     RESOURCE_TYPE = "ibm-quantum-system"
@@ -517,9 +595,14 @@ class QuantumSystemFake(IbmFakeServer):
         port: int = 0,
         s3_own_process: bool = False,
         light_s3: bool = False,
+        http: str = "h11",
+        reuse_results: bool = False,
+        direct_store: bool = False,
     ) -> None:
         self.s3: S3Fake | LightS3 = (
-            LightS3(host=host) if light_s3 else S3Fake(host=host, own_process=s3_own_process)
+            LightS3(host=host, http=http)
+            if light_s3
+            else S3Fake(host=host, own_process=s3_own_process)
         )
         self.state = _State(
             devices_from(devices, DEFAULT_DEVICES),
@@ -527,7 +610,10 @@ class QuantumSystemFake(IbmFakeServer):
             execution_seconds,
             stored_jobs_hold_lanes=stored_jobs_hold_lanes,
             check_isa=check_isa,
+            reuse_results=reuse_results,
         )
+        if direct_store and isinstance(self.s3, LightS3):
+            self.state.direct_store = self.s3
         super().__init__(
             partial(create_app, self.state),
             self.state.devices,
@@ -537,6 +623,7 @@ class QuantumSystemFake(IbmFakeServer):
             host=host,
             port=port,
             name="ibm-qs",
+            http=http,
         )
 
     def start(self) -> Self:
@@ -594,6 +681,109 @@ class QuantumSystemFake(IbmFakeServer):
                 raise TimeoutError(
                     f"fake QS job thread {thread.name} still running after {timeout} s"
                 )
+
+
+# Run by the child of QuantumSystemFakeProcess: serve, say where, stop when stdin closes.
+_CHILD = """
+import json, sys
+from qrmi.testing.ibm_quantum_system import QuantumSystemFake
+fake = QuantumSystemFake(**json.loads(sys.argv[1])).start()
+print(json.dumps({"settings": fake.settings, "url": fake.url}), flush=True)
+sys.stdin.read()
+fake.stop()
+"""
+
+#: Environment of the child: OpenMP threads that wait for work sleep instead of spinning. Aer
+#: (libgomp) spins by default, which cost about 14 ms of CPU per Bell job on 2 cores, four times
+#: the simulation itself. It has to be set before libgomp loads, hence a process of its own.
+_CHILD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+class QuantumSystemFakeProcess:
+    """A :class:`QuantumSystemFake` (API, IAM, S3, jobs) in a child process of its own.
+
+    ``options`` are :class:`QuantumSystemFake`'s keyword arguments (JSON values). The child has
+    its own interpreter and GIL, so a load test's fake does not share a core's worth of Python
+    with the process that drives it, its CPU can be measured apart (:meth:`cpu_seconds`), and
+    Aer's OpenMP threads sleep when idle (``OMP_WAIT_POLICY=PASSIVE`` unless the environment
+    sets it). Tests that inspect the fake's state use :class:`QuantumSystemFake` itself. The
+    child ends when this object stops or its parent exits (it reads stdin until EOF).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self._child: subprocess.Popen[str] | None = None
+        self._started: dict[str, Any] = {}
+
+    def start(self) -> Self:
+        """Start the child and wait until it serves (raises RuntimeError if it fails)."""
+        if self._child is not None:
+            return self
+        environment = {**_CHILD_ENVIRONMENT, **os.environ}
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, json.dumps(self.options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=environment,
+        )
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        try:
+            self._started = json.loads(line)
+        except ValueError:
+            child.kill()
+            child.wait(timeout=15)
+            raise RuntimeError(
+                f"the IBM Quantum System fake did not start in a child process ({line!r}); "
+                "see its stderr above"
+            ) from None
+        self._child = child
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        if self._child is None:
+            raise RuntimeError("QuantumSystemFakeProcess is not running: call start() first.")
+        return self._child.pid
+
+    @property
+    def url(self) -> str:
+        """The API's ``http://host:port``."""
+        self.pid  # noqa: B018 - raises when not started
+        return str(self._started["url"])
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The resource ``environment`` (as :attr:`QuantumSystemFake.settings`)."""
+        self.pid  # noqa: B018 - raises when not started
+        return dict(self._started["settings"])
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the child has used so far, all its threads (Linux ``/proc``)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        """Stop the child (closing its stdin; killed if it does not exit); no-op if stopped."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.close()
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=15)
+        child.stdout.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def serve(*, devices: Iterable[str] | None = None, **options: Any) -> QuantumSystemFake:

@@ -107,6 +107,8 @@ class FakeDevice:
     version: str = "1.0.0"
     _description: tuple[dict[str, Any], dict[str, Any]] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: ISA verdicts by OpenQASM text (see :func:`isa_violation`).
+    _verdicts: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     def description(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(configuration, properties)`` of the snapshot, renamed to :attr:`name`."""
@@ -150,6 +152,41 @@ def isa_violation(params: Mapping[str, Any], device: FakeDevice) -> str | None:
     on coupled qubits, within its qubit count) and fail other jobs. A circuit the fake cannot
     parse is not judged here: the engine reports it.
     """
+    pubs = params.get("pubs")
+    for index, pub in enumerate(pubs if isinstance(pubs, list) else ()):
+        problem = _circuit_violation(pub[0] if isinstance(pub, list) and pub else pub, device)
+        if problem is not None:
+            return f"pub {index}: {problem}"
+    return None
+
+
+#: How many ISA verdicts a device keeps (by OpenQASM text) before it forgets them all.
+_VERDICTS_KEPT = 256
+
+
+def _circuit_violation(circuit_input: Any, device: FakeDevice) -> str | None:
+    """Why one pub's circuit is not an ISA circuit of ``device``, or ``None``.
+
+    The verdict on an OpenQASM text is kept: parsing it costs about 2 ms of CPU, which clients
+    that submit the same circuit again and again (the throughput benchmark) would otherwise
+    pay on every job."""
+    text = circuit_input if isinstance(circuit_input, str) else None
+    if text is not None:
+        with device._lock:
+            if text in device._verdicts:
+                return device._verdicts[text]
+    problem = _judged(_parsed_circuit(circuit_input), device)
+    if text is not None:
+        with device._lock:
+            if len(device._verdicts) >= _VERDICTS_KEPT:
+                device._verdicts.clear()
+            device._verdicts[text] = problem
+    return problem
+
+
+def _judged(circuit: Any | None, device: FakeDevice) -> str | None:
+    if circuit is None:
+        return None
     configuration = device.description()[0]
     supported = set(configuration.get("basis_gates") or ()) | set(
         configuration.get("supported_instructions") or _ALWAYS_SUPPORTED
@@ -157,21 +194,10 @@ def isa_violation(params: Mapping[str, Any], device: FakeDevice) -> str | None:
     supported |= {"barrier"}
     edges = {tuple(edge) for edge in configuration.get("coupling_map") or ()}
     size = int(configuration.get("n_qubits", 0))
-    pubs = params.get("pubs")
-    for index, pub in enumerate(pubs if isinstance(pubs, list) else ()):
-        circuit = _parsed_circuit(pub[0] if isinstance(pub, list) and pub else pub)
-        if circuit is None:
-            continue
-        if circuit.num_qubits > size:
-            return (
-                f"pub {index}: the circuit has {circuit.num_qubits} qubits; {device.name} has "
-                f"{size}."
-            )
-        qubits = list(range(circuit.num_qubits))
-        problem = _non_isa_instruction(circuit, qubits, supported, edges)
-        if problem is not None:
-            return f"pub {index}: {problem}"
-    return None
+    if circuit.num_qubits > size:
+        return f"the circuit has {circuit.num_qubits} qubits; {device.name} has {size}."
+    qubits = list(range(circuit.num_qubits))
+    return _non_isa_instruction(circuit, qubits, supported, edges)
 
 
 def _parsed_circuit(value: Any) -> Any | None:
@@ -243,7 +269,8 @@ class IbmFakeServer(FakeServer):
     """What both IBM fakes are: an API with its own IAM beside it, serving backends
     (``devices``), each a resource of type :attr:`RESOURCE_TYPE`.
 
-    ``app_for(issuer, crn)`` builds the API app that trusts the IAM fake's tokens.
+    ``app_for(issuer, crn)`` builds the API app that trusts the IAM fake's tokens; ``http`` is
+    the API server's HTTP implementation (:class:`~qrmi.testing.FakeServer`).
     """
 
     RESOURCE_TYPE: ClassVar[str]
@@ -259,12 +286,13 @@ class IbmFakeServer(FakeServer):
         host: str,
         port: int,
         name: str,
+        http: str = "h11",
     ) -> None:
         self.apikey = apikey
         self.crn = crn
         self.devices = devices
         self.iam = IamFake([apikey], token_lifetime=token_lifetime, host=host)
-        super().__init__(app_for(self.iam.issuer, crn), host=host, port=port, name=name)
+        super().__init__(app_for(self.iam.issuer, crn), host=host, port=port, name=name, http=http)
 
     def start(self) -> Self:
         """Start IAM and the API."""

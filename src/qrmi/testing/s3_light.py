@@ -18,7 +18,7 @@ import hashlib
 import threading
 import uuid
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from qrmi.testing.s3 import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
@@ -189,7 +189,12 @@ class LightS3(FakeServer):
     """The light store, with :class:`~qrmi.testing.s3.S3Fake`'s attributes and helpers."""
 
     def __init__(
-        self, *, bucket: str | None = None, region: str = "us-east-1", host: str = "127.0.0.1"
+        self,
+        *,
+        bucket: str | None = None,
+        region: str = "us-east-1",
+        host: str = "127.0.0.1",
+        http: str = "h11",
     ) -> None:
         self.bucket = bucket or f"qrmi-jobs-{uuid.uuid4().hex[:12]}"
         self.region = region
@@ -197,13 +202,24 @@ class LightS3(FakeServer):
         self.secret_access_key = FAKE_SECRET_ACCESS_KEY
         self._store = _Store(self.bucket)
         self._store.created = True
-        super().__init__(_app(self._store), host=host, name="s3-light")
+        super().__init__(_app(self._store), host=host, name="s3-light", http=http)
 
     def client(self) -> Any:
         """A boto3 S3 client for this store (path-style, SigV4)."""
         from qrmi.testing.s3 import store_client
 
         return store_client(self.url, self.access_key_id, self.secret_access_key, self.region)
+
+    def serves(self, url: str) -> bool:
+        """Whether ``url`` (a presigned URL) points at this store."""
+        return url.startswith(f"{self.url}/{self.bucket}/")
+
+    def transfer(self, method: str, url: str, body: bytes | None = None) -> bytes | None:
+        """Answer a presigned ``GET`` or ``PUT`` of this store in memory, as over HTTP: the
+        body read (``b""`` for a PUT), or ``None`` when the store answers an error."""
+        target = urlsplit(url)
+        status, _, answer = _handle(self._store, method, target.path, target.query, {}, body or b"")
+        return answer if status == 200 else None
 
     def keys(self) -> list[str]:
         """The object keys in the bucket, sorted."""
