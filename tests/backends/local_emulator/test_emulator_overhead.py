@@ -213,3 +213,19 @@ def test_a_claim_returns_the_running_task_with_its_log_line(tmp_path: Path) -> N
     assert claimed.started_at is not None
     assert claimed.logs.endswith("on lane 1\n")
     assert store.get(task_id).logs == claimed.logs
+
+
+def test_results_encoded_at_the_fastest_level_decode_to_the_same_arrays() -> None:
+    import json
+
+    import numpy as np
+    from qiskit.primitives.containers import BitArray
+    from qiskit_ibm_runtime.json import RuntimeDecoder
+
+    bits = BitArray(np.random.default_rng(1).integers(0, 256, (1000, 2), dtype=np.uint8), 12)
+
+    text = json.dumps({"meas": bits, "values": np.arange(5.0)}, cls=_simulate._ResultEncoder)
+
+    decoded = json.loads(text, cls=RuntimeDecoder)
+    assert decoded["meas"] == bits
+    assert decoded["values"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]

@@ -5,11 +5,14 @@ Only :func:`run` is used from outside; see the engine's docstring for the behavi
 
 from __future__ import annotations
 
+import base64
 import functools
+import io
 import json
 import re
 import threading
 import warnings
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -155,7 +158,24 @@ def run(
         "version": 2,
         "emulator": {"device": device, "noise": noise, "seed": seed, "approximate": approximate},
     }
-    return json.dumps(PrimitiveResult(results, metadata=metadata), cls=RuntimeEncoder)
+    return json.dumps(PrimitiveResult(results, metadata=metadata), cls=_ResultEncoder)
+
+
+class _ResultEncoder(RuntimeEncoder):  # type: ignore[misc]
+    """RuntimeEncoder, with numeric arrays (the shots' bits) compressed at zlib's fastest level.
+
+    The encoding is RuntimeEncoder's (``np.save``, zlib, base64), which RuntimeDecoder reads
+    whatever the level; its default level takes 5 to 15 times longer and, shots' bits being
+    nearly random, seldom saves much: 0.13 s of a 10^6-shot result.
+    """
+
+    def default(self, obj: Any) -> Any:
+        if isinstance(obj, np.ndarray) and obj.dtype != object:
+            with io.BytesIO() as buffer:
+                np.save(buffer, obj, allow_pickle=False)
+                packed = zlib.compress(buffer.getvalue(), 1)
+            return {"__type__": "ndarray", "__value__": base64.b64encode(packed).decode("ascii")}
+        return super().default(obj)
 
 
 def _decode(params: Mapping[str, Any]) -> dict[str, Any]:
