@@ -161,6 +161,20 @@ def test_notify_removes_the_sockets_of_waiters_that_are_gone(tmp_path: Path) -> 
     assert not stale.exists()
 
 
+def test_a_sweep_removes_dead_waiters_sockets_and_keeps_live_ones(tmp_path: Path) -> None:
+    live = _notify.Waiter.open(tmp_path, "task-1")
+    dead = _notify.Waiter.open(tmp_path, "task-2")
+    assert live is not None and dead is not None
+    dead._sock.close()  # killed: the file stays, nobody reads it
+
+    with live:
+        assert _notify.sweep(tmp_path) == 1
+
+        assert live._path.exists()
+        assert not dead._path.exists()
+        assert live.wait(0.01) is False  # the sweep woke nobody
+
+
 @pytest.mark.parametrize("task_id", ["../escape", "a/b", "x" * 65, ""])
 def test_ids_that_are_not_plain_get_no_waiter(tmp_path: Path, task_id: str) -> None:
     assert _notify.Waiter.open(tmp_path, task_id) is None

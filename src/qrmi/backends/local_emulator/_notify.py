@@ -22,7 +22,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["WAITERS_DIR", "Waiter", "notify"]
+__all__ = ["WAITERS_DIR", "Waiter", "notify", "sweep"]
 
 WAITERS_DIR = "waiters"
 #: ``sun_path`` holds 108 bytes, the terminating NUL included.
@@ -107,6 +107,31 @@ def notify(state_dir: Path, task_id: str) -> None:
                     (directory / name).unlink()
             except OSError:
                 pass
+
+
+def sweep(state_dir: Path) -> int:
+    """Remove the sockets nobody reads any more (clients killed while they waited for a task
+    that has not ended yet); returns how many. Sends nothing: live waiters are not woken."""
+    directory = state_dir / WAITERS_DIR
+    try:
+        names = [entry.name for entry in os.scandir(directory)]
+    except OSError:
+        return 0
+    removed = 0
+    with _short_path(directory) as short:
+        if short is None:
+            return 0
+        for name in names:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.connect(f"{short}/{name}")
+                except ConnectionRefusedError:
+                    with contextlib.suppress(OSError):
+                        (directory / name).unlink()
+                        removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 @contextlib.contextmanager

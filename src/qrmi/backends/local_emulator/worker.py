@@ -375,6 +375,9 @@ class Worker:
         deleted = self.store.purge(retention)
         if deleted:
             logger.info("deleted %d finished tasks older than %g s", deleted, retention)
+        swept = _notify.sweep(self.state_dir)
+        if swept:
+            logger.info("removed %d sockets of clients that stopped waiting", swept)
 
     def _bind(self) -> None:
         path = self.state_dir / SOCKET_NAME
