@@ -320,9 +320,12 @@ def _fast_gates() -> tuple[frozenset[str], tuple[Any, ...]]:
 
 def _fast_qasm3(text: str) -> QuantumCircuit | None:
     """``text`` parsed by Qiskit's native importer, or None when it is not for the fast path."""
-    if _PHYSICAL_REGISTER in text:
+    if _PHYSICAL_REGISTER in text or not hasattr(qasm3, "loads_experimental"):
         return None
-    names, constructors = _fast_gates()
+    try:
+        names, constructors = _fast_gates()
+    except (AttributeError, TypeError):  # a Qiskit whose native importer differs
+        return None
     statements = _GATE_DEFINITION.sub(lambda m: "" if m["name"] in names else "\x00", text)
     for statement in statements.split(";")[:-1]:
         match = _FAST_STATEMENT.fullmatch(statement.strip() + ";")
