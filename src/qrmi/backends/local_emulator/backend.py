@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from qrmi.backends.base import Backend, Clock, Sleeper, dump_json
+from qrmi.backends.base import Backend, Clock, Sleeper, dump_json, poll_intervals
 from qrmi.backends.local_emulator.devices import (
     DEFAULT_DEVICE,
     canonical_device_name,
@@ -70,7 +70,7 @@ from qrmi.backends.local_emulator.store import (
     TaskStore,
 )
 from qrmi.config import Settings
-from qrmi.errors import ConfigError, TaskNotReadyError
+from qrmi.errors import ConfigError, TaskNotReadyError, TaskTimeoutError
 from qrmi.models import (
     Payload,
     QiskitPrimitivePayload,
@@ -92,6 +92,9 @@ DEFAULT_IDLE_SECONDS = 60.0
 DEFAULT_RETENTION_DAYS = 7.0
 #: How long a queued task may wait with no live worker before the client starts another one.
 _WORKER_CHECK_SECONDS = 1.0
+#: First look at the store of a wait that gets notified of the task's end: the looks only
+#: catch an end nobody notified (a worker killed outright) and keep the worker alive.
+_NOTIFIED_FIRST_POLL_SECONDS = 0.05
 
 
 def _worker() -> ModuleType:
@@ -220,7 +223,40 @@ class LocalEmulatorBackend(Backend):
         return task_id
 
     def cancel(self, task_id: str) -> None:
-        self.store.cancel(task_id)
+        if self.store.cancel(task_id):
+            from qrmi.backends.local_emulator import _notify
+
+            _notify.notify(self.state_dir, task_id)
+
+    def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus:
+        """Wait until ``task_id`` is final: blocked on a notification from whoever ends it
+        (see :mod:`~qrmi.backends.local_emulator._notify`), looking at the store now and then
+        as :meth:`Backend.wait` does, which alone is used where notifications cannot be.
+
+        Raises:
+            TaskTimeoutError: ``timeout`` seconds passed first (the task keeps running).
+        """
+        from qrmi.backends.local_emulator import _notify
+
+        waiter = _notify.Waiter.open(self.state_dir, task_id)
+        if waiter is None:
+            return super().wait(task_id, timeout)
+        deadline = None if timeout is None else self.clock() + timeout
+        with waiter:
+            for delay in poll_intervals(first=_NOTIFIED_FIRST_POLL_SECONDS):
+                status = self.task_status(task_id)
+                if status.is_final:
+                    return status
+                if deadline is not None:
+                    remaining = deadline - self.clock()
+                    if remaining <= 0:
+                        raise TaskTimeoutError(
+                            f"task {task_id} on {self.resource_id} is still {status.name} after "
+                            f"{timeout:g} s; it keeps running: wait longer or stop it"
+                        )
+                    delay = min(delay, remaining)
+                waiter.wait(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def fetch_state(self, task_id: str) -> str:
         task = self.store.get(task_id)

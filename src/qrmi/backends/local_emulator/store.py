@@ -29,6 +29,7 @@ Finished tasks older than the retention period are deleted by :meth:`TaskStore.p
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import sqlite3
@@ -357,8 +358,15 @@ class TaskStore:
         rows = self._connection().execute("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status")
         return {row["status"]: row["n"] for row in rows}
 
-    def claim_next(self, *, lane: int, worker_pid: int) -> TaskRecord | None:
-        """Move the oldest queued task to Running on ``lane``; None when the queue is empty."""
+    def claim_next(
+        self,
+        *,
+        lane: int,
+        worker_pid: int,
+        log: Callable[[TaskRecord], str] | None = None,
+    ) -> TaskRecord | None:
+        """Move the oldest queued task to Running on ``lane`` and return it as it now is; None
+        when the queue is empty. ``log`` gives a line for its logs, added in the same write."""
         with self._write() as conn:
             row = conn.execute(
                 f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status = ? ORDER BY seq LIMIT 1",
@@ -366,13 +374,20 @@ class TaskStore:
             ).fetchone()
             if row is None:
                 return None
-            now = time.time()
-            conn.execute(
-                "UPDATE tasks SET status = ?, lane = ?, worker_pid = ?, started_at = ? "
-                "WHERE id = ?",
-                (RUNNING, lane, worker_pid, now, row["id"]),
+            claimed = dataclasses.replace(
+                TaskRecord.from_row(row),
+                status=RUNNING,
+                lane=lane,
+                worker_pid=worker_pid,
+                started_at=time.time(),
             )
-        return TaskRecord.from_row(row)
+            line = _log_line(log(claimed)) if log is not None else ""
+            conn.execute(
+                "UPDATE tasks SET status = ?, lane = ?, worker_pid = ?, started_at = ?, "
+                "logs = logs || ? WHERE id = ?",
+                (RUNNING, lane, worker_pid, claimed.started_at, line, claimed.id),
+            )
+        return dataclasses.replace(claimed, logs=claimed.logs + line)
 
     def finish(
         self,

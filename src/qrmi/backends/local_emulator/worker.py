@@ -20,7 +20,9 @@ session) by ``task_start``::
   with status 73 (not writable) or 74 (full); clients that started it turn that into
   :class:`~qrmi.backends.local_emulator.store.StateDirectoryError` instead of waiting forever.
 * Clients wake it with a datagram on the Unix socket ``DIR/wake.sock`` after queueing a task, so
-  a task starts within a millisecond or so; without the socket it polls every 20 ms.
+  a task starts within a millisecond or so; without the socket it polls every 20 ms. In turn it
+  notifies the clients waiting for a task when the task ends (see
+  :mod:`~qrmi.backends.local_emulator._notify`), so they need not poll.
 * It exits after ``idle_seconds`` with nothing queued or running. It releases the lock *before*
   its last look at the queue, so a task queued while it decided to exit is either seen by that
   look or by a client that found the lock free and started a new worker.
@@ -49,6 +51,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from qrmi.backends.local_emulator import _notify
 from qrmi.backends.local_emulator._sandbox import Job, Outcome, Sandbox, child_environment
 from qrmi.backends.local_emulator.inputs import Limits
 from qrmi.backends.local_emulator.store import (
@@ -326,6 +329,7 @@ class Worker:
             "the emulator worker that was running this task died; start the task again"
         ):
             logger.warning("task %s failed: its previous worker died", task_id)
+            _notify.notify(self.state_dir, task_id)
         self._bind()
         self._start_heartbeat()
         self._warm_up()
@@ -371,6 +375,9 @@ class Worker:
         deleted = self.store.purge(retention)
         if deleted:
             logger.info("deleted %d finished tasks older than %g s", deleted, retention)
+        swept = _notify.sweep(self.state_dir)
+        if swept:
+            logger.info("removed %d sockets of clients that stopped waiting", swept)
 
     def _bind(self) -> None:
         path = self.state_dir / SOCKET_NAME
@@ -435,7 +442,7 @@ class Worker:
         lanes = self._max_lanes()
         while len(self._lanes) < lanes:
             lane = min(set(range(lanes)) - set(self._lanes))
-            task = self.store.claim_next(lane=lane, worker_pid=self.pid)
+            task = self.store.claim_next(lane=lane, worker_pid=self.pid, log=_started_line)
             if task is None:
                 return
             if self._sandboxed:
@@ -468,16 +475,12 @@ class Worker:
         except Exception:  # never leave a lane thread dead without a trace
             logger.exception("task %s: the lane failed", task.id)
         finally:
+            _notify.notify(self.state_dir, task.id)  # waiting clients look at the store now
             self._done.put(lane)
             wake(self.state_dir)  # let the loop claim the next task on this lane at once
 
     def _run_and_record(self, task: TaskRecord, lane: int) -> None:
         started = time.monotonic()
-        self.store.append_log(
-            task.id,
-            f"started on lane {lane} (device {task.device}, noise {'on' if task.noise else 'off'}"
-            f", seed {task.seed})",
-        )
         outcome = self._simulate(task, lane)
         for note in outcome.notes:
             self.store.append_log(task.id, note)
@@ -521,9 +524,19 @@ class Worker:
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
+def _started_line(task: TaskRecord) -> str:
+    """The log line written when a lane takes the task (in the claim's own write)."""
+    return (
+        f"started on lane {task.lane} (device {task.device}, noise "
+        f"{'on' if task.noise else 'off'}, seed {task.seed})"
+    )
+
+
 def _min_duration(task: TaskRecord) -> float:
     import json
 
+    if "min_duration_seconds" not in task.input:
+        return 0.0  # not asked for: no need to parse a possibly large input again
     try:
         options = json.loads(task.input).get("options") or {}
         value = float((options.get("emulator") or {}).get("min_duration_seconds") or 0.0)
