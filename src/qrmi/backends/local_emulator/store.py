@@ -259,7 +259,7 @@ class TaskStore:
             self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn, self._busy_timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
             if not self._ready:
                 conn.executescript(_SCHEMA)
@@ -561,6 +561,24 @@ def _lease(row: sqlite3.Row) -> LeaseRecord:
 def _log_line(message: str) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     return f"{stamp}Z {message}\n"
+
+
+def _use_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Put the database in WAL mode (once per file: the mode is persistent).
+
+    The switch needs the file to itself, and SQLite answers "database is locked" at once, not
+    after its busy timeout, when another process opening a new store holds it: retry until
+    ``timeout``, as the busy timeout would."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        else:
+            return  # "wal", or a file system without WAL keeps its journal: still correct
+        time.sleep(0.01)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
