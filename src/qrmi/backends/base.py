@@ -221,8 +221,23 @@ class Backend(abc.ABC):
         Raises:
             TaskTimeoutError: ``timeout`` seconds passed first (the task keeps running).
         """
+        return self.poll_until_final(task_id, timeout, self.sleep)
+
+    def poll_until_final(
+        self,
+        task_id: str,
+        timeout: float | None,
+        pause: Callable[[float], object],
+        first: float = FIRST_POLL_SECONDS,
+    ) -> TaskStatus:
+        """:meth:`wait`'s loop: poll the task's status, ``pause(delay)`` between polls (a
+        subclass may pause on something that ends early, such as a notification).
+
+        Raises:
+            TaskTimeoutError: ``timeout`` seconds passed first (the task keeps running).
+        """
         deadline = None if timeout is None else self.clock() + timeout
-        for delay in poll_intervals():
+        for delay in poll_intervals(first):
             status = self.task_status(task_id)
             if status.is_final:
                 return status
@@ -234,7 +249,7 @@ class Backend(abc.ABC):
                         f"{timeout:g} s; it keeps running: wait longer or stop it"
                     )
                 delay = min(delay, remaining)
-            self.sleep(delay)
+            pause(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
 

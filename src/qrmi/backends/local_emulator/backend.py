@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from qrmi.backends.base import Backend, Clock, Sleeper, dump_json, poll_intervals
+from qrmi.backends.base import Backend, Clock, Sleeper, dump_json
 from qrmi.backends.local_emulator.devices import (
     DEFAULT_DEVICE,
     canonical_device_name,
@@ -70,7 +70,7 @@ from qrmi.backends.local_emulator.store import (
     TaskStore,
 )
 from qrmi.config import Settings
-from qrmi.errors import ConfigError, TaskNotReadyError, TaskTimeoutError
+from qrmi.errors import ConfigError, TaskNotReadyError
 from qrmi.models import (
     Payload,
     QiskitPrimitivePayload,
@@ -241,22 +241,10 @@ class LocalEmulatorBackend(Backend):
         waiter = _notify.Waiter.open(self.state_dir, task_id)
         if waiter is None:
             return super().wait(task_id, timeout)
-        deadline = None if timeout is None else self.clock() + timeout
         with waiter:
-            for delay in poll_intervals(first=_NOTIFIED_FIRST_POLL_SECONDS):
-                status = self.task_status(task_id)
-                if status.is_final:
-                    return status
-                if deadline is not None:
-                    remaining = deadline - self.clock()
-                    if remaining <= 0:
-                        raise TaskTimeoutError(
-                            f"task {task_id} on {self.resource_id} is still {status.name} after "
-                            f"{timeout:g} s; it keeps running: wait longer or stop it"
-                        )
-                    delay = min(delay, remaining)
-                waiter.wait(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+            return self.poll_until_final(
+                task_id, timeout, waiter.wait, first=_NOTIFIED_FIRST_POLL_SECONDS
+            )
 
     def fetch_state(self, task_id: str) -> str:
         task = self.store.get(task_id)
