@@ -14,6 +14,7 @@ import pytest
 from qrmi.backends.local_emulator.worker import stop_worker
 from qrmi.gateway.testing import LocalGateway
 from qrmi.models import Payload
+from qrmi.testing.ibm_compute_service import ComputeServiceFake
 from qrmi.testing.munge import MungeDaemon, MungeUnavailableError, munge_available
 from qrmi.testing.postgres import PostgresServer, postgres_bindir
 
@@ -153,3 +154,24 @@ def make_gateway(
 @pytest.fixture
 def gateway(make_gateway: MakeGateway) -> LocalGateway:
     return make_gateway()
+
+
+#: The IBM Quantum Compute Service QPU of :func:`qcs_gateway`.
+QCS_QPU, QCS_TYPE = "ibm_perth", "ibm-quantum-compute-service"
+
+
+@pytest.fixture
+def qcs_gateway(
+    tmp_path: Path, munge: MungeDaemon
+) -> Iterator[tuple[LocalGateway, ComputeServiceFake]]:
+    """A gateway serving one QPU of the IBM Quantum Compute Service fake (batch sessions by
+    config; the fake takes non-ISA circuits such as :data:`BELL`)."""
+    fake = ComputeServiceFake(check_isa=False).start()
+    settings = {**fake.settings, "QRMI_IBM_QCS_SESSION_MODE": "batch"}
+    config = {"resources": [{"name": QCS_QPU, "type": QCS_TYPE, "environment": settings}]}
+    gateway = LocalGateway(config, tmp_path / "qcs-gateway", munge_socket=munge.socket).start()
+    try:
+        yield gateway, fake
+    finally:
+        gateway.stop()
+        fake.close()

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from gateway.conftest import QCS_QPU
 from qrmi.gateway.client import finish_job, start_job
 from qrmi.gateway.testing import LocalGateway
 from qrmi.lifecycle import dedicated_window_prefix
@@ -18,23 +17,6 @@ from qrmi.testing.ibm_compute_service import ComputeServiceFake
 from qrmi.testing.munge import MungeDaemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the job lifecycle is root's")
-
-QPU, QPU_TYPE = "ibm_perth", "ibm-quantum-compute-service"
-
-
-@pytest.fixture
-def qcs_gateway(
-    tmp_path: Path, munge: MungeDaemon
-) -> Iterator[tuple[LocalGateway, ComputeServiceFake]]:
-    fake = ComputeServiceFake().start()
-    settings = {**fake.settings, "QRMI_IBM_QCS_SESSION_MODE": "batch"}
-    config = {"resources": [{"name": QPU, "type": QPU_TYPE, "environment": settings}]}
-    gateway = LocalGateway(config, tmp_path / "gateway", munge_socket=munge.socket).start()
-    try:
-        yield gateway, fake
-    finally:
-        gateway.stop()
-        fake.close()
 
 
 def session_modes(fake: ComputeServiceFake) -> list[str]:
@@ -46,7 +28,7 @@ def session_modes(fake: ComputeServiceFake) -> list[str]:
     [
         (None, "batch"),
         ("course-week", "batch"),  # a window, but not a dedicated one
-        (dedicated_window_prefix(QPU) + "course", "dedicated"),
+        (dedicated_window_prefix(QCS_QPU) + "course", "dedicated"),
     ],
 )
 def test_the_session_mode_follows_the_jobs_window(
@@ -58,7 +40,13 @@ def test_the_session_mode_follows_the_jobs_window(
     gateway, fake = qcs_gateway
 
     start_job(
-        gateway.url, "700", 1000, [QPU], 3600, munge_socket=munge.socket, reservation=reservation
+        gateway.url,
+        "700",
+        1000,
+        [QCS_QPU],
+        3600,
+        munge_socket=munge.socket,
+        reservation=reservation,
     )
     finish_job(gateway.url, "700", munge_socket=munge.socket)
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from gateway.conftest import BELL
+from gateway.conftest import BELL, QCS_QPU, QCS_TYPE
 from qrmi.gateway.client import finish_job, start_job
 from qrmi.gateway.testing import LocalGateway
 from qrmi.models import Payload, TaskStatus
@@ -19,29 +17,13 @@ from qrmi.testing.munge import MungeDaemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the job lifecycle is root's")
 
-QPU, QPU_TYPE = "ibm_perth", "ibm-quantum-compute-service"
-
-
-@pytest.fixture
-def ibm_gateway(
-    tmp_path: Path, munge: MungeDaemon
-) -> Iterator[tuple[LocalGateway, ComputeServiceFake]]:
-    fake = ComputeServiceFake(check_isa=False).start()  # the Bell circuit is not ISA
-    config = {"resources": [{"name": QPU, "type": QPU_TYPE, "environment": fake.settings}]}
-    gateway = LocalGateway(config, tmp_path / "gateway", munge_socket=munge.socket).start()
-    try:
-        yield gateway, fake
-    finally:
-        gateway.stop()
-        fake.close()
-
 
 def test_the_vendors_quantum_seconds_land_in_the_usage_record(
-    ibm_gateway: tuple[LocalGateway, ComputeServiceFake], munge: MungeDaemon
+    qcs_gateway: tuple[LocalGateway, ComputeServiceFake], munge: MungeDaemon
 ) -> None:
-    gateway, fake = ibm_gateway
-    _, variables = start_job(gateway.url, "400", 1000, [QPU], 3600, munge_socket=munge.socket)
-    qpu = QuantumResource(QPU, QPU_TYPE, environ=variables)
+    gateway, fake = qcs_gateway
+    _, variables = start_job(gateway.url, "400", 1000, [QCS_QPU], 3600, munge_socket=munge.socket)
+    qpu = QuantumResource(QCS_QPU, QCS_TYPE, environ=variables)
     params = {"pubs": [[BELL, None, 50]], "version": 2}
     params["options"] = {"emulator": {"min_duration_seconds": 0.3}}
     task = qpu.task_start(Payload.QiskitPrimitive(input=json.dumps(params), program_id="sampler"))
