@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qrmi.errors import InvalidInputError
-from qrmi.slurm.helper import emit, parse_time_limit
+from qrmi.slurm.helper import emit, parse_job_record, parse_time_limit
 
 from .conftest import FAKEQPU
 
@@ -394,3 +394,30 @@ def test_parse_time_limit_refuses_garbage() -> None:
 def test_state_survives_for_the_epilog_when_nothing_released_it(helper: Helper) -> None:
     helper.acquire("--step", "batch", "--qpu", "a")
     assert "42.json" in os.listdir(helper.state / "jobs")
+
+
+@pytest.mark.parametrize(
+    ("line", "start", "accounting", "reservation"),
+    [
+        ("90", None, {}, None),  # fields missing: still a record, never a traceback
+        ("90|a:1|2026-12-01T07:00:00", "2026-12-01T07:00:00", {}, None),
+        (
+            "90|a:1|N/A|bob|phys|qpu|qrmi-a-dedicated-x",
+            None,
+            {"user": "bob", "account": "phys", "partition": "qpu"},
+            "qrmi-a-dedicated-x",
+        ),
+        ("90|a:1|N/A||acct,with,commas|qpu|(null)", None, {"partition": "qpu"}, None),
+    ],
+)
+def test_a_job_record_line_gives_what_it_holds_and_drops_odd_names(
+    line: str, start: str | None, accounting: dict[str, str], reservation: str | None
+) -> None:
+    record = parse_job_record(line)
+
+    assert record.time_limit_seconds == 5400
+    assert (record.start_time, record.accounting, record.reservation) == (
+        start,
+        accounting,
+        reservation,
+    )

@@ -13,10 +13,9 @@ user set (no stdin, a clean environment from the shim, resources built with ``en
 and checks the QPUs against the licenses slurmctld granted the job: the shim (root) asks
 slurmctld for the job's record and passes it as ``--job-record``, in the form of squeue's
 ``%l|%W|%S|%u|%a|%P|%v`` (time limit, licenses, start time, user, account, partition,
-reservation); without it
-the helper runs ``squeue`` itself. Output, one line each, is the
-shim's protocol: ``setenv KEY=VALUE``,
-``info MESSAGE``, ``error MESSAGE``, ``release-at-exit``. Exit status 0 means success.
+reservation); without it the helper runs ``squeue`` itself. Output, one line each, is the
+shim's protocol: ``setenv KEY=VALUE``, ``info MESSAGE``, ``error MESSAGE``,
+``release-at-exit``. Exit status 0 means success.
 
 Which process acquires and which releases (the semantics documented in the user guide):
 
@@ -173,11 +172,10 @@ def parse_job_record(line: str) -> JobRecord:
     Raises:
         InvalidInputError: the time limit is not a Slurm time limit.
     """
-    limit, licenses, *rest = line.split("|")
+    limit, licenses, start, *names = [*line.split("|"), "", ""]
     seconds = parse_time_limit(limit)
     if seconds == BACKFILL_YEAR_SECONDS:
         seconds = None
-    start, *names = rest or [""]
     accounting = {
         key: value.strip()
         for key, value in zip(("user", "account", "partition"), names, strict=False)
