@@ -384,9 +384,9 @@ static int plain_field(const char *text, size_t max)
  * helper parses: time limit (minutes, UNLIMITED or NOT_SET), licenses, start time (local time,
  * as squeue prints it: it tells one run of a requeued job from the next), an empty user (the
  * helper names the uid itself), account and partition (for usage records), reservation (a
- * window declared with qrmi slurm reserve --dedicated gets the vendor's exclusive mode). One RPC with
- * slurmstepd's own libslurm instead of the helper starting squeue (a process that loads
- * libslurm and its plugins, on the step's critical path). Returns 0, or -1 when the answer is
+ * window declared with qrmi slurm reserve --dedicated gets the vendor's exclusive mode). One
+ * RPC with slurmstepd's own libslurm instead of the helper starting squeue (a process that
+ * loads libslurm and its plugins, on the step's critical path). Returns 0, or -1 when the answer is
  * not at hand (the symbols are missing, the RPC failed, a field does not fit): the helper then
  * asks squeue itself.
  */
@@ -436,7 +436,7 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	uint32_t job_id = 0, step_id = 0, nnodes = 0;
 	uid_t uid = 0;
 	double deadline = now() + opt_timeout;
-	int n = 0, inherits = 0;
+	int n = 0, inherits = 0, left;
 
 	(void)ac;
 	(void)av;
@@ -485,7 +485,8 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	args[n] = NULL;
 	/* the RPC's time counts against timeout= too (the step never waits longer for us), and
 	 * the helper learns what is left, so that its own deadline still comes before our kill */
-	snprintf(timeout, sizeof(timeout), "%d", (int)(deadline - now() + 0.5));
+	left = (int)(deadline - now() + 0.5);
+	snprintf(timeout, sizeof(timeout), "%d", left > 0 ? left : 1);
 	run_helper(sp, "acquire", args, 1, deadline);
 	return 0; /* never fail here: it would drain the node (see slurm_spank_task_init) */
 }
