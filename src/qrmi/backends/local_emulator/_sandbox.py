@@ -276,10 +276,15 @@ def _serve(conn: Connection) -> None:
         conn.send_bytes(result.encode())
 
 
+#: How running out of the task's address space shows besides MemoryError: Aer's C++
+#: allocation failures, and a thread whose stack no longer fits (Python's own wording).
+_OUT_OF_MEMORY = ("bad_alloc", "insufficient memory", "can't start new thread")
+
+
 def _budget_reason(reason: str, limits: Limits) -> str:
-    if "bad_alloc" in reason or "insufficient memory" in reason.lower():
+    if any(sign in reason.lower() for sign in _OUT_OF_MEMORY):
         return (
-            f"{reason} (the task's memory budget is {limits.memory_mb} MiB, "
+            f"{reason} (more than the task's memory budget of {limits.memory_mb} MiB, "
             "QRMI_LOCAL_TASK_MEMORY_MB)"
         )
     return reason
