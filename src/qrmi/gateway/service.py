@@ -669,16 +669,7 @@ class GatewayService:
             logger.info("no vendor usage for task %s on %s: %s", task_id, qpu, exc)
             reported = None
         ended = self.clock()
-        seconds, source = task_cost(reported, record.started, ended)
-        if self.store.end_usage(
-            qpu,
-            task_id,
-            state=status.name,
-            ended=ended,
-            quantum_seconds=seconds,
-            usage_source=source,
-        ):
-            self.metrics.task_ended(qpu, status.name)
+        self._close_usage(qpu, task_id, status, ended, *task_cost(reported, record.started, ended))
 
     def _settle_usage(self, job_ids: set[str]) -> None:
         """Complete the open usage records of ended jobs whose tasks are now final."""
@@ -873,15 +864,24 @@ class GatewayService:
         self._close_usage(qpu, task_id, final)
         return True
 
-    def _close_usage(self, qpu: str, task_id: str, status: TaskStatus) -> None:
-        """End a usage record the vendor cannot complete: it ran nothing the gateway knows of."""
+    def _close_usage(
+        self,
+        qpu: str,
+        task_id: str,
+        status: TaskStatus,
+        ended: float | None = None,
+        seconds: float | None = 0.0,
+        source: str | None = "gateway",
+    ) -> None:
+        """End a task's usage record (once) and count the end in the metrics. Without a cost
+        the vendor cannot complete it: the task ran nothing the gateway knows of."""
         if self.store.end_usage(
             qpu,
             task_id,
             state=status.name,
-            ended=self.clock(),
-            quantum_seconds=0.0,
-            usage_source="gateway",
+            ended=self.clock() if ended is None else ended,
+            quantum_seconds=seconds,
+            usage_source=source,
         ):
             self.metrics.task_ended(qpu, status.name)
 
