@@ -19,18 +19,9 @@ from qrmi.backends.local_emulator.worker import stop_worker
 from qrmi.gateway.testing import LocalGateway
 from qrmi.testing.munge import MungeDaemon, MungeUnavailableError, munge_available
 
-from .test_helper import Helper
+from .test_helper import Helper, setenv_lines
 
 SECRET = "gw-only-s3cret-value-91c2"
-
-
-def variables_of(output: str) -> dict[str, str]:
-    found = {}
-    for line in output.splitlines():
-        if line.startswith("setenv "):
-            key, _, value = line[len("setenv ") :].partition("=")
-            found[key] = value
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +93,7 @@ def test_a_gateway_job_gets_a_token_and_no_secret_and_its_end_revokes_it(
     helper = gateway_helper(tmp_path, gateway.url, munge)
     started = helper.acquire("--step", "batch", "--qpu", "a,b", "--timeout", "20")
     assert started.returncode == 0, started.stdout + started.stderr
-    variables = variables_of(started.stdout)
+    variables = setenv_lines(started.stdout)
     assert variables["QRMI_GATEWAY_URL"] == gateway.url
     assert variables["QRMI_JOB_QPU_RESOURCES"] == "a,b"
     token = variables["a_QRMI_GATEWAY_TOKEN"]
@@ -133,7 +124,7 @@ def test_the_helper_goes_on_with_the_next_replica_listed(
     started = helper.acquire("--step", "batch", "--qpu", "a", "--timeout", "20")
 
     assert started.returncode == 0, started.stdout + started.stderr
-    variables = variables_of(started.stdout)
+    variables = setenv_lines(started.stdout)
     assert variables["QRMI_GATEWAY_URL"] == f"http://127.0.0.1:9,{gateway.url}"
     released = helper.run("release", "--job", "42", "--timeout", "20")
     assert released.returncode == 0, released.stdout
@@ -157,7 +148,7 @@ def test_a_requeued_jobs_next_run_starts_on_the_gateway_and_the_first_runs_token
     assert second.returncode == 0, second.stdout + second.stderr
     status = f"{gateway.url}/v1/qpus/a/status"
     for started, code in ((step, 401), (second, 200)):
-        token = variables_of(started.stdout)["a_QRMI_GATEWAY_TOKEN"]
+        token = setenv_lines(started.stdout)["a_QRMI_GATEWAY_TOKEN"]
         assert httpx.get(status, headers={"Authorization": f"Bearer {token}"}).status_code == code
     assert json.loads(job_state(helper).read_text())["run_id"] == "2026-12-01T07:02:41"
     assert helper.run("release", "--job", "42", "--timeout", "20").returncode == 0
@@ -176,7 +167,7 @@ def test_a_run_whose_end_never_came_is_ended_when_the_requeued_job_starts_again(
     second = helper.acquire("--step", "batch", "--qpu", "a", "--timeout", "20")
 
     assert second.returncode == 0, second.stdout + second.stderr
-    old, new = (variables_of(run.stdout) for run in (first, second))
+    old, new = (setenv_lines(run.stdout) for run in (first, second))
     assert gateway.service is not None
     ended = gateway.service.store.lease("a", old["a_QRMI_JOB_ACQUISITION_TOKEN"])
     assert ended is not None and ended.job_id == "42~1" and ended.released is not None
