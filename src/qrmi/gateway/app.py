@@ -40,6 +40,7 @@ from qrmi.backends.base import poll_intervals
 from qrmi.errors import QrmiError
 from qrmi.gateway import admin_page
 from qrmi.gateway.auth import AuthError, MungeVerifier, body_digest, is_admin_token
+from qrmi.gateway.fast_routes import FastRoutes, error_answer
 from qrmi.gateway.metrics import ErrorCounter, QpuState, StatusBoard, exposition
 from qrmi.gateway.service import GatewayError, GatewayService
 from qrmi.gateway.store import JobRecord
@@ -155,8 +156,14 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     body_timeout: float = 30.0,
     reap_interval: float = 30.0,
+    fast_routes: bool = True,
 ) -> ASGIApp:
-    """The gateway application over ``service``."""
+    """The gateway application over ``service``.
+
+    With ``fast_routes`` (the default) the polling calls skip FastAPI's per-request machinery
+    (:mod:`qrmi.gateway.fast_routes`); without, every route goes through FastAPI, the reference
+    the fast routes are checked and measured against.
+    """
     verifier = MungeVerifier(munge_socket, service.store.use_credential, service.clock)
     app = FastAPI(
         title="QRMI gateway",
@@ -173,7 +180,8 @@ def create_app(
     _add_quota_routes(app, service, verifier, admin_hashes)
     _add_readiness_route(app, service, verifier, admin_hashes)
     _add_observability_routes(app, service, verifier, admin_hashes)
-    guarded = _Guard(app, max_body_bytes=max_body_bytes, body_timeout=body_timeout)
+    routes: ASGIApp = FastRoutes(app, service) if fast_routes else app
+    guarded = _Guard(routes, max_body_bytes=max_body_bytes, body_timeout=body_timeout)
     return ErrorCounter(guarded, service.metrics)
 
 
@@ -211,23 +219,20 @@ def _reap_forever(service: GatewayService, stop: threading.Event, interval: floa
             logger.info("ended expired job(s) %s", ", ".join(ended))
 
 
+_INTERNAL_ERROR = (500, error_body("InternalError", "the gateway failed unexpectedly; see its log"))
+
+
 def _error(kind: str, message: str) -> JSONResponse:
     return JSONResponse(error_body(kind, message), status_code=ERROR_STATUS.get(kind, 502))
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(GatewayError)
-    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        return _error(exc.kind, str(exc))
+    async def refusal(request: Request, exc: Exception) -> JSONResponse:
+        status, body = error_answer(exc) or _INTERNAL_ERROR
+        return JSONResponse(body, status_code=status)
 
-    @app.exception_handler(AuthError)
-    async def auth_error(request: Request, exc: AuthError) -> JSONResponse:
-        kind = "AccessDeniedError" if exc.status == 403 else "InvalidTokenError"
-        return _error(kind, str(exc))
-
-    @app.exception_handler(QrmiError)
-    async def qrmi_error(request: Request, exc: QrmiError) -> JSONResponse:
-        return _error(type(exc).__name__, redact(str(exc)))
+    for refused in (GatewayError, AuthError, QrmiError):
+        app.add_exception_handler(refused, refusal)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -237,7 +242,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Logged before the answer leaves; Starlette then re-raises it and _Guard swallows it.
         _log_unexpected(exc, request.method, request.url.path)
-        return _error("InternalError", "the gateway failed unexpectedly; see its log")
+        return JSONResponse(_INTERNAL_ERROR[1], status_code=_INTERNAL_ERROR[0])
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -692,14 +697,15 @@ class _Guard:
         started = time.perf_counter()
         answer = _Answer(send)
         try:
-            rejection = self._oversize(scope)
-            if rejection is None:
+            has_body, rejection = self._declared_body(scope)
+            body = b""
+            if has_body and rejection is None:
                 body, rejection = await self._read_body(receive)
             if rejection is not None:
                 await _send_json(answer, *rejection)
             else:  # MUNGE credentials are bound to the body: keep its digest for the check
                 scope.setdefault("state", {})["body_sha256"] = body_digest(body)
-                await self.app(scope, _replay(body, receive), answer)
+                await self.app(scope, _replay(body, receive) if has_body else receive, answer)
         except Exception as exc:
             if not answer.started:  # else the application's handler answered and logged it
                 _log_unexpected(exc, scope["method"], scope["path"])
@@ -709,16 +715,26 @@ class _Guard:
         finally:
             _log_access(scope, answer.status, started)
 
-    def _oversize(self, scope: Scope) -> tuple[int, str, str] | None:
+    def _declared_body(self, scope: Scope) -> tuple[bool, tuple[int, str, str] | None]:
+        """Whether the request has a body (HTTP/1.1: only with a length or chunked), and the
+        answer refusing it at once if its declared length is unusable or over the limit."""
+        has_body = False
         for name, value in scope.get("headers", []):
-            if name == b"content-length":
+            if name == b"transfer-encoding":
+                has_body = True
+            elif name == b"content-length":
                 try:
                     size = int(value)
                 except ValueError:
-                    return 400, "InvalidInputError", "the Content-Length header is not a number"
+                    return True, (
+                        400,
+                        "InvalidInputError",
+                        "the Content-Length header is not a number",
+                    )
                 if size > self.max_body_bytes:
-                    return self._too_large()
-        return None
+                    return True, self._too_large()
+                has_body = has_body or size > 0
+        return has_body, None
 
     def _too_large(self) -> tuple[int, str, str]:
         return (
