@@ -144,6 +144,36 @@ def test_a_login_sets_a_strict_http_only_session_cookie_until_logout(
     assert again.status_code == 303
 
 
+def test_a_session_outlives_a_gateway_restart_until_it_expires(
+    gateway: LocalGateway, admin_token: str
+) -> None:
+    session = login(gateway, admin_token).cookies["qrmi_admin_session"]
+    gateway.restart()  # new objects over the same store, as a restarted (or another) worker
+
+    def page() -> int:
+        cookies = {"qrmi_admin_session": session}
+        return httpx.get(
+            f"{gateway.url}/admin", cookies=cookies, follow_redirects=False
+        ).status_code
+
+    assert page() == 200
+    assert gateway.service is not None
+    gateway.service.store.clock = lambda: time.time() + 9 * 3600  # past the 8 h lifetime
+    assert page() == 303
+
+
+def test_the_oldest_sessions_end_when_too_many_are_open(gateway: LocalGateway) -> None:
+    from qrmi.gateway.admin_page import AdminSessions
+
+    assert gateway.service is not None
+    sessions = AdminSessions(gateway.service.store, limit=3)
+    opened = [sessions.open() for _ in range(5)]
+
+    assert [sessions.valid(s) for s in opened] == [False, False, True, True, True]
+    sessions.close(opened[-1])
+    assert not sessions.valid(opened[-1])
+
+
 def test_the_session_cookie_is_secure_when_the_gateway_is_reached_over_https(
     gateway: LocalGateway, admin_token: str, munge: MungeDaemon
 ) -> None:

@@ -15,11 +15,9 @@ too, for scripts.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import html
 import math
 import secrets
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -31,7 +29,7 @@ from qrmi._version import __version__
 if TYPE_CHECKING:
     from qrmi.gateway.metrics import QpuState, StatusBoard
     from qrmi.gateway.service import GatewayService
-    from qrmi.gateway.store import JobRecord, UsageRecord
+    from qrmi.gateway.store import JobRecord, Store, UsageRecord
 
 __all__ = [
     "PAGE_HEADERS",
@@ -117,42 +115,33 @@ def _join(items: Iterable[object]) -> Html:
 
 
 class AdminSessions:
-    """Logged-in admin browsers: session ids (only their hashes kept) and when they end.
+    """Logged-in admin browsers: session ids (only their hashes kept, in ``store``) and when
+    they end. In the store, every worker and replica knows them, and a restart keeps them."""
 
-    In memory: a gateway restart logs everyone out, and each replica has its own sessions.
-    """
-
-    def __init__(self, *, lifetime: float = SESSION_SECONDS, limit: int = MAX_SESSIONS):
+    def __init__(
+        self, store: Store, *, lifetime: float = SESSION_SECONDS, limit: int = MAX_SESSIONS
+    ):
+        self.store = store
         self.lifetime = lifetime
         self.limit = limit
-        self._lock = threading.Lock()
-        self._ends: dict[str, float] = {}
 
     def open(self) -> str:
         """A new session id (the cookie's value)."""
         session = secrets.token_urlsafe(32)
-        now = time.monotonic()
-        with self._lock:
-            self._ends = {k: end for k, end in self._ends.items() if end > now}
-            while len(self._ends) >= self.limit:
-                del self._ends[min(self._ends, key=self._ends.__getitem__)]
-            self._ends[_digest(session)] = now + self.lifetime
+        expires = self.store.clock() + self.lifetime
+        self.store.open_admin_session(_digest(session), expires, limit=self.limit)
         return session
 
     def valid(self, session: str | None) -> bool:
         """Whether ``session`` is a live session id."""
         if not session or len(session) > 128:
             return False
-        digest = _digest(session)
-        with self._lock:
-            end = next((e for k, e in self._ends.items() if hmac.compare_digest(k, digest)), None)
-        return end is not None and end > time.monotonic()
+        return self.store.admin_session_live(_digest(session))
 
     def close(self, session: str | None) -> None:
         """End ``session`` (log out); unknown ids are ignored."""
         if session:
-            with self._lock:
-                self._ends.pop(_digest(session), None)
+            self.store.close_admin_session(_digest(session))
 
 
 def _digest(session: str) -> str:

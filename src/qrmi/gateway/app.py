@@ -600,7 +600,7 @@ def _add_metrics_route(
 def _add_admin_page(
     app: FastAPI, service: GatewayService, board: StatusBoard, admin_hashes: frozenset[str]
 ) -> None:
-    sessions = admin_page.AdminSessions()
+    sessions = admin_page.AdminSessions(service.store)
 
     def page(content: str, status: int = 200) -> HTMLResponse:
         return HTMLResponse(content, status_code=status, headers=admin_page.PAGE_HEADERS)
@@ -636,7 +636,7 @@ def _add_admin_page(
         answer = RedirectResponse("/admin", status_code=303)
         answer.set_cookie(
             admin_page.SESSION_COOKIE,
-            sessions.open(),
+            await run_in_threadpool(sessions.open),
             max_age=int(sessions.lifetime),
             path="/admin",
             secure=request.url.scheme == "https",

@@ -24,8 +24,10 @@ short; the slow vendor calls happen outside it); PostgreSQL a pool of connection
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
+import os
 import re
 import sqlite3
 import threading
@@ -156,6 +158,10 @@ CREATE TABLE IF NOT EXISTS fair_share (
 CREATE TABLE IF NOT EXISTS fair_share_clock (
     qpu TEXT PRIMARY KEY,
     virtual_time DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS admin_sessions (
+    digest TEXT PRIMARY KEY,
+    expires DOUBLE PRECISION NOT NULL
 )
 """
 
@@ -367,7 +373,8 @@ _QUEUE_COLUMNS = (
 class Store:
     """The store at ``location``: a SQLite file path (created with mode 0600 if missing) or a
     ``postgresql://user@host:port/dbname`` URL (the database must exist; the tables are
-    created on first use). ``pool_size`` bounds the PostgreSQL connections of this process.
+    created on first use). ``pool_size`` bounds the PostgreSQL connections of this process;
+    ``processes`` is how many gateway worker processes share a SQLite store.
 
     Raises:
         StoreUnavailableError: the database cannot be opened (the message says why, without
@@ -380,6 +387,7 @@ class Store:
         *,
         clock: Callable[[], float] = time.time,
         pool_size: int = 16,
+        processes: int = 1,
     ) -> None:
         self.clock = clock
         self.location = describe_location(location)
@@ -391,12 +399,14 @@ class Store:
         else:
             self.kind = "sqlite"
             self.path = Path(location)
-            self._backend = _Sqlite(self.path)
+            self._backend = _Sqlite(self.path, processes=processes)
+        self._processes = processes
 
     @property
     def shared(self) -> bool:
-        """True when other gateway processes may write this store (PostgreSQL)."""
-        return self.kind == "postgresql"
+        """True when other gateway processes may write this store (PostgreSQL, or SQLite
+        served by several worker processes)."""
+        return self.kind == "postgresql" or self._processes > 1
 
     def close(self) -> None:
         """Close the database."""
@@ -410,11 +420,42 @@ class Store:
 
     @contextmanager
     def job_lock(self, job_id: str) -> Iterator[None]:
-        """Hold the job's lock across gateway processes (a PostgreSQL advisory lock, released
-        by the database if this process dies). On SQLite, which one gateway process serves,
-        the caller's in-process lock is all there is."""
+        """Hold the job's lock across gateway processes (a PostgreSQL advisory lock, or a
+        file lock next to a SQLite store served by several workers; both are released if this
+        process dies). The caller holds its in-process lock for the job first."""
         with self._backend.job_lock(job_id):
             yield
+
+    # ----- admin page sessions -----------------------------------------------------------------
+
+    def open_admin_session(self, digest: str, expires: float, *, limit: int) -> None:
+        """Record a session (by its id's hash) until ``expires``; expired sessions go, and the
+        ones ending first while ``limit`` sessions are open."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM admin_sessions WHERE expires <= ?", (self.clock(),))
+            (count,) = db.execute("SELECT COUNT(*) FROM admin_sessions").fetchone()
+            if count >= limit:
+                db.execute(
+                    "DELETE FROM admin_sessions WHERE digest IN "
+                    "(SELECT digest FROM admin_sessions ORDER BY expires LIMIT ?)",
+                    (count - limit + 1,),
+                )
+            db.execute(
+                "INSERT INTO admin_sessions (digest, expires) VALUES (?, ?)", (digest, expires)
+            )
+
+    def admin_session_live(self, digest: str) -> bool:
+        """Whether the session with this hash is open and not expired."""
+        with self._backend.read() as db:
+            row = db.execute(
+                "SELECT expires FROM admin_sessions WHERE digest = ?", (digest,)
+            ).fetchone()
+        return row is not None and float(row[0]) > self.clock()
+
+    def close_admin_session(self, digest: str) -> None:
+        """End the session with this hash (unknown ones are ignored)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM admin_sessions WHERE digest = ?", (digest,))
 
     # ----- jobs --------------------------------------------------------------------------------
 
@@ -969,8 +1010,12 @@ class _Sqlite:
     """One connection in autocommit mode; transactions are ``BEGIN IMMEDIATE`` (they take the
     write lock at once, so two writers never deadlock upgrading a read lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, processes: int = 1) -> None:
         self._lock = threading.Lock()
+        # Worker processes sharing the file serialise a job's start and end with flock(2) on
+        # one of these files (a new descriptor per hold: flock excludes descriptors, so threads
+        # of one process exclude each other too, and the kernel drops it if the process dies).
+        self._job_locks = None if processes < 2 else path.with_name(path.name + ".locks")
         try:
             self._create_private(path)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -981,6 +1026,8 @@ class _Sqlite:
                 _add_missing_columns(self._db)
                 for statement in _statements(_SCHEMA):
                     db.execute(statement)
+            if self._job_locks is not None:
+                self._job_locks.mkdir(mode=0o700, exist_ok=True)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailableError(f"cannot open the SQLite store {path}: {exc}") from None
 
@@ -1014,7 +1061,20 @@ class _Sqlite:
 
     @contextmanager
     def job_lock(self, job_id: str) -> Iterator[None]:
-        yield
+        if self._job_locks is None:  # one process: the service's in-process lock is enough
+            yield
+            return
+        bucket = self._job_locks / f"{_lock_key(job_id) % _LOCK_FILES:04d}"
+        fd = os.open(bucket, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
+#: Lock files of a multi-process SQLite store: jobs sharing one only wait for each other.
+_LOCK_FILES = 1024
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
