@@ -11,7 +11,8 @@ with only the gateway URL and the job token. Measured, alternating rounds:
   (direct: the backend's adaptive polling; gateway: the long-poll) and ``task_result``;
 * throughput of ``task_status`` with 64 concurrent clients (4 processes x 16 threads), on
   loopback (CPU-bound: on a small machine the gateway's extra hop costs CPU the clients and
-  the fake share) and with 100 ms added to every vendor request (a cloud API's latency);
+  the fake share) and with 100 ms added to every vendor request (a cloud API's latency),
+  through a gateway of one process and through one of ``WORKERS`` worker processes;
 * the gateway's resident memory with 1000 live job tokens (jobs opened and left running).
 
     .venv/bin/python benchmarks/bench_gateway.py [--quick]
@@ -49,6 +50,8 @@ BELL = (
 CLIENT_PROCESSES, THREADS_PER_PROCESS = 4, 16
 #: Latency added to every request to the fake for the second throughput run (a cloud API's).
 VENDOR_LATENCY = 0.1
+#: Worker processes of the second gateway (``qrmi gateway --workers``): one per core, up to 4.
+WORKERS = max(2, min(4, os.cpu_count() or 1))
 
 
 def short_task(seconds: float = 0.01) -> Any:
@@ -69,7 +72,11 @@ def run(ctx: Context) -> dict[str, object]:
     if os.geteuid() != 0 or not munge_available():
         return result(NAME, TITLE, method="", status="skipped", reason="needs root and munged")
     rounds, per_round, tasks = (3, 10, 3) if ctx.quick else (20, 20, 10)
-    with ibm_fake(ctx) as (fake, _), _gateway(ctx, fake.settings) as (gateway, environ):
+    with (
+        ibm_fake(ctx, lanes=3) as (fake, _),  # a running task per side in the throughput runs
+        _gateway(ctx, fake.settings) as (gateway, environ),
+        _gateway(ctx, fake.settings, workers=WORKERS) as (_, environ_workers),
+    ):
         from qrmi.resource import QuantumResource
 
         sides = {
@@ -82,9 +89,10 @@ def run(ctx: Context) -> dict[str, object]:
         calls = _calls(qpus, rounds, per_round)
         ttr = _time_to_result(qpus, rounds, tasks)
         seconds = 2.0 if ctx.quick else 10.0
-        throughput = _throughput(environ, fake.settings, seconds)
+        gateways = {"gateway": environ, "workers": environ_workers}
+        throughput = _throughput(gateways, fake.settings, seconds)
         fake.faults.latency(VENDOR_LATENCY)  # every vendor request now takes 100 ms more
-        throughput_slow = _throughput(environ, fake.settings, seconds)
+        throughput_slow = _throughput(gateways, fake.settings, seconds)
         fake.faults.reset()
         memory = _memory(gateway, fake.settings, 100 if ctx.quick else 1000, ctx)
     rows = [
@@ -97,16 +105,17 @@ def run(ctx: Context) -> dict[str, object]:
         (f"`task_status` calls/s, {clients} clients", throughput),
         (f"`task_status` calls/s, {clients} clients, vendor +100 ms", throughput_slow),
     ):
-        rows.append(
-            row(
-                label,
-                [rates["gateway"]],
-                [rates["direct"]],
-                "direct mode",
-                unit="1/s",
-                higher_is_better=True,
+        for side, suffix in (("gateway", ""), ("workers", f", gateway with {WORKERS} workers")):
+            rows.append(
+                row(
+                    label + suffix,
+                    [rates[side]],
+                    [rates["direct"]],
+                    "direct mode",
+                    unit="1/s",
+                    higher_is_better=True,
+                )
             )
-        )
     return result(
         NAME,
         TITLE,
@@ -161,17 +170,18 @@ def _time_to_result(qpus: dict[str, Any], rounds: int, tasks: int) -> dict[str, 
 
 
 def _throughput(
-    environ: dict[str, str], settings: dict[str, str], seconds: float
+    gateways: dict[str, dict[str, str]], settings: dict[str, str], seconds: float
 ) -> dict[str, float]:
-
+    """Calls/s of direct mode and of each gateway (its name -> its job's variables)."""
     task_ids = {}  # Running tasks (see _calls)
-    qpus = {side: _make(side, environ, settings) for side in ("direct", "gateway")}
+    environs = {"direct": {}, **gateways}
+    qpus = {side: _make(side, environ, settings) for side, environ in environs.items()}
     for side, qpu in qpus.items():
         task_ids[side] = qpu.task_start(short_task(600))
     rates = {}
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
-        for side in ("direct", "gateway"):
+        for side, environ in environs.items():
             ready = manager.Barrier(CLIENT_PROCESSES)  # all clients start calling together
             job = (side, environ, settings, task_ids[side], ready, seconds)
             with concurrent.futures.ProcessPoolExecutor(
@@ -237,12 +247,12 @@ def _rss_kib(pid: int) -> int:
 
 @contextlib.contextmanager
 def _gateway(
-    ctx: Context, settings: dict[str, str]
+    ctx: Context, settings: dict[str, str], *, workers: int = 1
 ) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
     from qrmi.gateway.client import start_job
     from qrmi.testing.munge import MungeDaemon
 
-    workdir = ctx.scratch("gateway")
+    workdir = ctx.scratch(f"gateway-{workers}")
     config = workdir / "qrmi_config.json"
     resource = {"name": FAKE_BACKEND, "type": "ibm-quantum-system", "environment": settings}
     config.write_text(json.dumps({"resources": [resource]}))
@@ -254,7 +264,7 @@ def _gateway(
         command = [
             sys.executable, "-m", "qrmi.cli", "gateway", "--config", str(config),
             "--listen", f"127.0.0.1:{port}", "--store", str(workdir / "gateway.db"),
-            "--munge-socket", munge.socket, "--log-level", "WARNING",
+            "--munge-socket", munge.socket, "--log-level", "WARNING", "--workers", str(workers),
         ]  # fmt: skip
         process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         try:

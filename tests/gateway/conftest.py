@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from qrmi.backends.local_emulator.worker import stop_worker
@@ -57,6 +64,47 @@ def emulator_config(state_dir: Path, *, lanes: int = 1) -> dict[str, Any]:
             for name in ("emu", "emu2")
         ]
     }
+
+
+QRMI = [sys.executable, "-m", "qrmi.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class GatewayProcess:
+    """A ``qrmi gateway`` process (``args``); :meth:`start` waits until /v1/health answers."""
+
+    def __init__(
+        self, args: list[str], url: str, log: Path, verify: ssl.SSLContext | bool = True
+    ) -> None:
+        self.args, self.url, self.log, self.verify = args, url, log, verify
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> GatewayProcess:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*QRMI, "gateway", *self.args], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/v1/health", verify=self.verify).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError(f"the gateway did not start: {self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(30)
 
 
 @pytest.fixture(scope="session")

@@ -9,61 +9,19 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from gateway.conftest import SECRET, bell, emulator_config
+from gateway.conftest import QRMI, SECRET, GatewayProcess, bell, emulator_config, free_port
 from qrmi.gateway.client import finish_job, start_job
 from qrmi.models import TaskStatus
 from qrmi.resource import QuantumResource
 from qrmi.testing.munge import MungeDaemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the job lifecycle is root's")
-
-QRMI = [sys.executable, "-m", "qrmi.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Gateway:
-    """A ``qrmi gateway`` process; :meth:`start` waits until /v1/health answers."""
-
-    def __init__(
-        self, args: list[str], url: str, log: Path, verify: ssl.SSLContext | bool = True
-    ) -> None:
-        self.args, self.url, self.log, self.verify = args, url, log, verify
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Gateway:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*QRMI, "gateway", *self.args], stdout=log, stderr=log, stdin=subprocess.DEVNULL
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/v1/health", verify=self.verify).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise AssertionError(f"the gateway did not start: {self.log.read_text()}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(30)
 
 
 @pytest.fixture
@@ -75,8 +33,8 @@ def config_file(tmp_path: Path, emulators: Path) -> Path:
 
 
 @pytest.fixture
-def served(tmp_path: Path, config_file: Path, munge: MungeDaemon) -> Iterator[Gateway]:
-    port = _free_port()
+def served(tmp_path: Path, config_file: Path, munge: MungeDaemon) -> Iterator[GatewayProcess]:
+    port = free_port()
     args = [
         "--config", str(config_file),
         "--listen", f"127.0.0.1:{port}",
@@ -84,14 +42,16 @@ def served(tmp_path: Path, config_file: Path, munge: MungeDaemon) -> Iterator[Ga
         "--munge-socket", munge.socket,
         "--body-timeout", "0.5",
     ]  # fmt: skip
-    gateway = Gateway(args, f"http://127.0.0.1:{port}", tmp_path / "gateway.log").start()
+    gateway = GatewayProcess(args, f"http://127.0.0.1:{port}", tmp_path / "gateway.log").start()
     try:
         yield gateway
     finally:
         gateway.stop(signal.SIGKILL)
 
 
-def test_kill_9_and_restart_mid_job_loses_nothing(served: Gateway, munge: MungeDaemon) -> None:
+def test_kill_9_and_restart_mid_job_loses_nothing(
+    served: GatewayProcess, munge: MungeDaemon
+) -> None:
     token, variables = start_job(served.url, "501", 1000, ["emu"], 3600, munge_socket=munge.socket)
     qpu = QuantumResource("emu", "local-emulator", environ=variables)
     task = qpu.task_start(bell(seconds=2))
@@ -106,7 +66,9 @@ def test_kill_9_and_restart_mid_job_loses_nothing(served: Gateway, munge: MungeD
     assert token not in log and SECRET not in log
 
 
-def test_logs_are_json_lines_with_an_access_record(served: Gateway, munge: MungeDaemon) -> None:
+def test_logs_are_json_lines_with_an_access_record(
+    served: GatewayProcess, munge: MungeDaemon
+) -> None:
     _, variables = start_job(served.url, "502", 1000, ["emu"], 3600, munge_socket=munge.socket)
     QuantumResource("emu", "local-emulator", environ=variables).status()
 
@@ -121,7 +83,7 @@ def test_logs_are_json_lines_with_an_access_record(served: Gateway, munge: Munge
     }
 
 
-def test_a_client_that_stops_sending_its_body_gets_408(served: Gateway) -> None:
+def test_a_client_that_stops_sending_its_body_gets_408(served: GatewayProcess) -> None:
     port = int(served.url.rsplit(":", 1)[1])
     request = (
         b"POST /v1/jobs HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
@@ -146,7 +108,7 @@ def test_tls(tmp_path: Path, config_file: Path, munge: MungeDaemon) -> None:
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
-    port = _free_port()
+    port = free_port()
     args = [
         "--config", str(config_file), "--listen", f"127.0.0.1:{port}",
         "--store", str(tmp_path / "gateway.db"), "--munge-socket", munge.socket,
@@ -154,7 +116,7 @@ def test_tls(tmp_path: Path, config_file: Path, munge: MungeDaemon) -> None:
     ]  # fmt: skip
     url = f"https://127.0.0.1:{port}"
     context = ssl.create_default_context(cafile=str(cert))
-    gateway = Gateway(args, url, tmp_path / "gateway.log", verify=context).start()
+    gateway = GatewayProcess(args, url, tmp_path / "gateway.log", verify=context).start()
     try:
         _, variables = start_job(
             url, "503", 1000, ["emu"], 60, munge_socket=munge.socket, ca_file=str(cert)
@@ -184,13 +146,13 @@ def test_a_bad_config_is_refused_at_start(tmp_path: Path) -> None:
 def test_stalled_clients_cannot_hold_more_than_the_concurrency_limit(
     tmp_path: Path, config_file: Path, munge: MungeDaemon
 ) -> None:
-    port = _free_port()
+    port = free_port()
     args = [
         "--config", str(config_file), "--listen", f"127.0.0.1:{port}",
         "--store", str(tmp_path / "gateway.db"), "--munge-socket", munge.socket,
         "--limit-concurrency", "8",
     ]  # fmt: skip
-    gateway = Gateway(args, f"http://127.0.0.1:{port}", tmp_path / "gateway.log").start()
+    gateway = GatewayProcess(args, f"http://127.0.0.1:{port}", tmp_path / "gateway.log").start()
     stalled = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(8)]
     try:
         for sock in stalled:

@@ -15,8 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.conftest import bell, emulator_config
-from gateway.test_cli_gateway import Gateway, _free_port
+from gateway.conftest import GatewayProcess, bell, emulator_config, free_port
 from qrmi.gateway.client import start_job
 from qrmi.resource import QuantumResource
 from qrmi.testing.munge import MungeDaemon
@@ -27,23 +26,23 @@ HEALTH = b"GET /v1/health HTTP/1.1\r\nHost: gw\r\n\r\n"
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, emulators: Path, munge: MungeDaemon) -> Iterator[Gateway]:
+def gateway(tmp_path: Path, emulators: Path, munge: MungeDaemon) -> Iterator[GatewayProcess]:
     config_file = tmp_path / "qrmi_config.json"
     config_file.write_text(json.dumps(emulator_config(emulators)))
-    port = _free_port()
+    port = free_port()
     args = [
         "--config", str(config_file), "--listen", f"127.0.0.1:{port}",
         "--store", str(tmp_path / "gateway.db"), "--munge-socket", munge.socket,
         "--header-timeout", "1",
     ]  # fmt: skip
-    served = Gateway(args, f"http://127.0.0.1:{port}", tmp_path / "gateway.log").start()
+    served = GatewayProcess(args, f"http://127.0.0.1:{port}", tmp_path / "gateway.log").start()
     try:
         yield served
     finally:
         served.stop(signal.SIGKILL)
 
 
-def _connect(gateway: Gateway) -> socket.socket:
+def _connect(gateway: GatewayProcess) -> socket.socket:
     port = int(gateway.url.rsplit(":", 1)[1])
     return socket.create_connection(("127.0.0.1", port), timeout=30)
 
@@ -75,7 +74,7 @@ def _read_answer(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-def test_a_client_trickling_its_headers_is_cut_off(gateway: Gateway) -> None:
+def test_a_client_trickling_its_headers_is_cut_off(gateway: GatewayProcess) -> None:
     headers = b"GET /v1/health HTTP/1.1\r\nHost: gw\r\n" + b"X-Pad: slow\r\n" * 50
     sent = 0
     with _connect(gateway) as sock:
@@ -91,7 +90,7 @@ def test_a_client_trickling_its_headers_is_cut_off(gateway: Gateway) -> None:
     assert sent < len(headers), "the gateway waited for every header byte of a slow client"
 
 
-def test_a_client_that_connects_and_sends_nothing_is_cut_off(gateway: Gateway) -> None:
+def test_a_client_that_connects_and_sends_nothing_is_cut_off(gateway: GatewayProcess) -> None:
     with _connect(gateway) as sock:
         sock.settimeout(30)  # the loop's bound: far above --header-timeout
 
@@ -99,7 +98,7 @@ def test_a_client_that_connects_and_sends_nothing_is_cut_off(gateway: Gateway) -
 
 
 def test_a_kept_alive_connection_idle_past_the_header_timeout_still_serves(
-    gateway: Gateway,
+    gateway: GatewayProcess,
 ) -> None:
     with _connect(gateway) as sock:
         for _ in range(2):
@@ -111,7 +110,7 @@ def test_a_kept_alive_connection_idle_past_the_header_timeout_still_serves(
 
 
 def test_a_long_poll_longer_than_the_header_timeout_is_answered(
-    gateway: Gateway, munge: MungeDaemon
+    gateway: GatewayProcess, munge: MungeDaemon
 ) -> None:
     token, variables = start_job(gateway.url, "601", 1000, ["emu"], 600, munge_socket=munge.socket)
     task = QuantumResource("emu", "local-emulator", environ=variables).task_start(bell(seconds=5))

@@ -68,6 +68,14 @@ def gateway(
         float, typer.Option(help="Seconds a job token outlives the job's time limit.", min=0)
     ] = 300.0,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Gateway processes sharing the address and the store (use the cores).",
+            min=1,
+            max=64,
+        ),
+    ] = 1,
 ) -> None:
     """Serve QRMI over HTTP/JSON to jobs holding a job token (API at /docs, /openapi.json)."""
     from qrmi.gateway.server import GatewayOptions, parse_listen, serve
@@ -90,5 +98,6 @@ def gateway(
                 limit_concurrency=limit_concurrency,
                 token_grace_seconds=token_grace,
                 log_level=log_level,
+                workers=workers,
             )
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -35,6 +36,7 @@ from qrmi.models import ResourceStatus, ResourceType
 from qrmi.resource import QuantumResource
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
     from qrmi.gateway.service import GatewayService
@@ -401,4 +403,17 @@ def exposition(service: GatewayService, board: StatusBoard) -> tuple[bytes, str]
     state = CollectorRegistry(auto_describe=False)
     state.register(_StateCollector(service, board))
     current = generate_latest(state)  # first: its status calls are counted below
-    return generate_latest(service.metrics.registry) + current, CONTENT_TYPE_LATEST
+    return generate_latest(_counted(service)) + current, CONTENT_TYPE_LATEST
+
+
+def _counted(service: GatewayService) -> CollectorRegistry:
+    """The counters and histograms: this process's, or with worker processes (``qrmi gateway
+    --workers``, which sets ``PROMETHEUS_MULTIPROC_DIR``) the sums of all of them."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return service.metrics.registry
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry

@@ -596,8 +596,13 @@ class GatewayService:
         return self._coalesce.run(("status", qpu), resource.status)
 
     def is_accessible(self, job: JobRecord, qpu: str) -> bool:
-        """True when the QPU is online and not paused."""
-        return self.status(job, qpu).status == ResourceStatusCode.Online
+        """True when the QPU is online and not paused (the backend's own check, which costs
+        most vendors less than a full status)."""
+        self.check_qpu(job, qpu)
+        if self.store.paused(qpu) is not None:
+            return False
+        resource = self.shared(qpu)
+        return self._coalesce.run(("accessible", qpu), resource.is_accessible)
 
     def target(self, job: JobRecord, qpu: str) -> Target:
         """The QPU's device description."""
