@@ -149,7 +149,7 @@ def circuit_to_qasm3(circuit: Any, index: int, owner: str) -> str:
 
     Circuits of standard gates, measurements, barriers, resets and delays with plainly named
     registers (ISA circuits among them) go to Qiskit's native exporter, which writes the same
-    program as ``qasm3.dumps`` 10 to 20 times faster (numbers spelt differently: ``0`` for
+    program as ``qasm3.dumps`` 5 to 12 times faster (numbers spelt differently: ``0`` for
     ``0.0``, ``0.000000001`` for ``1e-09``); every other circuit goes to ``qasm3.dumps``.
 
     Raises:
