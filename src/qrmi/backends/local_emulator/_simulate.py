@@ -425,11 +425,10 @@ def _for_device(circuit: QuantumCircuit, ctx: _Run) -> tuple[QuantumCircuit, lis
 
 def _is_isa(circuit: QuantumCircuit, target: Target) -> bool:
     for item in circuit.data:
-        op = item.operation
-        if op.name in _PASSIVE:
+        if item.name in _PASSIVE:  # the name alone: no Python gate object is built
             continue
         qargs = tuple(circuit.find_bit(q).index for q in item.qubits)
-        if not target.instruction_supported(op.name, qargs):
+        if not target.instruction_supported(item.name, qargs):
             return False
     return True
 
