@@ -34,6 +34,11 @@ from typing import Any
 from _common import Context, result, row
 from _stats import alternating, time_call
 
+#: The emulator's simulation processes run Aer's OpenMP threads passive (they sleep, not spin,
+#: between parallel regions) unless the environment says otherwise; Aer called directly here
+#: gets the same, set before qiskit-aer loads OpenMP, so that both sides run alike.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 NAME = "emulator"
 TITLE = "Local emulator vs qiskit-aer called directly"
 #: A 127-qubit device, so that every circuit below fits (idle qubits cost nothing).
@@ -278,7 +283,8 @@ def run(ctx: Context) -> dict[str, object]:
             f"{runs} runs per circuit and side, alternating, after one warm-up run each (the "
             f"emulator's worker is started and warm, {LANES} lanes); device snapshot {DEVICE}, "
             "noise-free; both sides get the same circuit (the main rows: transpiled for the "
-            "device's target) and shots; Aer uses the simulation method the emulator chose. "
+            "device's target) and shots; Aer uses the simulation method the emulator chose; "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')} on both sides. "
             f"Load average at the start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)."
         ),
         rows=rows,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import keyword
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
@@ -145,11 +147,19 @@ def check_classical_registers(circuit: Any, index: int, owner: str) -> None:
 def circuit_to_qasm3(circuit: Any, index: int, owner: str) -> str:
     """OpenQASM 3 text of ``circuit``, exported the way IBM's services read it.
 
+    Circuits of standard gates, measurements, barriers, resets and delays with plainly named
+    registers (ISA circuits among them) go to Qiskit's native exporter, which writes the same
+    program as ``qasm3.dumps`` 5 to 12 times faster (numbers spelt differently: ``0`` for
+    ``0.0``, ``0.000000001`` for ``1e-09``); every other circuit goes to ``qasm3.dumps``.
+
     Raises:
         InvalidInputError: the circuit uses something OpenQASM 3 cannot express.
     """
     from qiskit import qasm3
 
+    native = _native_qasm3(circuit)
+    if native is not None:
+        return native
     try:
         text: str = qasm3.dumps(
             circuit,
@@ -163,6 +173,178 @@ def circuit_to_qasm3(circuit: Any, index: int, owner: str) -> str:
             "transpile it for the resource's target first (qrmi.primitives.ibm.get_target)"
         ) from exc
     return text
+
+
+#: OpenQASM 3 keywords, types and built-in names, which a register may not shadow (the Python
+#: exporter renames such a register; the native one does not). Also the duration units.
+_OPENQASM_WORDS = frozenset(
+    {
+        "OPENQASM",
+        "include",
+        "defcalgrammar",
+        "def",
+        "cal",
+        "defcal",
+        "gate",
+        "extern",
+        "box",
+        "let",
+        "break",
+        "continue",
+        "if",
+        "else",
+        "end",
+        "return",
+        "for",
+        "while",
+        "in",
+        "switch",
+        "case",
+        "default",
+        "nop",
+        "input",
+        "output",
+        "const",
+        "readonly",
+        "mutable",
+        "qreg",
+        "qubit",
+        "creg",
+        "bool",
+        "bit",
+        "int",
+        "uint",
+        "float",
+        "angle",
+        "complex",
+        "array",
+        "void",
+        "duration",
+        "stretch",
+        "sizeof",
+        "durationof",
+        "gphase",
+        "inv",
+        "pow",
+        "ctrl",
+        "negctrl",
+        "delay",
+        "reset",
+        "measure",
+        "barrier",
+        "true",
+        "false",
+        "pi",
+        "tau",
+        "euler",
+        "im",
+        "dt",
+        "ns",
+        "us",
+        "ms",
+        "s",
+        "U",
+        "CX",
+    }
+)
+_PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+#: Instructions other than standard gates that the native exporter writes as qasm3.dumps does.
+_NATIVE_DIRECTIVES = frozenset({"measure", "barrier", "reset", "delay"})
+
+
+def _native_qasm3(circuit: Any) -> str | None:
+    """``circuit`` exported by Qiskit's native exporter, or None when the circuit has anything
+    it would write differently from ``qasm3.dumps`` or not at all (parameters, custom gates,
+    control flow, variables, registers that alias or need renaming...)."""
+    from qiskit import qasm3
+    from qiskit.exceptions import ExperimentalWarning
+
+    if not hasattr(qasm3, "dumps_experimental") or not _plain_for_native_export(circuit):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            text: str = qasm3.dumps_experimental(
+                circuit, disable_constants=True, allow_aliasing=True
+            )
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # its "not yet implemented" panics are BaseExceptions
+        return None
+    return text
+
+
+def _plain_for_native_export(circuit: Any) -> bool:
+    if circuit.num_parameters or circuit.num_vars or getattr(circuit, "num_stretches", 0):
+        return False
+    # A circuit with a layout is written on physical qubits: its quantum registers never show.
+    virtual = circuit.layout is None
+    if not _plain_registers(circuit.cregs, circuit.num_clbits):
+        return False
+    if virtual and not _plain_registers(circuit.qregs, circuit.num_qubits):
+        return False
+    names = [register.name for register in [*circuit.cregs, *(circuit.qregs if virtual else ())]]
+    if len(set(names)) != len(names) or not all(_plain_name(name) for name in names):
+        return False
+    if not set(circuit.count_ops()) <= _native_gate_names() | _NATIVE_DIRECTIVES:
+        return False
+    return all(_native_instruction(item) for item in circuit.data)
+
+
+def _plain_registers(registers: Any, width: int) -> bool:
+    """Each bit in exactly one register (no loose bits, no aliases)."""
+    bits = {bit for register in registers for bit in register}
+    return len(bits) == width == sum(len(register) for register in registers)
+
+
+def _plain_name(name: str) -> bool:
+    return (
+        _PLAIN_NAME.fullmatch(name) is not None
+        and name not in _OPENQASM_WORDS
+        and name not in _gate_names()
+    )
+
+
+@functools.cache
+def _gate_names() -> frozenset[str]:
+    """Every gate name a program may define or include: a register must not shadow one."""
+    from qiskit import qasm3
+    from qiskit.circuit.library import get_standard_gate_name_mapping
+
+    return frozenset(get_standard_gate_name_mapping()) | {
+        gate.name for gate in qasm3.STDGATES_INC_GATES
+    }
+
+
+@functools.cache
+def _native_gate_names() -> frozenset[str]:
+    """The standard gates the native exporter writes as qasm3.dumps does: those of
+    ``stdgates.inc``, and those without parameters (their definitions are constant); it drops
+    or freezes the definitions of the others (``rzz``, ``rxx``...)."""
+    from qiskit import qasm3
+    from qiskit.circuit import Gate
+    from qiskit.circuit.library import get_standard_gate_name_mapping
+
+    included = {gate.name for gate in qasm3.STDGATES_INC_GATES}
+    return frozenset(
+        name
+        for name, gate in get_standard_gate_name_mapping().items()
+        if isinstance(gate, Gate)
+        and name != "global_phase"
+        and (name in included or not gate.params)
+    )
+
+
+def _native_instruction(item: Any) -> bool:
+    """A standard gate, or Qiskit's own measure, barrier, reset or delay (not a custom
+    instruction of that name); the standard-gate test needs no Python gate object."""
+    if item.is_standard_gate():
+        return True
+    if item.name not in _NATIVE_DIRECTIVES:
+        return False
+    from qiskit.circuit import Barrier, Delay, Measure, Reset
+
+    return item.operation.base_class in (Barrier, Delay, Measure, Reset)
 
 
 def submit(

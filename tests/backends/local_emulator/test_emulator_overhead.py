@@ -14,6 +14,7 @@ from qiskit.circuit import Parameter
 from qiskit_ibm_runtime.fake_provider import FakeSherbrooke
 
 from qrmi.backends.local_emulator import _notify, _simulate
+from qrmi.backends.local_emulator._sandbox import child_environment
 from qrmi.backends.local_emulator.store import RUNNING, TaskStore
 from qrmi.models import TaskStatus
 from qrmi.primitives._common import circuit_to_qasm3
@@ -243,3 +244,12 @@ def test_results_encoded_at_the_fastest_level_decode_to_the_same_arrays() -> Non
     decoded = json.loads(text, cls=RuntimeDecoder)
     assert decoded["meas"] == bits
     assert decoded["values"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_simulation_processes_get_passive_openmp_threads_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert child_environment()["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert child_environment()["OMP_WAIT_POLICY"] == "ACTIVE"

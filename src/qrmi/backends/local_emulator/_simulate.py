@@ -358,6 +358,8 @@ def _standardise_gates(circuit: QuantumCircuit) -> QuantumCircuit:
     """
     standard = get_standard_gate_name_mapping()
     for position, item in enumerate(circuit.data):
+        if item.is_standard_gate():
+            continue  # Qiskit's own gate already (and no Python gate object built to see it)
         op = item.operation
         std = standard.get(op.name)
         if (
@@ -387,11 +389,12 @@ def _check_size(index: int, circuit: QuantumCircuit, device: _Device) -> None:
 
 
 def _active_qubits(circuit: QuantumCircuit) -> list[int]:
-    active: set[int] = set()
+    # The instructions' names and qubits only: no Python gate object is built for them.
+    active: set[Any] = set()
     for item in circuit.data:
-        if item.operation.name not in _PASSIVE:
-            active.update(circuit.find_bit(q).index for q in item.qubits)
-    return sorted(active)
+        if item.name not in _PASSIVE:
+            active.update(item.qubits)
+    return sorted(circuit.find_bit(qubit).index for qubit in active)
 
 
 def _pad(circuit: QuantumCircuit, num_qubits: int) -> QuantumCircuit:
@@ -422,11 +425,10 @@ def _for_device(circuit: QuantumCircuit, ctx: _Run) -> tuple[QuantumCircuit, lis
 
 def _is_isa(circuit: QuantumCircuit, target: Target) -> bool:
     for item in circuit.data:
-        op = item.operation
-        if op.name in _PASSIVE:
+        if item.name in _PASSIVE:  # the name alone: no Python gate object is built
             continue
         qargs = tuple(circuit.find_bit(q).index for q in item.qubits)
-        if not target.instruction_supported(op.name, qargs):
+        if not target.instruction_supported(item.name, qargs):
             return False
     return True
 
@@ -677,7 +679,7 @@ def _unroll_for_aer(index: int, circuit: QuantumCircuit, method: str) -> Quantum
     is expanded, so no circuit is refused for its gate names.
     """
     known = _aer_instructions(method)
-    unknown = sorted({item.operation.name for item in circuit.data} - known)
+    unknown = sorted(set(circuit.count_ops()) - known)
     if not unknown:
         return circuit
     try:
