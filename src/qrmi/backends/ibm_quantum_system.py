@@ -37,14 +37,19 @@ deleted from the service once it is final *and* what it produced is safe in the 
 2. a ``Completed`` job is deleted only once ``results_{id}.json`` is in the bucket;
 3. then ``DELETE /v1/jobs/{id}``.
 
-This happens when a caller sees the job final (``task_status``, ``task_wait``, ``task_result``,
-``task_stop``), and, for the finished jobs of this backend whose input object is in our bucket
-and tagged with this process's user id (``qrmi:uid``; set at upload), before the first
-submission of a backend object, again before a submission once
-:data:`SWEEP_INTERVAL_SECONDS` have passed, and whenever the service refuses a job with 429: so
-a job whose program died still frees its lane. (Listing every stored job before *every*
-submission cost each task a request whose answer grows with the number of jobs: at 64
-concurrent tasks, more than the task itself.) ``task_status`` and ``task_result`` of a
+This happens when a caller sees the job final: in the background after ``task_status`` and
+``task_result`` (their answers need none of it: a final job is answered from memory meanwhile,
+and a ``Completed`` job's results are *read* rather than looked up, then handed to the
+``task_result`` that usually follows, so a polled task costs the bucket one read of its results),
+and before ``task_wait`` and ``task_stop`` return. Background work still pending when the
+program exits is finished first (a killed program leaves it to a sweep). Sweeps delete the
+finished jobs of this backend whose input object is in our bucket and tagged with this
+process's user id (``qrmi:uid``; set at upload): before the first submission of a backend
+object, again before a submission once :data:`SWEEP_INTERVAL_SECONDS` have passed, and whenever
+the service refuses a job with 429: so a job whose program died still frees its lane. (Listing
+every stored job before *every* submission cost each task a request whose answer grows with the
+number of jobs: at 64 concurrent tasks, more than the task itself; and the tags of another
+client's job are read once, not at every sweep.) ``task_status`` and ``task_result`` of a
 deleted job read the recorded status, and results and logs stay in the bucket (configure an S3
 lifecycle rule to expire old objects): nothing a caller has not read is lost. The reference
 instead deleted on ``task_stop`` only, and a job deleted that way could no longer be read.
@@ -73,6 +78,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -140,6 +146,8 @@ FINAL_STATES = ("Completed", "Failed", "Cancelled")
 STATUS_TAG = "qrmi:status"
 #: Least time between two sweeps of our finished jobs before submissions (a 429 always sweeps).
 SWEEP_INTERVAL_SECONDS = 10.0
+#: Most characters of results kept in memory, read by retirements for task_result to take.
+MAX_KEPT_RESULT_CHARS = 64 * 1024 * 1024
 #: Final jobs remembered per backend object (a final state never changes, so asking the service
 #: or the bucket again would only cost round trips); the oldest are forgotten beyond this.
 MAX_REMEMBERED_FINAL_JOBS = 10_000
@@ -196,7 +204,13 @@ class QuantumSystemBackend(Backend):
         # tags put on the inputs this object uploaded, so that retiring needs not read them.
         self._final_jobs: dict[str, dict[str, Any]] = {}
         self._own_tags: dict[str, dict[str, str]] = {}
-        self._retiring: set[str] = set()  # being retired by another thread right now
+        # Jobs being retired right now (by a background chore or another thread).
+        self._retiring: dict[str, _Retirement] = {}
+        # Results read while retiring, kept for the task_result that usually follows at once.
+        self._kept_results: OrderedDict[str, str] = OrderedDict()
+        # Final jobs on the service that are not ours to delete (seen by a sweep).
+        self._foreign_jobs: OrderedDict[str, None] = OrderedDict()
+        self._kept_bytes = 0
         self._last_sweep: float | None = None  # clock() of the last pre-submission sweep
         self._memory_lock = threading.Lock()
 
@@ -375,13 +389,22 @@ class QuantumSystemBackend(Backend):
             logger.info("task %s on %s cancelled", task_id, self.resource_id)
             job = self._job(task_id)
         self._retire(job)
+        self._settle(task_id)
 
     def fetch_state(self, task_id: str) -> str:
         """The job's ``status`` (``Running``, ``Completed``, ``Failed``, ``Cancelled``); a
-        final job is deleted from the service once its outputs are safe (module docstring)."""
+        final job is deleted from the service in the background once its outputs are safe
+        (module docstring)."""
         job = self._job(task_id)
-        self._retire(job)
+        self._retire_soon(job)
         return str(job.get("status"))
+
+    def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus:
+        """Poll until the task is final (:meth:`Backend.wait`), and until the final job has
+        left the service (or had to stay: module docstring)."""
+        status = super().wait(task_id, timeout)
+        self._settle(task_id)
+        return status
 
     def task_result(self, task_id: str) -> TaskResult:
         """The result JSON from ``results_{id}.json``, once the job has completed.
@@ -390,7 +413,7 @@ class QuantumSystemBackend(Backend):
             TaskNotReadyError: the job is running, failed (with IBM's reason) or cancelled.
         """
         job = self._job(task_id)
-        self._retire(job)
+        self._retire_soon(job)
         state = str(job.get("status"))
         status = self.STATE_MAP.get(state, TaskStatus.Running)
         if status == TaskStatus.Failed:
@@ -403,8 +426,10 @@ class QuantumSystemBackend(Backend):
         return TaskResult(self.fetch_result(task_id))
 
     def fetch_result(self, task_id: str) -> str:
-        """The text of ``results_{id}.json``."""
-        text = self._s3().get(f"results_{task_id}.json")
+        """The text of ``results_{id}.json`` (read by the job's retirement when it read it)."""
+        text = self._kept_result(task_id)
+        if text is None:
+            text = self._s3().get(f"results_{task_id}.json")
         if text is None:
             raise ServiceError(
                 f"task {task_id} on {self.resource_id} is Completed but its result object "
@@ -489,16 +514,21 @@ class QuantumSystemBackend(Backend):
         record = {key: value for key, value in job.items() if key != "storage"}
         with self._memory_lock:
             self._final_jobs[task_id] = record
-            self._own_tags.pop(task_id, None)
             while len(self._final_jobs) > MAX_REMEMBERED_FINAL_JOBS:
                 del self._final_jobs[next(iter(self._final_jobs))]
 
     # ----- deleting finished jobs (they hold execution lanes) -------------------------------
 
-    def _retire(self, job: Mapping[str, Any]) -> None:
+    def _retire_soon(self, job: Mapping[str, Any]) -> None:
+        """:meth:`_retire` in the background: the caller's answer needs none of its round
+        trips (the job is final, so it is answered from memory meanwhile); a ``Completed`` job's
+        results are read rather than looked up, and kept for :meth:`fetch_result`."""
+        self._retire(job, background=True)
+
+    def _retire(self, job: Mapping[str, Any], *, background: bool = False) -> None:
         """Delete a final job from the service once what it produced is safe in the bucket.
 
-        Best effort: a failure is logged, and the job is retired on a later call.
+        Best effort: a failure is logged, and the job is retired on a later call (or sweep).
         """
         status, task_id = job.get("status"), str(job.get("id", ""))
         if status not in FINAL_STATES or not task_id:
@@ -507,20 +537,72 @@ class QuantumSystemBackend(Backend):
             # A recorded job (already deleted), or no bucket to keep the outputs in.
             self._remember_final(task_id, job)
             return
+        retirement = _Retirement(read_results=background)
         with self._memory_lock:
             if task_id in self._retiring:
                 return
-            self._retiring.add(task_id)
+            self._retiring[task_id] = retirement
+        self._remember_final(task_id, job)  # final: answered from memory from now on
+        if background:
+            try:
+                _concurrently_pool().submit(self._retire_now, job, task_id, str(status), retirement)
+                return
+            except RuntimeError:  # the interpreter is shutting down: retire here instead
+                pass
+        self._retire_now(job, task_id, str(status), retirement)
+
+    def _retire_now(
+        self, job: Mapping[str, Any], task_id: str, status: str, retirement: _Retirement
+    ) -> None:
+        done = False
         try:
-            if self._record_and_delete(job, task_id, str(status)):
-                self._remember_final(task_id, job)
+            done = self._record_and_delete(job, task_id, status, retirement)
         except QrmiError as exc:
             logger.warning("finished task %s stays on the service for now: %s", task_id, exc)
+        except Exception:  # a background chore must not die silently
+            logger.warning("retiring finished task %s failed", task_id, exc_info=True)
         finally:
             with self._memory_lock:
-                self._retiring.discard(task_id)
+                self._retiring.pop(task_id, None)
+                if done:
+                    self._own_tags.pop(task_id, None)
+                else:  # ask the service again next time, which retires it again
+                    self._final_jobs.pop(task_id, None)
+            retirement.results_read.set()
+            retirement.finished.set()
 
-    def _record_and_delete(self, job: Mapping[str, Any], task_id: str, status: str) -> bool:
+    def _settle(self, task_id: str) -> None:
+        """Wait for the retirement of ``task_id`` in progress, if any."""
+        with self._memory_lock:
+            retirement = self._retiring.get(task_id)
+        if retirement is not None:
+            retirement.finished.wait()
+
+    def _kept_result(self, task_id: str) -> str | None:
+        """The results text a retirement read (waiting for one reading it now), or ``None``."""
+        with self._memory_lock:
+            retirement = self._retiring.get(task_id)
+        if retirement is not None and retirement.read_results:
+            retirement.results_read.wait()
+        with self._memory_lock:
+            text = self._kept_results.pop(task_id, None)
+            if text is not None:
+                self._kept_bytes -= len(text)
+        return text
+
+    def _keep_result(self, task_id: str, text: str) -> None:
+        with self._memory_lock:
+            if len(text) > MAX_KEPT_RESULT_CHARS:
+                return
+            self._kept_results[task_id] = text
+            self._kept_bytes += len(text)
+            while self._kept_bytes > MAX_KEPT_RESULT_CHARS:
+                _, dropped = self._kept_results.popitem(last=False)
+                self._kept_bytes -= len(dropped)
+
+    def _record_and_delete(
+        self, job: Mapping[str, Any], task_id: str, status: str, retirement: _Retirement
+    ) -> bool:
         """Record the final job in the bucket and delete it from the service; ``False`` when
         that has to wait (its results are not in the bucket yet)."""
         storage = self._s3()
@@ -530,31 +612,20 @@ class QuantumSystemBackend(Backend):
         if tags is None:
             logger.debug("task %s was not submitted through this bucket; not deleting", task_id)
             return True
+        if status == "Completed" and not self._results_there(storage, task_id, retirement):
+            logger.debug("results of task %s not in the bucket yet; not deleting", task_id)
+            return False
         record = {key: value for key, value in job.items() if key != "storage"}
+        storage.put(f"job_{task_id}.json", json.dumps(record).encode("utf-8"))
         tags[STATUS_TAG] = status
         if job.get("reason_code") is not None:
             tags[STATUS_TAG + ":reason_code"] = str(job["reason_code"])
         if job.get("end_time"):
             tags[STATUS_TAG + ":finished"] = str(job["end_time"])
-
-        def tag_input() -> None:
-            try:
-                storage.set_tags(f"input_{task_id}.json", tags)
-            except QrmiError as exc:  # the job_{id}.json record is enough to answer for it
-                logger.debug("cannot tag the input of task %s: %s", task_id, exc)
-
-        # On the path of every result, so: the input's tags (a second copy of the record,
-        # for other tools) are written in the background, and the record and the results check
-        # go out at once (the record is true whether or not the results are there yet, and is
-        # written again, identical, by the next try when they are not).
-        _in_background(tag_input)
-        results_there, _ = _concurrently(
-            lambda: status != "Completed" or storage.exists(f"results_{task_id}.json"),
-            lambda: storage.put(f"job_{task_id}.json", json.dumps(record).encode("utf-8")),
-        )
-        if not results_there:
-            logger.debug("results of task %s not in the bucket yet; not deleting", task_id)
-            return False
+        try:  # a second copy of the record, for other tools
+            storage.set_tags(f"input_{task_id}.json", tags)
+        except QrmiError as exc:  # the job_{id}.json record is enough to answer for it
+            logger.debug("cannot tag the input of task %s: %s", task_id, exc)
         try:
             self._http.delete(
                 f"v1/jobs/{task_id}", expected=(204, 200), not_found=TaskNotFoundError
@@ -563,6 +634,21 @@ class QuantumSystemBackend(Backend):
             return True  # another client deleted it first
         logger.info("finished task %s (%s) deleted from %s", task_id, status, self.resource_id)
         return True
+
+    def _results_there(self, storage: _S3Storage, task_id: str, retirement: _Retirement) -> bool:
+        """Whether ``results_{id}.json`` is in the bucket: read (and kept for
+        :meth:`fetch_result`, which a caller that polled the status usually asks next) when
+        ``retirement.read_results``, else only looked up."""
+        key = f"results_{task_id}.json"
+        if not retirement.read_results:
+            return storage.exists(key)
+        try:
+            text = storage.get(key)
+            if text is not None:
+                self._keep_result(task_id, text)
+        finally:
+            retirement.results_read.set()
+        return text is not None
 
     def _retire_finished_jobs(self) -> None:
         """Delete this backend's finished jobs that this user submitted through our bucket."""
@@ -573,18 +659,36 @@ class QuantumSystemBackend(Backend):
             storage = self._s3()
             mine = str(os.getuid())
             for job in jobs:
+                job_id = str(job.get("id", ""))
                 if job.get("status") not in FINAL_STATES:
                     continue
                 with self._memory_lock:
-                    submitted_here = job.get("id") in self._own_tags
+                    submitted_here = job_id in self._own_tags
+                    known_foreign = job_id in self._foreign_jobs
+                    retired = job_id in self._final_jobs and job_id not in self._retiring
+                if retired:  # deleted since the list was read, or being deleted right now
+                    continue
                 if submitted_here:  # ours for sure: no need to read its tags
                     self._retire(job)
                     continue
-                tags = storage.tags(f"input_{job.get('id')}.json")
+                if known_foreign:  # its owner never changes: its tags were read once
+                    continue
+                tags = storage.tags(f"input_{job_id}.json")
                 if tags is not None and tags.get("qrmi:uid") == mine:
                     self._retire(job)
+                else:
+                    self._remember_foreign(job_id)
         except QrmiError as exc:
             logger.warning("could not delete the finished jobs of %s: %s", self.resource_id, exc)
+
+    def _remember_foreign(self, job_id: str) -> None:
+        """Skip ``job_id`` in later sweeps: another user's, or not submitted through our bucket
+        (the jobs of other clients stay on the service, and reading their tags at every sweep
+        cost a request each)."""
+        with self._memory_lock:
+            self._foreign_jobs[job_id] = None
+            while len(self._foreign_jobs) > MAX_REMEMBERED_FINAL_JOBS:
+                self._foreign_jobs.popitem(last=False)
 
     def _s3_configured(self) -> bool:
         return all(
@@ -617,6 +721,15 @@ class QuantumSystemBackend(Backend):
             return self._storage
 
 
+class _Retirement:
+    """A final job being recorded in the bucket and deleted from the service."""
+
+    def __init__(self, *, read_results: bool) -> None:
+        self.read_results = read_results  # read a Completed job's results (else look them up)
+        self.results_read = threading.Event()  # the results were read, or never will be
+        self.finished = threading.Event()
+
+
 def _location(url: str) -> dict[str, str]:
     return {"presigned_url": url, "type": "s3_compatible"}
 
@@ -640,18 +753,6 @@ def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
     futures = [pool.submit(call) for call in calls]
     wait(futures)
     return [future.result() for future in futures]
-
-
-def _in_background(call: Callable[[], None]) -> None:
-    """Run ``call`` on the shared pool without waiting for it (its failures are logged)."""
-    _concurrently_pool().submit(_logged, call)
-
-
-def _logged(call: Callable[[], None]) -> None:
-    try:
-        call()
-    except Exception:  # a background chore must not die silently, nor raise into nowhere
-        logger.warning("background S3 request failed", exc_info=True)
 
 
 def _input_tags(storage: _S3Storage, task_id: str) -> dict[str, str] | None:
