@@ -30,11 +30,13 @@ until a client deletes it, and a stored job holds one of the backend's execution
 all lanes held, every new job is refused (429, code 1232) even though nothing runs. So a job is
 deleted from the service once it is final *and* what it produced is safe in the bucket:
 
-1. the job as the service last described it (status, reason code, message and solution; not
-   its presigned URLs) is stored as ``job_{id}.json``, and its final status as tags of its input
-   object (``qrmi:status``, ``qrmi:status:reason_code``, ``qrmi:status:finished``: the tags the
-   reference's newer releases write too);
-2. a ``Completed`` job is deleted only once ``results_{id}.json`` is in the bucket;
+1. a ``Completed`` job is deleted only once ``results_{id}.json`` is in the bucket;
+2. its final status is stored as tags of its input object (``qrmi:status``,
+   ``qrmi:status:reason_code``, ``qrmi:status:finished``: the tags the reference's newer
+   releases write and read too; and ``qrmi:usage:quantum_nanoseconds``). That is all a
+   ``Completed`` job needs; a job that did not complete (its reason: message and solution), or
+   whose store refused the tags, is also stored as it was last described (not its presigned
+   URLs) as ``job_{id}.json``;
 3. then ``DELETE /v1/jobs/{id}``.
 
 This happens when a caller sees the job final: in the background after ``task_status`` and
@@ -144,6 +146,8 @@ LANES_FULL_CODE = "1232"
 #: Final job states, and the tag of the input object that records them once a job is deleted.
 FINAL_STATES = ("Completed", "Failed", "Cancelled")
 STATUS_TAG = "qrmi:status"
+#: Tag of the input object that records a deleted job's ``usage.quantum_nanoseconds``.
+USAGE_TAG = "qrmi:usage:quantum_nanoseconds"
 #: Least time between two sweeps of our finished jobs before submissions (a 429 always sweeps).
 SWEEP_INTERVAL_SECONDS = 10.0
 #: Most characters of results kept in memory, read by retirements for task_result to take.
@@ -482,30 +486,30 @@ class QuantumSystemBackend(Backend):
         return json_object(response, f"job {task_id}")
 
     def _recorded_job(self, task_id: str) -> dict[str, Any] | None:
-        """The final state of a deleted job as recorded in the bucket, or ``None``."""
+        """The final state of a deleted job as recorded in the bucket, or ``None``: the tags
+        of its input object (all a ``Completed`` job has, and all the reference records), then
+        ``job_{id}.json`` (the whole description of a job that did not complete)."""
         if not self._s3_configured():
             return None
         try:
-            text = self._s3().get(f"job_{task_id}.json")
-            record = json.loads(text) if text else None
+            tags = self._s3().tags(f"input_{task_id}.json")
+        except QrmiError as exc:  # a store without tags: the record may still be there
+            logger.debug("cannot read the tags of the input of task %s: %s", task_id, exc)
+            tags = None
+        status = (tags or {}).get(STATUS_TAG)
+        if status != "Completed":
+            try:
+                text = self._s3().get(f"job_{task_id}.json")
+                record = json.loads(text) if text else None
+            except (QrmiError, ValueError) as exc:
+                logger.warning("cannot read the recorded state of task %s: %s", task_id, exc)
+                record = None
             if isinstance(record, dict) and record.get("status") in FINAL_STATES:
                 self._remember_final(task_id, record)
                 return record
-            tags = self._s3().tags(f"input_{task_id}.json")
-        except (QrmiError, ValueError) as exc:
-            logger.warning("cannot read the recorded state of task %s: %s", task_id, exc)
+        if tags is None or status not in FINAL_STATES:
             return None
-        status = (tags or {}).get(STATUS_TAG)
-        if status not in FINAL_STATES:
-            return None
-        assert tags is not None
-        job: dict[str, Any] = {"id": task_id, "backend": self.resource_id, "status": status}
-        code = tags.get(STATUS_TAG + ":reason_code")
-        if status == "Failed":
-            job["reason_code"] = int(code) if code and code.isdigit() else code
-            job["reason_message"] = "the job was deleted from the service after it failed"
-            job["reason_solution"] = f"read its logs (task_logs) or logs_{task_id}.json"
-        recorded_job = {k: v for k, v in job.items() if v is not None}
+        recorded_job = _job_from_tags(task_id, self.resource_id, tags)
         self._remember_final(task_id, recorded_job)
         return recorded_job
 
@@ -615,17 +619,7 @@ class QuantumSystemBackend(Backend):
         if status == "Completed" and not self._results_there(storage, task_id, retirement):
             logger.debug("results of task %s not in the bucket yet; not deleting", task_id)
             return False
-        record = {key: value for key, value in job.items() if key != "storage"}
-        storage.put(f"job_{task_id}.json", json.dumps(record).encode("utf-8"))
-        tags[STATUS_TAG] = status
-        if job.get("reason_code") is not None:
-            tags[STATUS_TAG + ":reason_code"] = str(job["reason_code"])
-        if job.get("end_time"):
-            tags[STATUS_TAG + ":finished"] = str(job["end_time"])
-        try:  # a second copy of the record, for other tools
-            storage.set_tags(f"input_{task_id}.json", tags)
-        except QrmiError as exc:  # the job_{id}.json record is enough to answer for it
-            logger.debug("cannot tag the input of task %s: %s", task_id, exc)
+        self._record_final(storage, job, task_id, status, tags)
         try:
             self._http.delete(
                 f"v1/jobs/{task_id}", expected=(204, 200), not_found=TaskNotFoundError
@@ -634,6 +628,36 @@ class QuantumSystemBackend(Backend):
             return True  # another client deleted it first
         logger.info("finished task %s (%s) deleted from %s", task_id, status, self.resource_id)
         return True
+
+    @staticmethod
+    def _record_final(
+        storage: _S3Storage,
+        job: Mapping[str, Any],
+        task_id: str,
+        status: str,
+        tags: dict[str, str],
+    ) -> None:
+        """Record a final job in the bucket: its status as tags of its input object (what the
+        reference reads too) and, when the tags cannot hold it all (a job that did not
+        complete: its reason; or a store that refused the tags), as ``job_{id}.json``."""
+        tags[STATUS_TAG] = status
+        if job.get("reason_code") is not None:
+            tags[STATUS_TAG + ":reason_code"] = str(job["reason_code"])
+        if job.get("end_time"):
+            tags[STATUS_TAG + ":finished"] = str(job["end_time"])
+        usage = job.get("usage")
+        quantum = usage.get("quantum_nanoseconds") if isinstance(usage, Mapping) else None
+        if isinstance(quantum, int) and not isinstance(quantum, bool):
+            tags[USAGE_TAG] = str(quantum)
+        tagged = True
+        try:
+            storage.set_tags(f"input_{task_id}.json", tags)
+        except QrmiError as exc:
+            logger.debug("cannot tag the input of task %s: %s", task_id, exc)
+            tagged = False
+        if status != "Completed" or not tagged:
+            record = {key: value for key, value in job.items() if key != "storage"}
+            storage.put(f"job_{task_id}.json", json.dumps(record).encode("utf-8"))
 
     def _results_there(self, storage: _S3Storage, task_id: str, retirement: _Retirement) -> bool:
         """Whether ``results_{id}.json`` is in the bucket: read (and kept for
@@ -762,6 +786,23 @@ def _input_tags(storage: _S3Storage, task_id: str) -> dict[str, str] | None:
         return storage.tags(f"input_{task_id}.json")
     except QrmiError:
         return {} if storage.exists(f"input_{task_id}.json") else None
+
+
+def _job_from_tags(task_id: str, backend: str, tags: Mapping[str, str]) -> dict[str, Any]:
+    """A deleted job as its input object's tags describe it (status, end, usage, reason)."""
+    status = tags[STATUS_TAG]
+    job: dict[str, Any] = {"id": task_id, "backend": backend, "status": status}
+    if tags.get(STATUS_TAG + ":finished"):
+        job["end_time"] = tags[STATUS_TAG + ":finished"]
+    quantum = tags.get(USAGE_TAG, "")
+    if quantum.isdigit():
+        job["usage"] = {"quantum_nanoseconds": int(quantum)}
+    if status == "Failed":
+        code = tags.get(STATUS_TAG + ":reason_code")
+        job["reason_code"] = int(code) if code and code.isdigit() else code
+        job["reason_message"] = "the job was deleted from the service after it failed"
+        job["reason_solution"] = f"read its logs (task_logs) or logs_{task_id}.json"
+    return {k: v for k, v in job.items() if v is not None}
 
 
 def _owner_tags(program_id: str) -> dict[str, str]:
