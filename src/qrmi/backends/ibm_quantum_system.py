@@ -431,9 +431,7 @@ class QuantumSystemBackend(Backend):
 
     def fetch_result(self, task_id: str) -> str:
         """The text of ``results_{id}.json`` (read by the job's retirement when it read it)."""
-        text = self._kept_result(task_id)
-        if text is None:
-            text = self._s3().get(f"results_{task_id}.json")
+        text = self._result_text(task_id)
         if text is None:
             raise ServiceError(
                 f"task {task_id} on {self.resource_id} is Completed but its result object "
@@ -582,17 +580,28 @@ class QuantumSystemBackend(Backend):
         if retirement is not None:
             retirement.finished.wait()
 
-    def _kept_result(self, task_id: str) -> str | None:
-        """The results text a retirement read (waiting for one reading it now), or ``None``."""
+    def _result_text(self, task_id: str) -> str | None:
+        """The text of ``results_{id}.json``, or ``None`` when it is not in the bucket: read
+        once for the caller and the job's retirement. The caller reads it itself when the
+        retirement has not begun to (a queued retirement must not delay a result), else takes
+        what the retirement read."""
+        key = f"results_{task_id}.json"
         with self._memory_lock:
             retirement = self._retiring.get(task_id)
         if retirement is not None and retirement.read_results:
+            if retirement.claim_read():
+                try:
+                    text = self._s3().get(key)
+                    retirement.results_there = text is not None
+                finally:
+                    retirement.results_read.set()
+                return text
             retirement.results_read.wait()
         with self._memory_lock:
             text = self._kept_results.pop(task_id, None)
             if text is not None:
                 self._kept_bytes -= len(text)
-        return text
+        return text if text is not None else self._s3().get(key)
 
     def _keep_result(self, task_id: str, text: str) -> None:
         with self._memory_lock:
@@ -666,10 +675,16 @@ class QuantumSystemBackend(Backend):
         key = f"results_{task_id}.json"
         if not retirement.read_results:
             return storage.exists(key)
+        if not retirement.claim_read():  # the caller is reading them: its answer will do
+            retirement.results_read.wait()
+            if retirement.results_there is not None:
+                return retirement.results_there
+            return storage.exists(key)  # its read failed
         try:
             text = storage.get(key)
             if text is not None:
                 self._keep_result(task_id, text)
+            retirement.results_there = text is not None
         finally:
             retirement.results_read.set()
         return text is not None
@@ -751,7 +766,13 @@ class _Retirement:
     def __init__(self, *, read_results: bool) -> None:
         self.read_results = read_results  # read a Completed job's results (else look them up)
         self.results_read = threading.Event()  # the results were read, or never will be
+        self.results_there: bool | None = None  # what that read found (None: it failed)
         self.finished = threading.Event()
+        self._read_claim = threading.Lock()
+
+    def claim_read(self) -> bool:
+        """Whether the calling thread is the one to read the results (the first to ask)."""
+        return self._read_claim.acquire(blocking=False)
 
 
 def _location(url: str) -> dict[str, str]:
