@@ -547,7 +547,7 @@ class QuantumSystemBackend(Backend):
         self._remember_final(task_id, job)  # final: answered from memory from now on
         if background:
             try:
-                _concurrently_pool().submit(self._retire_now, job, task_id, str(status), retirement)
+                _retirement_pool().submit(self._retire_now, job, task_id, str(status), retirement)
                 return
             except RuntimeError:  # the interpreter is shutting down: retire here instead
                 pass
@@ -780,6 +780,7 @@ def _location(url: str) -> dict[str, str]:
 
 
 _pool: ThreadPoolExecutor | None = None
+_retirements: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
@@ -789,6 +790,19 @@ def _concurrently_pool() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="qrmi-ibm-qs")
         return _pool
+
+
+def _retirement_pool() -> ThreadPoolExecutor:
+    """The threads that retire final jobs: apart from :func:`_concurrently`'s, so that
+    ``status()`` never waits behind a burst of retirements. (The interpreter finishes their
+    queued work before it exits.)"""
+    global _retirements
+    with _pool_lock:
+        if _retirements is None:
+            _retirements = ThreadPoolExecutor(
+                max_workers=16, thread_name_prefix="qrmi-ibm-qs-retire"
+            )
+        return _retirements
 
 
 def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
