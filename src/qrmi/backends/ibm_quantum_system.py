@@ -214,7 +214,7 @@ class QuantumSystemBackend(Backend):
         self._kept_results: OrderedDict[str, str] = OrderedDict()
         # Final jobs on the service that are not ours to delete (seen by a sweep).
         self._foreign_jobs: OrderedDict[str, None] = OrderedDict()
-        self._kept_bytes = 0
+        self._kept_chars = 0
         self._last_sweep: float | None = None  # clock() of the last pre-submission sweep
         self._memory_lock = threading.Lock()
 
@@ -600,7 +600,7 @@ class QuantumSystemBackend(Backend):
         with self._memory_lock:
             text = self._kept_results.pop(task_id, None)
             if text is not None:
-                self._kept_bytes -= len(text)
+                self._kept_chars -= len(text)
         return text if text is not None else self._s3().get(key)
 
     def _keep_result(self, task_id: str, text: str) -> None:
@@ -608,10 +608,10 @@ class QuantumSystemBackend(Backend):
             if len(text) > MAX_KEPT_RESULT_CHARS:
                 return
             self._kept_results[task_id] = text
-            self._kept_bytes += len(text)
-            while self._kept_bytes > MAX_KEPT_RESULT_CHARS:
+            self._kept_chars += len(text)
+            while self._kept_chars > MAX_KEPT_RESULT_CHARS:
                 _, dropped = self._kept_results.popitem(last=False)
-                self._kept_bytes -= len(dropped)
+                self._kept_chars -= len(dropped)
 
     def _record_and_delete(
         self, job: Mapping[str, Any], task_id: str, status: str, retirement: _Retirement
@@ -705,7 +705,7 @@ class QuantumSystemBackend(Backend):
                     submitted_here = job_id in self._own_tags
                     known_foreign = job_id in self._foreign_jobs
                     retired = job_id in self._final_jobs and job_id not in self._retiring
-                if retired:  # deleted since the list was read, or being deleted right now
+                if retired:  # deleted since the list was read (_retire skips one in progress)
                     continue
                 if submitted_here:  # ours for sure: no need to read its tags
                     self._retire(job)
