@@ -230,17 +230,18 @@ def _git_commit() -> str:
 
 
 @contextlib.contextmanager
-def ibm_fake(ctx: Context, *, lanes: int = 2) -> Iterator[tuple[Any, Path]]:
+def ibm_fake(ctx: Context, *, lanes: int = 2, **options: Any) -> Iterator[tuple[Any, Path]]:
     """Start the IBM Quantum System fake (API + IAM + S3) on 127.0.0.1; yields it with the
     driver spec file that points clients at it. The fake is stopped on exit.
 
     The bucket is :class:`qrmi.testing.s3_light.LightS3` (``light_s3``), not moto: moto costs
     a few milliseconds of CPU per request, so the fake's store, not the clients, would set the
-    pace of the throughput and time-to-result runs."""
+    pace of the throughput and time-to-result runs. ``options`` are more of
+    :class:`~qrmi.testing.ibm_quantum_system.QuantumSystemFake`'s keyword arguments."""
     from qrmi.testing.ibm_quantum_system import QuantumSystemFake
 
     fake = QuantumSystemFake(
-        devices={FAKE_BACKEND: "fake_perth"}, lanes=lanes, light_s3=True
+        devices={FAKE_BACKEND: "fake_perth"}, lanes=lanes, light_s3=True, **options
     ).start()
     try:
         spec = ctx.scratch("fake") / f"spec-{fake.port}.json"

@@ -7,7 +7,8 @@ reference cannot share an object between threads (pyo3 raises "Already borrowed"
 its threads has its own. The fake runs in a process of its own (``ibm_fake_process``: httptools,
 ``LightS3``, results reused for equal inputs, OpenMP threads that sleep), with as many execution
 lanes as the most threads, so that neither its lanes nor its CPU set the pace: the CPU per task
-of the fake and of each client is reported beside the rates.
+of the fake and of each client is reported beside the rates, and so are the HTTP requests per
+task, counted in a separate round against an in-process fake (which records every request).
 
     .venv/bin/python benchmarks/bench_throughput.py [--quick] [--no-reference]
 """
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 import statistics
 import sys
+import time
 from typing import Any
 
-from _common import OURS, REFERENCE, Context, drivers, ibm_fake_process, result, row
+from _common import OURS, REFERENCE, Context, drivers, ibm_fake, ibm_fake_process, result, row
 from _stats import alternating
 
 NAME = "throughput"
@@ -26,6 +28,11 @@ TITLE = "Throughput of concurrent short tasks on one resource"
 THREAD_COUNTS = (1, 8, 64)
 #: The thread count whose per-task latency is reported too.
 LATENCY_THREADS = 8
+#: Tasks of the round whose HTTP requests are counted (at ``LATENCY_THREADS`` threads).
+COUNTED_TASKS = 32
+#: Time given to a client's background requests (pyqrmi deletes finished jobs after the fact)
+#: before and after the counted round.
+SETTLE_SECONDS = 0.5
 WORK_SECONDS = 0.01
 POLL_SECONDS = 0.01
 
@@ -67,6 +74,7 @@ def run(ctx: Context) -> dict[str, object]:
                             f"{side}, {threads} threads: {answer['failed']} failed, "
                             f"e.g. {answer['failures']}"
                         )
+    requests = _requests_per_task(ctx)
     rows = [
         row(
             f"tasks/s, {threads} thread{'s' if threads > 1 else ''}",
@@ -95,6 +103,10 @@ def run(ctx: Context) -> dict[str, object]:
         + ". The fake can serve 1/(its CPU per task) tasks/s on one core and a client can "
         "drive 1/(its CPU per task); on this 2-core machine the fake and the client running "
         "share the cores.",
+        f"HTTP requests per task ({COUNTED_TASKS} tasks from {LATENCY_THREADS} threads, counted "
+        "by an in-process fake: API, IAM and bucket): "
+        + ", ".join(f"{side} {count:.2f}" for side, count in requests.items())
+        + ".",
         *(f"task failures: {failure}" for failure in failures),
     ]
     if not ctx.reference.available:
@@ -112,8 +124,27 @@ def run(ctx: Context) -> dict[str, object]:
         ),
         rows=rows,
         notes=notes,
-        extra={"cpu_per_task": _cost_summary(costs)},
+        extra={"cpu_per_task": _cost_summary(costs), "requests_per_task": requests},
     )
+
+
+def _requests_per_task(ctx: Context) -> dict[str, float]:
+    """HTTP requests per task of each implementation in a round of ``COUNTED_TASKS`` tasks:
+    the fake that counts them runs in this process, apart from the timed one (its jobs reach
+    the bucket in memory, so that only the clients' requests are counted)."""
+    counts: dict[str, float] = {}
+    counting = ibm_fake(ctx, lanes=max(THREAD_COUNTS), direct_store=True, reuse_results=True)
+    with counting as (fake, spec), drivers(ctx, spec) as clients:
+        logs = (fake.log, fake.s3.log, fake.iam.log)
+        for side, client in clients.items():
+            _round(client, side, LATENCY_THREADS, LATENCY_THREADS)  # warm-up
+            time.sleep(SETTLE_SECONDS)
+            for log in logs:
+                log.clear()
+            answer = _round(client, side, LATENCY_THREADS, COUNTED_TASKS)
+            time.sleep(SETTLE_SECONDS)
+            counts[side] = sum(len(log.requests()) for log in logs) / max(1, answer["completed"])
+    return counts
 
 
 def _cost_note(threads: int, per_side: dict[str, list[tuple[float, float, float]]]) -> str:

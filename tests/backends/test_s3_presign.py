@@ -27,6 +27,8 @@ KEY_ID, SECRET, REGION = "AKIAQRMIFAKE00000000", "fake-secret-access-key-qrmi", 
             {"x-amz-tagging": "qrmi%3Auid=0&qrmi%3Aprogram_type=sampler"},
         ),
         ("http://127.0.0.1:9000", "put_object", "PUT", "logs_3.json", {}, {}),
+        ("http://127.0.0.1:80", "get_object", "GET", "results_4.json", {}, {}),  # default port
+        ("https://s3.example.com:8443", "get_object", "GET", "results_5.json", {}, {}),
     ],
 )
 def test_signatures_equal_botocores(

@@ -30,21 +30,28 @@ until a client deletes it, and a stored job holds one of the backend's execution
 all lanes held, every new job is refused (429, code 1232) even though nothing runs. So a job is
 deleted from the service once it is final *and* what it produced is safe in the bucket:
 
-1. the job as the service last described it (status, reason code, message and solution; not
-   its presigned URLs) is stored as ``job_{id}.json``, and its final status as tags of its input
-   object (``qrmi:status``, ``qrmi:status:reason_code``, ``qrmi:status:finished``: the tags the
-   reference's newer releases write too);
-2. a ``Completed`` job is deleted only once ``results_{id}.json`` is in the bucket;
+1. a ``Completed`` job is deleted only once ``results_{id}.json`` is in the bucket;
+2. its final status is stored as tags of its input object (``qrmi:status``,
+   ``qrmi:status:reason_code``, ``qrmi:status:finished``: the tags the reference's newer
+   releases write and read too; and ``qrmi:usage:quantum_nanoseconds``). That is all a
+   ``Completed`` job needs; a job that did not complete (its reason: message and solution), or
+   whose store refused the tags, is also stored as it was last described (not its presigned
+   URLs) as ``job_{id}.json``;
 3. then ``DELETE /v1/jobs/{id}``.
 
-This happens when a caller sees the job final (``task_status``, ``task_wait``, ``task_result``,
-``task_stop``), and, for the finished jobs of this backend whose input object is in our bucket
-and tagged with this process's user id (``qrmi:uid``; set at upload), before the first
-submission of a backend object, again before a submission once
-:data:`SWEEP_INTERVAL_SECONDS` have passed, and whenever the service refuses a job with 429: so
-a job whose program died still frees its lane. (Listing every stored job before *every*
-submission cost each task a request whose answer grows with the number of jobs: at 64
-concurrent tasks, more than the task itself.) ``task_status`` and ``task_result`` of a
+This happens when a caller sees the job final: in the background after ``task_status`` and
+``task_result`` (their answers need none of it: a final job is answered from memory meanwhile,
+and a ``Completed`` job's results are *read* rather than looked up, then handed to the
+``task_result`` that usually follows, so a polled task costs the bucket one read of its results),
+and before ``task_wait`` and ``task_stop`` return. Background work still pending when the
+program exits is finished first (a killed program leaves it to a sweep). Sweeps delete the
+finished jobs of this backend whose input object is in our bucket and tagged with this
+process's user id (``qrmi:uid``; set at upload): before the first submission of a backend
+object, again before a submission once :data:`SWEEP_INTERVAL_SECONDS` have passed, and whenever
+the service refuses a job with 429: so a job whose program died still frees its lane. (Listing
+every stored job before *every* submission cost each task a request whose answer grows with the
+number of jobs: at 64 concurrent tasks, more than the task itself; and the tags of another
+client's job are read once, not at every sweep.) ``task_status`` and ``task_result`` of a
 deleted job read the recorded status, and results and logs stay in the bucket (configure an S3
 lifecycle rule to expire old objects): nothing a caller has not read is lost. The reference
 instead deleted on ``task_stop`` only, and a job deleted that way could no longer be read.
@@ -73,6 +80,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -138,8 +146,12 @@ LANES_FULL_CODE = "1232"
 #: Final job states, and the tag of the input object that records them once a job is deleted.
 FINAL_STATES = ("Completed", "Failed", "Cancelled")
 STATUS_TAG = "qrmi:status"
+#: Tag of the input object that records a deleted job's ``usage.quantum_nanoseconds``.
+USAGE_TAG = "qrmi:usage:quantum_nanoseconds"
 #: Least time between two sweeps of our finished jobs before submissions (a 429 always sweeps).
 SWEEP_INTERVAL_SECONDS = 10.0
+#: Most characters of results kept in memory, read by retirements for task_result to take.
+MAX_KEPT_RESULT_CHARS = 64 * 1024 * 1024
 #: Final jobs remembered per backend object (a final state never changes, so asking the service
 #: or the bucket again would only cost round trips); the oldest are forgotten beyond this.
 MAX_REMEMBERED_FINAL_JOBS = 10_000
@@ -196,7 +208,13 @@ class QuantumSystemBackend(Backend):
         # tags put on the inputs this object uploaded, so that retiring needs not read them.
         self._final_jobs: dict[str, dict[str, Any]] = {}
         self._own_tags: dict[str, dict[str, str]] = {}
-        self._retiring: set[str] = set()  # being retired by another thread right now
+        # Jobs being retired right now (by a background chore or another thread).
+        self._retiring: dict[str, _Retirement] = {}
+        # Results read while retiring, kept for the task_result that usually follows at once.
+        self._kept_results: OrderedDict[str, str] = OrderedDict()
+        # Final jobs on the service that are not ours to delete (seen by a sweep).
+        self._foreign_jobs: OrderedDict[str, None] = OrderedDict()
+        self._kept_chars = 0
         self._last_sweep: float | None = None  # clock() of the last pre-submission sweep
         self._memory_lock = threading.Lock()
 
@@ -375,13 +393,22 @@ class QuantumSystemBackend(Backend):
             logger.info("task %s on %s cancelled", task_id, self.resource_id)
             job = self._job(task_id)
         self._retire(job)
+        self._settle(task_id)
 
     def fetch_state(self, task_id: str) -> str:
         """The job's ``status`` (``Running``, ``Completed``, ``Failed``, ``Cancelled``); a
-        final job is deleted from the service once its outputs are safe (module docstring)."""
+        final job is deleted from the service in the background once its outputs are safe
+        (module docstring)."""
         job = self._job(task_id)
-        self._retire(job)
+        self._retire_soon(job)
         return str(job.get("status"))
+
+    def wait(self, task_id: str, timeout: float | None = None) -> TaskStatus:
+        """Poll until the task is final (:meth:`Backend.wait`), and until the final job has
+        left the service (or had to stay: module docstring)."""
+        status = super().wait(task_id, timeout)
+        self._settle(task_id)
+        return status
 
     def task_result(self, task_id: str) -> TaskResult:
         """The result JSON from ``results_{id}.json``, once the job has completed.
@@ -390,7 +417,7 @@ class QuantumSystemBackend(Backend):
             TaskNotReadyError: the job is running, failed (with IBM's reason) or cancelled.
         """
         job = self._job(task_id)
-        self._retire(job)
+        self._retire_soon(job)
         state = str(job.get("status"))
         status = self.STATE_MAP.get(state, TaskStatus.Running)
         if status == TaskStatus.Failed:
@@ -403,8 +430,8 @@ class QuantumSystemBackend(Backend):
         return TaskResult(self.fetch_result(task_id))
 
     def fetch_result(self, task_id: str) -> str:
-        """The text of ``results_{id}.json``."""
-        text = self._s3().get(f"results_{task_id}.json")
+        """The text of ``results_{id}.json`` (read by the job's retirement when it read it)."""
+        text = self._result_text(task_id)
         if text is None:
             raise ServiceError(
                 f"task {task_id} on {self.resource_id} is Completed but its result object "
@@ -457,30 +484,30 @@ class QuantumSystemBackend(Backend):
         return json_object(response, f"job {task_id}")
 
     def _recorded_job(self, task_id: str) -> dict[str, Any] | None:
-        """The final state of a deleted job as recorded in the bucket, or ``None``."""
+        """The final state of a deleted job as recorded in the bucket, or ``None``: the tags
+        of its input object (all a ``Completed`` job has, and all the reference records), then
+        ``job_{id}.json`` (the whole description of a job that did not complete)."""
         if not self._s3_configured():
             return None
         try:
-            text = self._s3().get(f"job_{task_id}.json")
-            record = json.loads(text) if text else None
+            tags = self._s3().tags(f"input_{task_id}.json")
+        except QrmiError as exc:  # a store without tags: the record may still be there
+            logger.debug("cannot read the tags of the input of task %s: %s", task_id, exc)
+            tags = None
+        status = (tags or {}).get(STATUS_TAG)
+        if status != "Completed":
+            try:
+                text = self._s3().get(f"job_{task_id}.json")
+                record = json.loads(text) if text else None
+            except (QrmiError, ValueError) as exc:
+                logger.warning("cannot read the recorded state of task %s: %s", task_id, exc)
+                record = None
             if isinstance(record, dict) and record.get("status") in FINAL_STATES:
                 self._remember_final(task_id, record)
                 return record
-            tags = self._s3().tags(f"input_{task_id}.json")
-        except (QrmiError, ValueError) as exc:
-            logger.warning("cannot read the recorded state of task %s: %s", task_id, exc)
+        if tags is None or status not in FINAL_STATES:
             return None
-        status = (tags or {}).get(STATUS_TAG)
-        if status not in FINAL_STATES:
-            return None
-        assert tags is not None
-        job: dict[str, Any] = {"id": task_id, "backend": self.resource_id, "status": status}
-        code = tags.get(STATUS_TAG + ":reason_code")
-        if status == "Failed":
-            job["reason_code"] = int(code) if code and code.isdigit() else code
-            job["reason_message"] = "the job was deleted from the service after it failed"
-            job["reason_solution"] = f"read its logs (task_logs) or logs_{task_id}.json"
-        recorded_job = {k: v for k, v in job.items() if v is not None}
+        recorded_job = _job_from_tags(task_id, self.resource_id, tags)
         self._remember_final(task_id, recorded_job)
         return recorded_job
 
@@ -489,16 +516,21 @@ class QuantumSystemBackend(Backend):
         record = {key: value for key, value in job.items() if key != "storage"}
         with self._memory_lock:
             self._final_jobs[task_id] = record
-            self._own_tags.pop(task_id, None)
             while len(self._final_jobs) > MAX_REMEMBERED_FINAL_JOBS:
                 del self._final_jobs[next(iter(self._final_jobs))]
 
     # ----- deleting finished jobs (they hold execution lanes) -------------------------------
 
-    def _retire(self, job: Mapping[str, Any]) -> None:
+    def _retire_soon(self, job: Mapping[str, Any]) -> None:
+        """:meth:`_retire` in the background: the caller's answer needs none of its round
+        trips (the job is final, so it is answered from memory meanwhile); a ``Completed`` job's
+        results are read rather than looked up, and kept for :meth:`fetch_result`."""
+        self._retire(job, background=True)
+
+    def _retire(self, job: Mapping[str, Any], *, background: bool = False) -> None:
         """Delete a final job from the service once what it produced is safe in the bucket.
 
-        Best effort: a failure is logged, and the job is retired on a later call.
+        Best effort: a failure is logged, and the job is retired on a later call (or sweep).
         """
         status, task_id = job.get("status"), str(job.get("id", ""))
         if status not in FINAL_STATES or not task_id:
@@ -507,20 +539,83 @@ class QuantumSystemBackend(Backend):
             # A recorded job (already deleted), or no bucket to keep the outputs in.
             self._remember_final(task_id, job)
             return
+        retirement = _Retirement(read_results=background)
         with self._memory_lock:
             if task_id in self._retiring:
                 return
-            self._retiring.add(task_id)
+            self._retiring[task_id] = retirement
+        self._remember_final(task_id, job)  # final: answered from memory from now on
+        if background:
+            try:
+                _retirement_pool().submit(self._retire_now, job, task_id, str(status), retirement)
+                return
+            except RuntimeError:  # the interpreter is shutting down: retire here instead
+                pass
+        self._retire_now(job, task_id, str(status), retirement)
+
+    def _retire_now(
+        self, job: Mapping[str, Any], task_id: str, status: str, retirement: _Retirement
+    ) -> None:
+        done = False
         try:
-            if self._record_and_delete(job, task_id, str(status)):
-                self._remember_final(task_id, job)
+            done = self._record_and_delete(job, task_id, status, retirement)
         except QrmiError as exc:
             logger.warning("finished task %s stays on the service for now: %s", task_id, exc)
+        except Exception:  # a background chore must not die silently
+            logger.warning("retiring finished task %s failed", task_id, exc_info=True)
         finally:
             with self._memory_lock:
-                self._retiring.discard(task_id)
+                self._retiring.pop(task_id, None)
+                if done:
+                    self._own_tags.pop(task_id, None)
+                else:  # ask the service again next time, which retires it again
+                    self._final_jobs.pop(task_id, None)
+            retirement.results_read.set()
+            retirement.finished.set()
 
-    def _record_and_delete(self, job: Mapping[str, Any], task_id: str, status: str) -> bool:
+    def _settle(self, task_id: str) -> None:
+        """Wait for the retirement of ``task_id`` in progress, if any."""
+        with self._memory_lock:
+            retirement = self._retiring.get(task_id)
+        if retirement is not None:
+            retirement.finished.wait()
+
+    def _result_text(self, task_id: str) -> str | None:
+        """The text of ``results_{id}.json``, or ``None`` when it is not in the bucket: read
+        once for the caller and the job's retirement. The caller reads it itself when the
+        retirement has not begun to (a queued retirement must not delay a result), else takes
+        what the retirement read."""
+        key = f"results_{task_id}.json"
+        with self._memory_lock:
+            retirement = self._retiring.get(task_id)
+        if retirement is not None and retirement.read_results:
+            if retirement.claim_read():
+                try:
+                    text = self._s3().get(key)
+                    retirement.results_there = text is not None
+                finally:
+                    retirement.results_read.set()
+                return text
+            retirement.results_read.wait()
+        with self._memory_lock:
+            text = self._kept_results.pop(task_id, None)
+            if text is not None:
+                self._kept_chars -= len(text)
+        return text if text is not None else self._s3().get(key)
+
+    def _keep_result(self, task_id: str, text: str) -> None:
+        with self._memory_lock:
+            if len(text) > MAX_KEPT_RESULT_CHARS:
+                return
+            self._kept_results[task_id] = text
+            self._kept_chars += len(text)
+            while self._kept_chars > MAX_KEPT_RESULT_CHARS:
+                _, dropped = self._kept_results.popitem(last=False)
+                self._kept_chars -= len(dropped)
+
+    def _record_and_delete(
+        self, job: Mapping[str, Any], task_id: str, status: str, retirement: _Retirement
+    ) -> bool:
         """Record the final job in the bucket and delete it from the service; ``False`` when
         that has to wait (its results are not in the bucket yet)."""
         storage = self._s3()
@@ -530,31 +625,10 @@ class QuantumSystemBackend(Backend):
         if tags is None:
             logger.debug("task %s was not submitted through this bucket; not deleting", task_id)
             return True
-        record = {key: value for key, value in job.items() if key != "storage"}
-        tags[STATUS_TAG] = status
-        if job.get("reason_code") is not None:
-            tags[STATUS_TAG + ":reason_code"] = str(job["reason_code"])
-        if job.get("end_time"):
-            tags[STATUS_TAG + ":finished"] = str(job["end_time"])
-
-        def tag_input() -> None:
-            try:
-                storage.set_tags(f"input_{task_id}.json", tags)
-            except QrmiError as exc:  # the job_{id}.json record is enough to answer for it
-                logger.debug("cannot tag the input of task %s: %s", task_id, exc)
-
-        # On the path of every result, so: the input's tags (a second copy of the record,
-        # for other tools) are written in the background, and the record and the results check
-        # go out at once (the record is true whether or not the results are there yet, and is
-        # written again, identical, by the next try when they are not).
-        _in_background(tag_input)
-        results_there, _ = _concurrently(
-            lambda: status != "Completed" or storage.exists(f"results_{task_id}.json"),
-            lambda: storage.put(f"job_{task_id}.json", json.dumps(record).encode("utf-8")),
-        )
-        if not results_there:
+        if status == "Completed" and not self._results_there(storage, task_id, retirement):
             logger.debug("results of task %s not in the bucket yet; not deleting", task_id)
             return False
+        self._record_final(storage, job, task_id, status, tags)
         try:
             self._http.delete(
                 f"v1/jobs/{task_id}", expected=(204, 200), not_found=TaskNotFoundError
@@ -563,6 +637,57 @@ class QuantumSystemBackend(Backend):
             return True  # another client deleted it first
         logger.info("finished task %s (%s) deleted from %s", task_id, status, self.resource_id)
         return True
+
+    @staticmethod
+    def _record_final(
+        storage: _S3Storage,
+        job: Mapping[str, Any],
+        task_id: str,
+        status: str,
+        tags: dict[str, str],
+    ) -> None:
+        """Record a final job in the bucket: its status as tags of its input object (what the
+        reference reads too) and, when the tags cannot hold it all (a job that did not
+        complete: its reason; or a store that refused the tags), as ``job_{id}.json``."""
+        tags[STATUS_TAG] = status
+        if job.get("reason_code") is not None:
+            tags[STATUS_TAG + ":reason_code"] = str(job["reason_code"])
+        if job.get("end_time"):
+            tags[STATUS_TAG + ":finished"] = str(job["end_time"])
+        usage = job.get("usage")
+        quantum = usage.get("quantum_nanoseconds") if isinstance(usage, Mapping) else None
+        if isinstance(quantum, int) and not isinstance(quantum, bool):
+            tags[USAGE_TAG] = str(quantum)
+        tagged = True
+        try:
+            storage.set_tags(f"input_{task_id}.json", tags)
+        except QrmiError as exc:
+            logger.debug("cannot tag the input of task %s: %s", task_id, exc)
+            tagged = False
+        if status != "Completed" or not tagged:
+            record = {key: value for key, value in job.items() if key != "storage"}
+            storage.put(f"job_{task_id}.json", json.dumps(record).encode("utf-8"))
+
+    def _results_there(self, storage: _S3Storage, task_id: str, retirement: _Retirement) -> bool:
+        """Whether ``results_{id}.json`` is in the bucket: read (and kept for
+        :meth:`fetch_result`, which a caller that polled the status usually asks next) when
+        ``retirement.read_results``, else only looked up."""
+        key = f"results_{task_id}.json"
+        if not retirement.read_results:
+            return storage.exists(key)
+        if not retirement.claim_read():  # the caller is reading them: its answer will do
+            retirement.results_read.wait()
+            if retirement.results_there is not None:
+                return retirement.results_there
+            return storage.exists(key)  # its read failed
+        try:
+            text = storage.get(key)
+            if text is not None:
+                self._keep_result(task_id, text)
+            retirement.results_there = text is not None
+        finally:
+            retirement.results_read.set()
+        return text is not None
 
     def _retire_finished_jobs(self) -> None:
         """Delete this backend's finished jobs that this user submitted through our bucket."""
@@ -573,18 +698,36 @@ class QuantumSystemBackend(Backend):
             storage = self._s3()
             mine = str(os.getuid())
             for job in jobs:
+                job_id = str(job.get("id", ""))
                 if job.get("status") not in FINAL_STATES:
                     continue
                 with self._memory_lock:
-                    submitted_here = job.get("id") in self._own_tags
+                    submitted_here = job_id in self._own_tags
+                    known_foreign = job_id in self._foreign_jobs
+                    retired = job_id in self._final_jobs and job_id not in self._retiring
+                if retired:  # deleted since the list was read (_retire skips one in progress)
+                    continue
                 if submitted_here:  # ours for sure: no need to read its tags
                     self._retire(job)
                     continue
-                tags = storage.tags(f"input_{job.get('id')}.json")
+                if known_foreign:  # its owner never changes: its tags were read once
+                    continue
+                tags = storage.tags(f"input_{job_id}.json")
                 if tags is not None and tags.get("qrmi:uid") == mine:
                     self._retire(job)
+                else:
+                    self._remember_foreign(job_id)
         except QrmiError as exc:
             logger.warning("could not delete the finished jobs of %s: %s", self.resource_id, exc)
+
+    def _remember_foreign(self, job_id: str) -> None:
+        """Skip ``job_id`` in later sweeps: another user's, or not submitted through our bucket
+        (the jobs of other clients stay on the service, and reading their tags at every sweep
+        cost a request each)."""
+        with self._memory_lock:
+            self._foreign_jobs[job_id] = None
+            while len(self._foreign_jobs) > MAX_REMEMBERED_FINAL_JOBS:
+                self._foreign_jobs.popitem(last=False)
 
     def _s3_configured(self) -> bool:
         return all(
@@ -617,11 +760,27 @@ class QuantumSystemBackend(Backend):
             return self._storage
 
 
+class _Retirement:
+    """A final job being recorded in the bucket and deleted from the service."""
+
+    def __init__(self, *, read_results: bool) -> None:
+        self.read_results = read_results  # read a Completed job's results (else look them up)
+        self.results_read = threading.Event()  # the results were read, or never will be
+        self.results_there: bool | None = None  # what that read found (None: it failed)
+        self.finished = threading.Event()
+        self._read_claim = threading.Lock()
+
+    def claim_read(self) -> bool:
+        """Whether the calling thread is the one to read the results (the first to ask)."""
+        return self._read_claim.acquire(blocking=False)
+
+
 def _location(url: str) -> dict[str, str]:
     return {"presigned_url": url, "type": "s3_compatible"}
 
 
 _pool: ThreadPoolExecutor | None = None
+_retirements: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
@@ -633,6 +792,19 @@ def _concurrently_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def _retirement_pool() -> ThreadPoolExecutor:
+    """The threads that retire final jobs: apart from :func:`_concurrently`'s, so that
+    ``status()`` never waits behind a burst of retirements. (The interpreter finishes their
+    queued work before it exits.)"""
+    global _retirements
+    with _pool_lock:
+        if _retirements is None:
+            _retirements = ThreadPoolExecutor(
+                max_workers=16, thread_name_prefix="qrmi-ibm-qs-retire"
+            )
+        return _retirements
+
+
 def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
     """The results of ``calls`` run at once on a shared pool; the first failure is raised once
     all have ended."""
@@ -642,18 +814,6 @@ def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
     return [future.result() for future in futures]
 
 
-def _in_background(call: Callable[[], None]) -> None:
-    """Run ``call`` on the shared pool without waiting for it (its failures are logged)."""
-    _concurrently_pool().submit(_logged, call)
-
-
-def _logged(call: Callable[[], None]) -> None:
-    try:
-        call()
-    except Exception:  # a background chore must not die silently, nor raise into nowhere
-        logger.warning("background S3 request failed", exc_info=True)
-
-
 def _input_tags(storage: _S3Storage, task_id: str) -> dict[str, str] | None:
     """The tags of a job's input object; ``{}`` when the store keeps no tags (or may not read
     them) but the object is there; ``None`` when the job's input is not in the bucket."""
@@ -661,6 +821,23 @@ def _input_tags(storage: _S3Storage, task_id: str) -> dict[str, str] | None:
         return storage.tags(f"input_{task_id}.json")
     except QrmiError:
         return {} if storage.exists(f"input_{task_id}.json") else None
+
+
+def _job_from_tags(task_id: str, backend: str, tags: Mapping[str, str]) -> dict[str, Any]:
+    """A deleted job as its input object's tags describe it (status, end, usage, reason)."""
+    status = tags[STATUS_TAG]
+    job: dict[str, Any] = {"id": task_id, "backend": backend, "status": status}
+    if tags.get(STATUS_TAG + ":finished"):
+        job["end_time"] = tags[STATUS_TAG + ":finished"]
+    quantum = tags.get(USAGE_TAG, "")
+    if quantum.isdigit():
+        job["usage"] = {"quantum_nanoseconds": int(quantum)}
+    if status == "Failed":
+        code = tags.get(STATUS_TAG + ":reason_code")
+        job["reason_code"] = int(code) if code and code.isdigit() else code
+        job["reason_message"] = "the job was deleted from the service after it failed"
+        job["reason_solution"] = f"read its logs (task_logs) or logs_{task_id}.json"
+    return {k: v for k, v in job.items() if v is not None}
 
 
 def _owner_tags(program_id: str) -> dict[str, str]:

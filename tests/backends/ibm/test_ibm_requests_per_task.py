@@ -1,0 +1,158 @@
+"""What one IBM Quantum System task costs in requests to the bucket: the results are read once,
+a completed job is recorded in its input's tags only, and the tags of another client's job are
+read once however many sweeps see it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from ibm_helpers import decode, sampler
+
+from qrmi.errors import ServiceUnavailableError
+from qrmi.models import TaskStatus
+from qrmi.resource import QuantumResource
+from qrmi.testing.ibm_quantum_system import QuantumSystemFake
+
+NAME = "ibm_perth"
+LANES = 2
+
+
+@pytest.fixture(scope="module")
+def light_stack() -> Iterator[QuantumSystemFake]:
+    """A fake whose bucket records its requests (``LightS3``), counting stored jobs as lanes."""
+    fake = QuantumSystemFake(
+        devices={NAME: "fake_perth"}, lanes=LANES, stored_jobs_hold_lanes=True, light_s3=True
+    )
+    with fake:
+        yield fake
+
+
+@pytest.fixture
+def light(light_stack: QuantumSystemFake) -> Iterator[QuantumSystemFake]:
+    """The module's fake; every job still stored is deleted after the test (lanes free)."""
+    yield light_stack
+    light_stack.s3.faults.reset()
+    light_stack.wait_idle()
+    for job in _api(light_stack, "GET", "/v1/jobs").json()["jobs"]:
+        _api(light_stack, "DELETE", f"/v1/jobs/{job['id']}")
+
+
+def _api(fake: QuantumSystemFake, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """A request to the service as another client of the same service instance."""
+    headers = {
+        "Authorization": f"Bearer {fake.iam.issuer.issue().token}",
+        "Service-CRN": fake.crn,
+    }
+    return httpx.request(method, fake.url + path, headers=headers, timeout=30, **kwargs)
+
+
+def resource(fake: QuantumSystemFake, **overrides: str) -> QuantumResource:
+    return QuantumResource.from_config(NAME, "ibm-quantum-system", {**fake.settings, **overrides})
+
+
+def _poll_until_final(qpu: QuantumResource, task: str) -> TaskStatus:
+    deadline = time.monotonic() + 60
+    while not (status := qpu.task_status(task)).is_final:
+        assert time.monotonic() < deadline, f"task {task} still {status.name}"
+        time.sleep(0.01)
+    return status
+
+
+def _wait_until_deleted(fake: QuantumSystemFake, task: str) -> None:
+    deadline = time.monotonic() + 30  # the job leaves the service in the background
+    while task not in fake.deleted_jobs:
+        assert time.monotonic() < deadline, f"job {task} still on the service"
+        time.sleep(0.01)
+
+
+def test_polled_to_completion_then_read_the_results_are_read_from_the_bucket_once(
+    light: QuantumSystemFake,
+) -> None:
+    qpu = resource(light)
+    task = qpu.task_start(sampler(shots=16))
+    light.s3.clear()
+
+    assert _poll_until_final(qpu, task) == TaskStatus.Completed
+    assert decode(qpu.task_result(task).value)[0].data.meas.num_shots == 16
+    _wait_until_deleted(light, task)
+
+    reads = [r.method for r in light.s3.requests(f"*/results_{task}.json") if r.method != "PUT"]
+    assert reads == ["GET"]  # no HEAD first: the service's PUT is the only other request
+    assert resource(light).task_status(task) == TaskStatus.Completed  # the record is there
+
+
+def test_a_second_read_of_the_results_asks_the_bucket_again(light: QuantumSystemFake) -> None:
+    qpu = resource(light)
+    task = qpu.task_start(sampler(shots=16))
+    assert qpu.task_wait(task, 60) == TaskStatus.Completed
+    first = qpu.task_result(task).value
+    light.s3.clear()
+
+    assert qpu.task_result(task).value == first
+    assert [r.method for r in light.s3.requests(f"*/results_{task}.json")] == ["GET"]
+
+
+def _foreign_job(fake: QuantumSystemFake) -> str:
+    """A job of another client (its input is not in our bucket), run to its end."""
+    job_id = str(uuid.uuid4())
+    url = "http://127.0.0.1:9/unused"
+    body = {
+        "id": job_id,
+        "backend": NAME,
+        "program_id": "sampler",
+        "timeout_secs": 60,
+        "storage": {
+            p: {"type": "s3_compatible", "presigned_url": url} for p in ("input", "results", "logs")
+        },
+    }
+    assert _api(fake, "POST", "/v1/jobs", json=body).status_code == 204
+    fake.wait_idle()
+    return job_id
+
+
+def test_every_sweep_skips_the_jobs_of_others_it_has_seen(light: QuantumSystemFake) -> None:
+    foreign = [_foreign_job(light) for _ in range(LANES)]
+    qpu = resource(light, QRMI_JOB_TIMEOUT_SECONDS="2")
+    light.s3.clear()
+
+    with pytest.raises(ServiceUnavailableError, match="execution lanes"):
+        qpu.task_start(sampler())
+
+    assert len(light.requests("/v1/jobs", "GET")) >= 2  # swept before and after 429s
+    for job_id in foreign:
+        assert len(light.s3.requests(f"*/input_{job_id}.json", "GET")) == 1
+
+
+def test_a_completed_job_is_recorded_by_its_input_tags_alone(light: QuantumSystemFake) -> None:
+    qpu = resource(light)
+    task = qpu.task_start(sampler(seconds=0.05))
+    assert qpu.task_wait(task, 60) == TaskStatus.Completed
+    usage = qpu.task_usage(task)
+
+    assert task in light.deleted_jobs
+    assert light.s3.requests(f"*/job_{task}.json", "PUT") == []
+    other = resource(light)  # another process: reads the tags
+    assert other.task_status(task) == TaskStatus.Completed
+    assert usage is not None and other.task_usage(task) == usage
+    assert other.task_result(task).value == qpu.task_result(task).value
+
+
+def test_a_store_that_refuses_the_status_tags_gets_the_record_instead(
+    light: QuantumSystemFake,
+) -> None:
+    qpu = resource(light)
+    task = qpu.task_start(sampler(seconds=0.05))
+    light.wait_idle()  # final on the service; nobody has asked yet
+    refusal = b"<Error><Code>NotImplemented</Code><Message>no tagging</Message></Error>"
+    light.s3.faults.fail(501, body=refusal, path=f"*/input_{task}.json", method="PUT")
+
+    assert qpu.task_wait(task, 60) == TaskStatus.Completed
+
+    assert task in light.deleted_jobs
+    assert len(light.s3.requests(f"*/job_{task}.json", "PUT")) == 1
+    assert resource(light).task_status(task) == TaskStatus.Completed
