@@ -100,7 +100,8 @@ def test_a_client_that_stops_sending_its_body_gets_408(served: GatewayProcess) -
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
-def test_tls(tmp_path: Path, config_file: Path, munge: MungeDaemon) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_tls(tmp_path: Path, config_file: Path, munge: MungeDaemon, workers: str) -> None:
     cert, key = tmp_path / "gateway.crt", tmp_path / "gateway.key"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -112,7 +113,7 @@ def test_tls(tmp_path: Path, config_file: Path, munge: MungeDaemon) -> None:
     args = [
         "--config", str(config_file), "--listen", f"127.0.0.1:{port}",
         "--store", str(tmp_path / "gateway.db"), "--munge-socket", munge.socket,
-        "--tls-cert", str(cert), "--tls-key", str(key),
+        "--tls-cert", str(cert), "--tls-key", str(key), "--workers", workers,
     ]  # fmt: skip
     url = f"https://127.0.0.1:{port}"
     context = ssl.create_default_context(cafile=str(cert))
