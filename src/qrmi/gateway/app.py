@@ -39,7 +39,13 @@ from qrmi._version import __version__
 from qrmi.backends.base import poll_intervals
 from qrmi.errors import QrmiError
 from qrmi.gateway import admin_page
-from qrmi.gateway.auth import AuthError, MungeVerifier, body_digest, is_admin_token
+from qrmi.gateway.auth import (
+    AuthError,
+    MungeVerifier,
+    bearer_token,
+    body_digest,
+    is_admin_token,
+)
 from qrmi.gateway.fast_routes import FastRoutes, error_answer
 from qrmi.gateway.metrics import ErrorCounter, QpuState, StatusBoard, exposition
 from qrmi.gateway.service import GatewayError, GatewayService
@@ -277,19 +283,12 @@ def _describe_validation(exc: RequestValidationError) -> str:
 # ----- authentication dependencies -------------------------------------------------------------
 
 
-def _bearer(authorization: str | None) -> str | None:
-    if authorization is None:
-        return None
-    scheme, _, value = authorization.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
 def _job_dependency(service: GatewayService) -> Callable[..., Awaitable[JobRecord]]:
     async def current_job(
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> JobRecord:
-        token = _bearer(authorization)
-        if service.store.shared:  # a round trip to the shared database: off the event loop
+        token = bearer_token(authorization)
+        if service.store.remote:  # a round trip to the database server: off the event loop
             job = await run_in_threadpool(service.authenticate, token)
         else:  # mostly a dictionary lookup (the service caches live tokens): no thread hop
             job = service.authenticate(token)
@@ -457,7 +456,7 @@ def _admin_dependency(verifier: MungeVerifier, admin_hashes: frozenset[str]) -> 
         authorization: Annotated[str | None, Header()] = None,
         x_munge_cred: Annotated[str | None, Header()] = None,
     ) -> None:
-        token = _bearer(authorization)
+        token = bearer_token(authorization)
         if token is not None and admin_hashes and is_admin_token(token, admin_hashes):
             return
         if token is not None and x_munge_cred is None:
@@ -606,7 +605,7 @@ def _add_admin_page(
         return HTMLResponse(content, status_code=status, headers=admin_page.PAGE_HEADERS)
 
     def logged_in(request: Request) -> bool:
-        token = _bearer(request.headers.get("authorization"))
+        token = bearer_token(request.headers.get("authorization"))
         if token is not None:
             if admin_hashes and is_admin_token(token, admin_hashes):
                 return True

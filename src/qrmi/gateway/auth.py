@@ -24,6 +24,7 @@ __all__ = [
     "MUNGE_HEADER",
     "AuthError",
     "MungeVerifier",
+    "bearer_token",
     "body_digest",
     "hash_token",
     "load_admin_hashes",
@@ -48,6 +49,14 @@ class AuthError(Exception):
 def new_token() -> str:
     """A fresh job or admin token (URL-safe text, 256 random bits)."""
     return secrets.token_urlsafe(32)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header value (scheme in any case)."""
+    if authorization is None:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 def hash_token(token: str) -> str:

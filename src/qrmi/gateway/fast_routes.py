@@ -5,6 +5,7 @@ these polls are most of what the gateway serves. Through FastAPI each one pays f
 dependency solving, its exception and telemetry middleware and the response's validation: with
 64 clients polling, more CPU than the poll's own work, and the gateway (one process) ran out of
 CPU first.
+
 :class:`FastRoutes` matches these few read-only routes first and answers them from the same
 service methods, with the same JSON bodies and the same errors; every other request, and the
 OpenAPI description of these routes, stays with FastAPI.
@@ -19,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from qrmi.errors import QrmiError
-from qrmi.gateway.auth import AuthError
+from qrmi.gateway.auth import AuthError, bearer_token
 from qrmi.gateway.service import GatewayError, GatewayService
 from qrmi.gateway.store import JobRecord
 from qrmi.gateway.wire import ERROR_STATUS, error_body
@@ -115,8 +116,9 @@ class FastRoutes:
         return await asyncio.get_running_loop().run_in_executor(self._threads, call, argument)
 
     async def _authenticate(self, scope: Scope) -> JobRecord:
-        token = _bearer(scope["headers"])
-        if self.service.store.shared:  # a round trip to the shared database: off the event loop
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        token = bearer_token(None if header is None else header.decode("latin-1"))
+        if self.service.store.remote:  # a round trip to the database server: off the event loop
             return await self._in_thread(self.service.authenticate, token)
         return self.service.authenticate(token)  # mostly a lookup in the service's token cache
 
@@ -127,12 +129,3 @@ _JSON = b"application/json"
 def _task_status(service: GatewayService, job: JobRecord, qpu: str, task_id: str) -> Any:
     status = service.task_status(job, qpu, task_id)
     return {"task_id": task_id, "status": status.name, "final": status.is_final}
-
-
-def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            token = token.strip()
-            return token if scheme.lower() == "bearer" and token else None
-    return None

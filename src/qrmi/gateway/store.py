@@ -408,6 +408,12 @@ class Store:
         served by several worker processes)."""
         return self.kind == "postgresql" or self._processes > 1
 
+    @property
+    def remote(self) -> bool:
+        """True when every read is a round trip to a database server (PostgreSQL); a SQLite
+        read is a local file read, cheap enough for the event loop."""
+        return self.kind == "postgresql"
+
     def close(self) -> None:
         """Close the database."""
         self._backend.close()
