@@ -1,6 +1,6 @@
-"""``qrmi gateway --workers N``: several processes on one port and one SQLite store, seen from
-outside as one gateway: jobs, token revocation, admin sessions and metrics are shared, a killed
-worker is replaced, and SIGTERM stops them all."""
+"""``qrmi gateway --workers N``: several processes on one port and one store (SQLite or
+PostgreSQL), seen from outside as one gateway: jobs, token revocation, admin sessions and
+metrics are shared, a killed worker is replaced, and SIGTERM stops them all."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ ADMIN = new_token()
 
 
 @pytest.fixture
-def workers(tmp_path: Path, emulators: Path, munge: MungeDaemon) -> Iterator[GatewayProcess]:
+def workers(
+    tmp_path: Path, emulators: Path, munge: MungeDaemon, store_location: str | Path
+) -> Iterator[GatewayProcess]:
     config = tmp_path / "qrmi_config.json"
     config.write_text(json.dumps(emulator_config(emulators)))
     admins = tmp_path / "admins"
@@ -38,7 +40,7 @@ def workers(tmp_path: Path, emulators: Path, munge: MungeDaemon) -> Iterator[Gat
     args = [
         "--config", str(config),
         "--listen", f"127.0.0.1:{port}",
-        "--store", str(tmp_path / "store" / "gateway.db"),
+        "--store", str(store_location),
         "--munge-socket", munge.socket,
         "--admin-token-file", str(admins),
         "--workers", "2",
