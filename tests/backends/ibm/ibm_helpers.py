@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import httpx
+
 from qrmi.models import Payload, TaskStatus
 from qrmi.resource import QuantumResource
+from qrmi.testing.ibm_quantum_system import QuantumSystemFake
 
 # ISA circuits of the fakes' default device (fake_perth: cx, id, rz, sx, x; qubits 0-1
 # coupled): IBM's services refuse anything else. h = rz(pi/2) sx rz(pi/2) up to a phase.
@@ -74,3 +78,32 @@ def log_texts(records: Iterable[logging.LogRecord]) -> list[str]:
         if record.exc_info and record.exc_info[1] is not None:
             texts.append(str(record.exc_info[1]))
     return texts
+
+
+def service_request(
+    fake: QuantumSystemFake, method: str, path: str, **kwargs: Any
+) -> httpx.Response:
+    """A request to the fake as another client of the same service instance."""
+    headers = {
+        "Authorization": f"Bearer {fake.iam.issuer.issue().token}",
+        "Service-CRN": fake.crn,
+    }
+    return httpx.request(method, fake.url + path, headers=headers, timeout=30, **kwargs)
+
+
+def foreign_job(fake: QuantumSystemFake, backend: str) -> str:
+    """A job of another client on ``backend`` (its input is not in our bucket), run to its end."""
+    job_id = str(uuid.uuid4())
+    url = "http://127.0.0.1:9/unused"
+    body = {
+        "id": job_id,
+        "backend": backend,
+        "program_id": "sampler",
+        "timeout_secs": 60,
+        "storage": {
+            p: {"type": "s3_compatible", "presigned_url": url} for p in ("input", "results", "logs")
+        },
+    }
+    assert service_request(fake, "POST", "/v1/jobs", json=body).status_code == 204
+    fake.wait_idle()
+    return job_id

@@ -12,9 +12,8 @@ import json
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
-from ibm_helpers import decode, run_to_completion, sampler
+from ibm_helpers import decode, foreign_job, run_to_completion, sampler, service_request
 
 from qrmi.errors import ServiceUnavailableError
 from qrmi.models import TaskStatus
@@ -37,39 +36,12 @@ def qs(stack: QuantumSystemFake) -> Iterator[QuantumSystemFake]:
     yield stack
     stack.faults.reset()
     stack.wait_idle()
-    for job_id in [job["id"] for job in _api(stack, "GET", "/v1/jobs").json()["jobs"]]:
-        _api(stack, "DELETE", f"/v1/jobs/{job_id}")
+    for job_id in [job["id"] for job in service_request(stack, "GET", "/v1/jobs").json()["jobs"]]:
+        service_request(stack, "DELETE", f"/v1/jobs/{job_id}")
 
 
 def resource(fake: QuantumSystemFake, **overrides: str) -> QuantumResource:
     return QuantumResource.from_config(NAME, "ibm-quantum-system", {**fake.settings, **overrides})
-
-
-def _api(fake: QuantumSystemFake, method: str, path: str, **kwargs: object) -> httpx.Response:
-    """A request to the fake as another client of the same service instance."""
-    headers = {
-        "Authorization": f"Bearer {fake.iam.issuer.issue().token}",
-        "Service-CRN": fake.crn,
-    }
-    return httpx.request(method, fake.url + path, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
-
-
-def _foreign_job(fake: QuantumSystemFake) -> str:
-    """A job of another client (its input is not in our bucket), run to its end."""
-    job_id = str(uuid.uuid4())
-    url = "http://127.0.0.1:9/unused"
-    body = {
-        "id": job_id,
-        "backend": NAME,
-        "program_id": "sampler",
-        "timeout_secs": 60,
-        "storage": {
-            p: {"type": "s3_compatible", "presigned_url": url} for p in ("input", "results", "logs")
-        },
-    }
-    assert _api(fake, "POST", "/v1/jobs", json=body).status_code == 204
-    fake.wait_idle()
-    return job_id
 
 
 def test_twenty_jobs_in_a_row_on_one_backend(qs: QuantumSystemFake) -> None:
@@ -105,7 +77,7 @@ def test_unobserved_finished_jobs_are_deleted_before_the_next_submission(
 
 
 def test_lanes_held_by_another_client_fail_with_lanes_full(qs: QuantumSystemFake) -> None:
-    foreign = [_foreign_job(qs) for _ in range(LANES)]
+    foreign = [foreign_job(qs, NAME) for _ in range(LANES)]
     qpu = resource(qs, QRMI_JOB_TIMEOUT_SECONDS="2")
 
     status = qpu.status()
@@ -120,9 +92,9 @@ def test_lanes_held_by_another_client_fail_with_lanes_full(qs: QuantumSystemFake
 
 def test_the_fake_answers_lanes_full_with_the_service_code(qs: QuantumSystemFake) -> None:
     for _ in range(LANES):
-        _foreign_job(qs)
+        foreign_job(qs, NAME)
 
-    answer = _api(qs, "POST", "/v1/jobs", json=json.loads(_job_body()))
+    answer = service_request(qs, "POST", "/v1/jobs", json=json.loads(_job_body()))
 
     assert answer.status_code == 429
     assert answer.json()["errors"][0]["code"] == "1232"

@@ -5,13 +5,10 @@ read once however many sweeps see it."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
-from typing import Any
 
-import httpx
 import pytest
-from ibm_helpers import decode, sampler
+from ibm_helpers import decode, foreign_job, sampler, service_request
 
 from qrmi.errors import ServiceUnavailableError
 from qrmi.models import TaskStatus
@@ -38,17 +35,8 @@ def light(light_stack: QuantumSystemFake) -> Iterator[QuantumSystemFake]:
     yield light_stack
     light_stack.s3.faults.reset()
     light_stack.wait_idle()
-    for job in _api(light_stack, "GET", "/v1/jobs").json()["jobs"]:
-        _api(light_stack, "DELETE", f"/v1/jobs/{job['id']}")
-
-
-def _api(fake: QuantumSystemFake, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    """A request to the service as another client of the same service instance."""
-    headers = {
-        "Authorization": f"Bearer {fake.iam.issuer.issue().token}",
-        "Service-CRN": fake.crn,
-    }
-    return httpx.request(method, fake.url + path, headers=headers, timeout=30, **kwargs)
+    for job in service_request(light_stack, "GET", "/v1/jobs").json()["jobs"]:
+        service_request(light_stack, "DELETE", f"/v1/jobs/{job['id']}")
 
 
 def resource(fake: QuantumSystemFake, **overrides: str) -> QuantumResource:
@@ -97,26 +85,8 @@ def test_a_second_read_of_the_results_asks_the_bucket_again(light: QuantumSystem
     assert [r.method for r in light.s3.requests(f"*/results_{task}.json")] == ["GET"]
 
 
-def _foreign_job(fake: QuantumSystemFake) -> str:
-    """A job of another client (its input is not in our bucket), run to its end."""
-    job_id = str(uuid.uuid4())
-    url = "http://127.0.0.1:9/unused"
-    body = {
-        "id": job_id,
-        "backend": NAME,
-        "program_id": "sampler",
-        "timeout_secs": 60,
-        "storage": {
-            p: {"type": "s3_compatible", "presigned_url": url} for p in ("input", "results", "logs")
-        },
-    }
-    assert _api(fake, "POST", "/v1/jobs", json=body).status_code == 204
-    fake.wait_idle()
-    return job_id
-
-
 def test_every_sweep_skips_the_jobs_of_others_it_has_seen(light: QuantumSystemFake) -> None:
-    foreign = [_foreign_job(light) for _ in range(LANES)]
+    foreign = [foreign_job(light, NAME) for _ in range(LANES)]
     qpu = resource(light, QRMI_JOB_TIMEOUT_SECONDS="2")
     light.s3.clear()
 
