@@ -589,14 +589,9 @@ class QuantumSystemBackend(Backend):
         with self._memory_lock:
             retirement = self._retiring.get(task_id)
         if retirement is not None and retirement.read_results:
-            if retirement.claim_read():
-                try:
-                    text = self._s3().get(key)
-                    retirement.results_there = text is not None
-                finally:
-                    retirement.results_read.set()
+            first, text = retirement.read_once(lambda: self._s3().get(key))
+            if first:
                 return text
-            retirement.results_read.wait()
         with self._memory_lock:
             text = self._kept_results.pop(task_id, None)
             if text is not None:
@@ -675,19 +670,19 @@ class QuantumSystemBackend(Backend):
         key = f"results_{task_id}.json"
         if not retirement.read_results:
             return storage.exists(key)
-        if not retirement.claim_read():  # the caller is reading them: its answer will do
-            retirement.results_read.wait()
-            if retirement.results_there is not None:
-                return retirement.results_there
-            return storage.exists(key)  # its read failed
-        try:
+
+        def read_and_keep() -> str | None:
             text = storage.get(key)
-            if text is not None:
+            if text is not None:  # kept before the caller waiting for this read wakes up
                 self._keep_result(task_id, text)
-            retirement.results_there = text is not None
-        finally:
-            retirement.results_read.set()
-        return text is not None
+            return text
+
+        first, text = retirement.read_once(read_and_keep)
+        if first:
+            return text is not None
+        if retirement.results_there is not None:  # the caller read them: its answer will do
+            return retirement.results_there
+        return storage.exists(key)  # its read failed
 
     def _retire_finished_jobs(self) -> None:
         """Delete this backend's finished jobs that this user submitted through our bucket."""
@@ -770,9 +765,18 @@ class _Retirement:
         self.finished = threading.Event()
         self._read_claim = threading.Lock()
 
-    def claim_read(self) -> bool:
-        """Whether the calling thread is the one to read the results (the first to ask)."""
-        return self._read_claim.acquire(blocking=False)
+    def read_once(self, read: Callable[[], str | None]) -> tuple[bool, str | None]:
+        """``(True, read())`` for the first thread to ask, which records whether the results
+        were there; ``(False, None)`` for any other, once that read has ended."""
+        if not self._read_claim.acquire(blocking=False):
+            self.results_read.wait()
+            return False, None
+        try:
+            text = read()
+            self.results_there = text is not None
+        finally:
+            self.results_read.set()
+        return True, text
 
 
 def _location(url: str) -> dict[str, str]:

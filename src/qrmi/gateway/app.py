@@ -225,7 +225,8 @@ def _reap_forever(service: GatewayService, stop: threading.Event, interval: floa
             logger.info("ended expired job(s) %s", ", ".join(ended))
 
 
-_INTERNAL_ERROR = (500, error_body("InternalError", "the gateway failed unexpectedly; see its log"))
+#: The answer to anything unexpected (its details go to the log only).
+_INTERNAL_ERROR = ("InternalError", "the gateway failed unexpectedly; see its log")
 
 
 def _error(kind: str, message: str) -> JSONResponse:
@@ -234,8 +235,10 @@ def _error(kind: str, message: str) -> JSONResponse:
 
 def _install_error_handlers(app: FastAPI) -> None:
     async def refusal(request: Request, exc: Exception) -> JSONResponse:
-        status, body = error_answer(exc) or _INTERNAL_ERROR
-        return JSONResponse(body, status_code=status)
+        answer = error_answer(exc)
+        if answer is None:  # not for the types this handles
+            return _error(*_INTERNAL_ERROR)
+        return JSONResponse(answer[1], status_code=answer[0])
 
     for refused in (GatewayError, AuthError, QrmiError):
         app.add_exception_handler(refused, refusal)
@@ -248,7 +251,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Logged before the answer leaves; Starlette then re-raises it and _Guard swallows it.
         _log_unexpected(exc, request.method, request.url.path)
-        return JSONResponse(_INTERNAL_ERROR[1], status_code=_INTERNAL_ERROR[0])
+        return _error(*_INTERNAL_ERROR)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -708,9 +711,7 @@ class _Guard:
         except Exception as exc:
             if not answer.started:  # else the application's handler answered and logged it
                 _log_unexpected(exc, scope["method"], scope["path"])
-                await _send_json(
-                    answer, 500, "InternalError", "the gateway failed unexpectedly; see its log"
-                )
+                await _send_json(answer, 500, *_INTERNAL_ERROR)
         finally:
             _log_access(scope, answer.status, started)
 
