@@ -100,3 +100,15 @@ def test_release_is_counted_once_per_call(tmp_path: Path) -> None:
     assert store.release_lease(token) is False
     lease = store.lease(token)
     assert lease is not None and lease.release_count == 2
+
+
+def test_a_task_and_the_worker_settings_are_written_together(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path)
+    store.set_meta("lanes", "2")
+
+    store.add_task(
+        "sampler", "{}", device="fake_perth", noise=False, seed=None, meta={"lanes": "5"}
+    )
+
+    assert store.get_meta("lanes") == "5"
+    assert store.counts() == {"Queued": 1}

@@ -206,9 +206,6 @@ class LocalEmulatorBackend(Backend):
         check_params(payload.program_id, params)
         device = self.device
         check_limits(params, self.limits, device=device, device_qubits=device_qubits(device))
-        self.store.set_meta("lanes", str(self.lanes))
-        self.store.set_meta("idle_seconds", str(self.idle_seconds))
-        self.store.set_meta("retention_seconds", str(self.retention_seconds))
         task_id = self.store.add_task(
             payload.program_id,
             payload.input,
@@ -216,6 +213,11 @@ class LocalEmulatorBackend(Backend):
             noise=self.noise,
             seed=self.seed,
             limits=self.limits.to_json(),
+            meta={
+                "lanes": str(self.lanes),
+                "idle_seconds": str(self.idle_seconds),
+                "retention_seconds": str(self.retention_seconds),
+            },
         )
         _worker().wake(self.state_dir)
         _worker().ensure_worker(self.state_dir)

@@ -298,10 +298,14 @@ class TaskStore:
         noise: bool,
         seed: int | None,
         limits: str | None = None,
+        meta: dict[str, str] | None = None,
     ) -> str:
-        """Queue a task and return its new id (``limits``: JSON of its Limits)."""
+        """Queue a task and return its new id (``limits``: JSON of its Limits); ``meta``
+        settings for the worker are stored in the same write."""
         task_id = uuid4_text()
         with self._write() as conn:
+            if meta:
+                conn.executemany(_SET_META, meta.items())
             conn.execute(
                 "INSERT INTO tasks (id, program_id, input, device, noise, seed, status, "
                 "created_at, limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -546,12 +550,15 @@ class TaskStore:
     def set_meta(self, key: str, value: str) -> None:
         """Store a setting for the worker."""
         with self._write() as conn:
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            conn.execute(_SET_META, (key, value))
 
     def get_meta(self, key: str) -> str | None:
         """A stored setting, or None."""
         row = self._connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row["value"])
+
+
+_SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 
 
 def _lease(row: sqlite3.Row) -> LeaseRecord:
