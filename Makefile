@@ -45,7 +45,7 @@ bench: $(STAMP)
 # About five minutes; fails when a goal of benchmarks/_gate.py is clearly missed. Its report
 # goes to benchmarks/results/quick/, not docs/ (not part of `make test`: timings are no tests).
 bench-quick: $(STAMP)
-	$(PY) benchmarks/run.py --quick --gate --only startup,calls,time_to_result,throughput \
+	$(PY) benchmarks/run.py --quick --gate --only startup,calls,time_to_result,throughput,emulator \
 		--docs-dir benchmarks/results/quick
 
 clean:

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 # An ISA circuit of fake_perth (physical qubits, basis gates; h = rz sx rz), so that the
 # circuit is valid on the device as it is: IBM's services (and their fakes) refuse others.
@@ -115,7 +115,7 @@ class Client:
     def task_id(self) -> str:
         """A finished task of this client (for ``task_status`` timings)."""
         if self.finished_task is None:
-            self.finished_task = run_task(self.resource, 0.0, 0.005)[0]
+            self.finished_task = run_task(self.resource, 0.0, 0.005).task_id
         return self.finished_task
 
     def long_task_id(self) -> str:
@@ -189,6 +189,7 @@ class Client:
         counter = iter(range(tasks))
         lock = threading.Lock()
         latencies: list[float] = []
+        polls: list[int] = []
         failures: list[str] = []
 
         def worker(resource: Any) -> None:
@@ -197,14 +198,17 @@ class Client:
                     if next(counter, None) is None:
                         return
                 try:
-                    _, status, elapsed = run_task(resource, seconds, poll)
+                    task = run_task(resource, seconds, poll)
                 except Exception as exc:  # counted and reported, never hidden
-                    status, elapsed = f"{type(exc).__name__}: {exc}", 0.0
+                    with lock:
+                        failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
                 with lock:
-                    if status == "Completed":
-                        latencies.append(elapsed)
+                    if task.status == "Completed":
+                        latencies.append(task.seconds)
+                        polls.append(task.polls)
                     else:
-                        failures.append(status)
+                        failures.append(task.status)
 
         pool = [threading.Thread(target=worker, args=(r,), daemon=True) for r in resources]
         cpu_before, watched_before = _cpu_seconds(os.getpid()), _cpu_seconds(watch)
@@ -222,6 +226,7 @@ class Client:
             "failed": len(failures),
             "failures": failures[:3],
             "latencies": latencies,
+            "polls": polls,
         }
 
 
@@ -234,10 +239,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_task(resource: Any, seconds: float, poll: float) -> tuple[str, str, float]:
+class Task(NamedTuple):
+    """One task of :func:`run_task`: its final status, seconds taken, status calls made."""
+
+    task_id: str
+    status: str
+    seconds: float
+    polls: int
+
+
+def run_task(resource: Any, seconds: float, poll: float) -> Task:
     """Start a Bell task, poll its status every ``poll`` seconds until final, read its result.
 
-    The same loop for both implementations: ``(task id, final status, seconds taken)``.
+    The same loop for both implementations.
     """
     import qrmi
 
@@ -250,14 +264,16 @@ def run_task(resource: Any, seconds: float, poll: float) -> tuple[str, str, floa
     task_id = resource.task_start(payload)
     deadline = started + DEADLINE_SECONDS
     status = _status_name(resource.task_status(task_id))
+    polls = 1
     while status not in FINAL_STATUSES:
         if time.perf_counter() > deadline:
             raise TimeoutError(f"task {task_id} still {status} after {DEADLINE_SECONDS} s")
         time.sleep(poll)
         status = _status_name(resource.task_status(task_id))
+        polls += 1
     if status == "Completed":
         resource.task_result(task_id)
-    return task_id, status, time.perf_counter() - started
+    return Task(task_id, status, time.perf_counter() - started, polls)
 
 
 def _status_name(status: Any) -> str:

@@ -1,8 +1,10 @@
 """The local emulator against qiskit-aer called directly, on the same circuits.
 
 pyqrmi: ``SamplerV2(QuantumResource("local-emulator")).run([circuit]).result()``, i.e. OpenQASM
-3 export, the SQLite task store, the (warm) worker and its lane's simulation process running
-qiskit-aer, the result's JSON encoding and decoding. Direct: qiskit-aer's ``SamplerV2`` on an
+3 export, the SQLite task store, the simulation (in this process for a task estimated under
+50 ms, the emulator's default, else on the warm worker's lane), the result's JSON encoding and
+decoding; the main rows also measure every task on the worker's lanes
+(``QRMI_LOCAL_IN_PROCESS=false``). Direct: qiskit-aer's ``SamplerV2`` on an
 ``AerSimulator`` with the simulation method the emulator chose for that circuit (statevector or
 matrix product state), in the benchmark's process, on the same circuit with the same shots. The
 ratio is the price of running through QRMI; the difference (ours - aer) the overhead per task.
@@ -44,6 +46,8 @@ TITLE = "Local emulator vs qiskit-aer called directly"
 #: A 127-qubit device, so that every circuit below fits (idle qubits cost nothing).
 DEVICE = "fake_sherbrooke"
 AER = "qiskit-aer SamplerV2, same method"
+#: The emulator with QRMI_LOCAL_IN_PROCESS=false: every task on its worker's lanes.
+LANES_SIDE = "pyqrmi, lanes"
 LANES = 2
 SCALING_QUBITS = (2, 4, 8, 12, 16, 20, 24, 32, 64, 127)
 SCALING_SHOTS = (100, 1_000, 10_000, 100_000, 1_000_000)
@@ -90,27 +94,24 @@ def main_cases() -> list[tuple[str, Any, int]]:
 
 
 class Sides:
-    """The two ways of sampling, sharing one warm emulator."""
+    """The ways of sampling: the emulator as configured by default (small tasks simulated in
+    this process), the emulator with every task on its worker's lanes, and Aer directly."""
 
     def __init__(self, ctx: Context) -> None:
-        from qrmi import QuantumResource
         from qrmi.primitives.ibm import SamplerV2
 
-        self.state = ctx.scratch("emulator-state")
-        settings = {
-            "QRMI_LOCAL_STATE_DIR": str(self.state),
-            "QRMI_LOCAL_DEVICE": DEVICE,
-            "QRMI_LOCAL_LANES": str(LANES),
-            "QRMI_LOCAL_IDLE_SECONDS": "120",
-        }
-        self.resource = QuantumResource.from_config("bench", "local-emulator", settings)
+        self.states = [ctx.scratch("emulator-state"), ctx.scratch("emulator-lanes-state")]
+        self.resource = _emulator(self.states[0])
+        self.lanes_resource = _emulator(self.states[1], QRMI_LOCAL_IN_PROCESS="false")
         self.ours = SamplerV2(self.resource)
+        self.ours_lanes = SamplerV2(self.lanes_resource)
         self._aer: dict[str, Any] = {}
 
     def close(self) -> None:
         from qrmi.backends.local_emulator import worker
 
-        worker.stop_worker(self.state)
+        for state in self.states:
+            worker.stop_worker(state)
 
     def isa(self, circuit: Any) -> Any:
         """``circuit`` transpiled for the emulated device's target (seeded)."""
@@ -135,13 +136,34 @@ class Sides:
         result = self.ours.run(pubs(circuits, shots)).result(timeout=600)
         return str(result[0].metadata["simulator"]["method"])
 
-    def pair(self, circuits: Sequence[Any], shots: int) -> dict[str, Side]:
-        """Both sides on ``circuits`` (a new one each call, cycling) with ``shots`` each."""
+    def pair(self, circuits: Sequence[Any], shots: int, *, lanes: bool = False) -> dict[str, Side]:
+        """The sides on ``circuits`` (a new one each call, cycling) with ``shots`` each; with
+        ``lanes``, the emulator through its worker's lanes as well."""
         method = self.method(circuits[:1], shots)
-        ours = _cycle(circuits, lambda c: _sample(self.ours, [c], shots, timeout=600))
+        samplers = {"pyqrmi": self.ours, **({LANES_SIDE: self.ours_lanes} if lanes else {})}
+        sides = {
+            side: _cycle(circuits, functools.partial(_sample_one, sampler, shots))
+            for side, sampler in samplers.items()
+        }
         aer = self.aer(method)
-        theirs = _cycle(circuits, lambda c: _sample(aer, [c], shots))
-        return {"pyqrmi": ours, AER: theirs}
+        return {**sides, AER: _cycle(circuits, lambda c: _sample(aer, [c], shots))}
+
+
+def _emulator(state: Any, **extra: str) -> Any:
+    from qrmi import QuantumResource
+
+    settings = {
+        "QRMI_LOCAL_STATE_DIR": str(state),
+        "QRMI_LOCAL_DEVICE": DEVICE,
+        "QRMI_LOCAL_LANES": str(LANES),
+        "QRMI_LOCAL_IDLE_SECONDS": "120",
+        **extra,
+    }
+    return QuantumResource.from_config("bench", "local-emulator", settings)
+
+
+def _sample_one(sampler: Any, shots: int, circuit: Any) -> object:
+    return _sample(sampler, [circuit], shots, timeout=600)
 
 
 def pubs(circuits: Sequence[Any], shots: int) -> list[tuple[Any, None, int]]:
@@ -205,16 +227,17 @@ def _first_active(circuit: Any) -> int:
 # ----- where the time goes -------------------------------------------------------------------
 
 
-def phases(sides: Sides, circuit: Any, shots: int, runs: int) -> dict[str, float]:
+def phases(resource: Any, circuit: Any, shots: int, runs: int) -> dict[str, float]:
     """Median milliseconds of each step of one task, from the client's clock and the task
-    store's timestamps (one host, one clock), plus the engine alone in this process."""
+    store's timestamps (one host, one clock), plus the engine alone in this process. A task
+    simulated in this process has no lane steps: its task_start includes the simulation."""
     from qiskit_ibm_runtime.json import RuntimeDecoder
 
     from qrmi.backends.local_emulator.engine import run_primitive
     from qrmi.models import Payload
     from qrmi.primitives._common import circuit_to_qasm3
 
-    store = sides.resource._backend.store  # the benchmark reads the timestamps it keeps
+    store = resource._backend.store  # the benchmark reads the timestamps it keeps
     steps: dict[str, list[float]] = {}
     params: dict[str, Any] = {}
     for number in range(runs + 1):
@@ -223,22 +246,31 @@ def phases(sides: Sides, circuit: Any, shots: int, runs: int) -> dict[str, float
         params = {"pubs": [[text, None, shots]], "version": 2, "support_qiskit": True}
         payload = Payload.QiskitPrimitive(input=json.dumps(params), program_id="sampler")
         exported = time.time()
-        task_id = sides.resource.task_start(payload)
+        task_id = resource.task_start(payload)
         started = time.time()
-        sides.resource.task_wait(task_id, 600)
+        resource.task_wait(task_id, 600)
         noticed = time.time()
-        json.loads(sides.resource.task_result(task_id).value, cls=RuntimeDecoder)
+        json.loads(resource.task_result(task_id).value, cls=RuntimeDecoder)
         done = time.time()
         task = store.get(task_id)
         assert task.started_at is not None and task.ended_at is not None
         if number == 0:
             continue  # warm-up
+        if task.lane is None:  # simulated in this process, within task_start
+            timeline = [
+                ("task_start (checks, simulation, store write)", started - exported),
+                ("task_wait", noticed - started),
+            ]
+        else:
+            timeline = [
+                ("task_start (checks, store write, wake-up)", started - exported),
+                ("queue to lane", task.started_at - started),
+                ("lane: simulation process + store writes", task.ended_at - task.started_at),
+                ("end to the client's notice", noticed - task.ended_at),
+            ]
         for name, seconds in (
             ("export to OpenQASM 3 + JSON", exported - began),
-            ("task_start (checks, store write, wake-up)", started - exported),
-            ("queue to lane", task.started_at - started),
-            ("lane: simulation process + store writes", task.ended_at - task.started_at),
-            ("end to the client's notice", noticed - task.ended_at),
+            *timeline,
             ("result read + decode", done - noticed),
             ("total", done - began),
         ):
@@ -248,9 +280,7 @@ def phases(sides: Sides, circuit: Any, shots: int, runs: int) -> dict[str, float
         for _ in range(runs)
     ]
     medians = {name: statistics.median(values) for name, values in steps.items()}
-    medians["in the lane: the engine (parse, plan, Aer, encode), in-process"] = statistics.median(
-        engine
-    )
+    medians["the engine alone (parse, plan, Aer, encode)"] = statistics.median(engine)
     return medians
 
 
@@ -280,8 +310,11 @@ def run(ctx: Context) -> dict[str, object]:
         NAME,
         TITLE,
         method=(
-            f"{runs} runs per circuit and side, alternating, after one warm-up run each (the "
-            f"emulator's worker is started and warm, {LANES} lanes); device snapshot {DEVICE}, "
+            f"{runs} runs per circuit and side, alternating, after one warm-up run each; "
+            "pyqrmi: the emulator as configured by default, which simulates tasks estimated "
+            "under 50 ms in the submitting process (see the rows' notes for where each ran); "
+            f"'{LANES_SIDE}': QRMI_LOCAL_IN_PROCESS=false, every task on the worker's {LANES} "
+            f"lanes (started and warm); device snapshot {DEVICE}, "
             "noise-free; both sides get the same circuit (the main rows: transpiled for the "
             "device's target) and shots; Aer uses the simulation method the emulator chose; "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')} on both sides. "
@@ -294,16 +327,28 @@ def run(ctx: Context) -> dict[str, object]:
 
 def main_rows(sides: Sides, runs: int, notes: list[str]) -> list[dict[str, Any]]:
     rows = []
+    lanes_rows = []
     for label, logical, shots in main_cases():
         circuit = sides.isa(logical)
         for fresh in (False, True):
             circuits = variants(circuit, runs + 2) if fresh else [circuit]
-            samples = measure(sides.pair(circuits, shots), runs)
+            samples = measure(sides.pair(circuits, shots, lanes=True), runs)
             name = f"{label}, {'a new circuit each task' if fresh else 'same circuit'}"
             rows.append(row(name, samples["pyqrmi"], samples[AER], AER, note=_overhead(samples)))
+            lanes_rows.append(
+                row(
+                    f"{LANES_SIDE}: {name}",
+                    samples[LANES_SIDE],
+                    samples[AER],
+                    AER,
+                    note=_overhead(samples, side=LANES_SIDE),
+                )
+            )
         if "18 qubits" not in label:
-            notes.append(_phase_note(label, phases(sides, circuit, shots, runs)))
-    return rows
+            for resource, how in ((sides.resource, "default"), (sides.lanes_resource, "lanes")):
+                steps = phases(resource, circuit, shots, runs)
+                notes.append(_phase_note(f"{label}, {how}", steps))
+    return rows + lanes_rows
 
 
 def scaling_rows(sides: Sides, runs: int, notes: list[str]) -> list[dict[str, Any]]:
@@ -324,8 +369,9 @@ def scaling_rows(sides: Sides, runs: int, notes: list[str]) -> list[dict[str, An
         rows.append(row(label, samples["pyqrmi"], samples[AER], AER, note=note))
     notes.append(
         "scaling rows: time until every task of the round has its result; tasks at once: each "
-        "submitted from its own thread (pyqrmi: one task each, run on the worker's lanes; Aer: "
-        "one SamplerV2 run each, in threads of this process)"
+        "submitted from its own thread (pyqrmi: one task each, on two threads of this process "
+        "for small tasks, on the worker's lanes otherwise; Aer: one SamplerV2 run each, in "
+        "threads of this process)"
     )
     return rows
 
@@ -350,8 +396,8 @@ def concurrent_pair(sides: Sides, tasks: int, circuit: Any, shots: int) -> dict[
     }
 
 
-def _overhead(samples: dict[str, list[float]], per: str = "per task") -> str:
-    extra = statistics.median(samples["pyqrmi"]) - statistics.median(samples[AER])
+def _overhead(samples: dict[str, list[float]], per: str = "per task", side: str = "pyqrmi") -> str:
+    extra = statistics.median(samples[side]) - statistics.median(samples[AER])
     return f"median overhead {extra * 1000:+.1f} ms {per}"
 
 

@@ -41,6 +41,7 @@ def run(ctx: Context) -> dict[str, object]:
     rounds = 1 if ctx.quick else 3
     rates: dict[int, dict[str, list[float]]] = {threads: {} for threads in THREAD_COUNTS}
     latencies: dict[str, list[float]] = {}
+    polls: dict[str, list[int]] = {}
     # Per thread count and side: [fake CPU per task, client CPU per task, fake cores busy].
     costs: dict[int, dict[str, list[tuple[float, float, float]]]] = {
         threads: {} for threads in THREAD_COUNTS
@@ -69,6 +70,7 @@ def run(ctx: Context) -> dict[str, object]:
                     rates[threads].setdefault(side, []).append(rate)
                     if threads == LATENCY_THREADS:
                         latencies.setdefault(side, []).extend(answer["latencies"])
+                        polls.setdefault(side, []).extend(answer["polls"])
                     if answer["failed"]:
                         failures.append(
                             f"{side}, {threads} threads: {answer['failed']} failed, "
@@ -107,6 +109,7 @@ def run(ctx: Context) -> dict[str, object]:
         "by an in-process fake: API, IAM and bucket): "
         + ", ".join(f"{side} {count:.2f}" for side, count in requests.items())
         + ".",
+        _polling_ceiling(polls, rates[LATENCY_THREADS]),
         *(f"task failures: {failure}" for failure in failures),
     ]
     if not ctx.reference.available:
@@ -145,6 +148,30 @@ def _requests_per_task(ctx: Context) -> dict[str, float]:
             time.sleep(SETTLE_SECONDS)
             counts[side] = sum(len(log.requests()) for log in logs) / max(1, answer["completed"])
     return counts
+
+
+def _polling_ceiling(polls: dict[str, list[int]], rates: dict[str, list[float]]) -> str:
+    """What the polling grid allows any client at ``LATENCY_THREADS`` threads: a task seen
+    final at its n-th status call has slept n - 1 times, so it took at least that many polls."""
+    calls = {side: statistics.median(counts) for side, counts in polls.items() if counts}
+    fewest = min(calls.values(), default=1)
+    note = (
+        f"status calls per task, {LATENCY_THREADS} threads (median): "
+        + ", ".join(f"{side} {count:g}" for side, count in calls.items())
+        + "."
+    )
+    if fewest < 2:
+        return note
+    floor = (fewest - 1) * POLL_SECONDS
+    note += (
+        f" With a sleep of {POLL_SECONDS * 1000:g} ms between calls, a task took at least "
+        f"{floor * 1000:g} ms, so no client could complete more than {LATENCY_THREADS} / "
+        f"{floor * 1000:g} ms = {LATENCY_THREADS / floor:.0f} tasks/s from {LATENCY_THREADS} "
+        "threads"
+    )
+    if rates.get(REFERENCE):
+        note += f" (1.5x the reference's rate: {1.5 * statistics.median(rates[REFERENCE]):.0f})"
+    return note + "."
 
 
 def _cost_note(threads: int, per_side: dict[str, list[tuple[float, float, float]]]) -> str:

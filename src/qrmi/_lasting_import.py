@@ -11,7 +11,7 @@ import importlib
 import threading
 from types import ModuleType
 
-__all__ = ["lasting_import"]
+__all__ = ["imported", "lasting_import"]
 
 _lock = threading.Lock()
 #: Modules whose import has *finished*: ``sys.modules`` holds a module from the start of its
@@ -28,6 +28,11 @@ def lasting_import(name: str) -> ModuleType:
             module = _done.get(name) or _import(name)
             _done[name] = module
     return module
+
+
+def imported(name: str) -> bool:
+    """Whether :func:`lasting_import` has finished importing ``name`` in this process."""
+    return name in _done
 
 
 def _import(name: str) -> ModuleType:

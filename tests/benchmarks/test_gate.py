@@ -74,6 +74,20 @@ def test_throughput_goal_is_a_lower_bound(gate: ModuleType) -> None:
         assert by_goal(checked)["throughput: tasks/s, 8 threads ratio >= 1.5"] == expected
 
 
+def test_an_overhead_goal_is_checked_on_the_difference_of_the_samples(gate: ModuleType) -> None:
+    def emulator_row(ours_ms: float) -> dict[str, Any]:
+        ours = [(ours_ms + jitter) / 1000 for jitter in (-0.2, -0.1, 0.0, 0.1, 0.2)]
+        theirs = [(2.0 + jitter) / 1000 for jitter in (-0.2, -0.1, 0.0, 0.1, 0.2)]
+        row = ratio_row("Bell, 2 qubits, 1024 shots, same circuit", ours_ms / 2, 0, 9)
+        return {**row, "ours": {"samples": ours}, "other": {"samples": theirs}}
+
+    goal = "emulator: Bell, 2 qubits, 1024 shots, same circuit overhead <= 3 ms"
+    for ours_ms, expected in [(4.0, "met"), (5.1, "noisy"), (8.0, "failed")]:
+        checked = gate.check(results_with({"emulator": [emulator_row(ours_ms)]}))
+        assert by_goal(checked)[goal] == expected
+    assert "6.00 [" in gate.summary(checked)  # milliseconds, not seconds
+
+
 def test_a_run_without_rows_fails_nothing(gate: ModuleType) -> None:
     checked = gate.check({"benchmarks": []})
     assert {item["verdict"] for item in checked} == {"skipped"}

@@ -59,6 +59,8 @@ def test_a_job_runs_a_task_with_only_its_variables(
 
     assert qpu.task_wait(task, 60) == TaskStatus.Completed
     assert qpu.task_result(task).json()["__type__"] == "PrimitiveResult"
+    # Even a tiny task is simulated on the emulator's lanes, never in the gateway's process.
+    assert "started on lane" in qpu.task_logs(task)
 
 
 def test_finish_job_ends_it_exactly_once(gateway: LocalGateway, munge: MungeDaemon) -> None:

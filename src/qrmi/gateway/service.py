@@ -1022,8 +1022,13 @@ def _build(
 ) -> QuantumResource:
     """A backend from the admin's settings alone (never the gateway's own environment), its
     calls timed into ``metrics``."""
-    settings = {**rdef.environment, **job_settings}
+    settings = {**rdef.environment, **job_settings, **_GATEWAY_SETTINGS}
     return TimedResource(rdef.name, rdef.resource_type, config=settings, metrics=metrics)
+
+
+#: Settings the gateway imposes on every backend: jobs' circuits are never simulated in the
+#: gateway's own process (it runs as root), only in the emulator worker's lanes.
+_GATEWAY_SETTINGS = {"QRMI_LOCAL_IN_PROCESS": "false"}
 
 
 #: Tasks whose recorded state :meth:`GatewayService.observe` remembers at most.

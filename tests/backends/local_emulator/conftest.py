@@ -22,12 +22,15 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def make_resource(state_dir: Path) -> Callable[..., QuantumResource]:
-    """Build an emulator on ``state_dir``; keyword arguments are extra settings."""
+    """Build an emulator on ``state_dir``; keyword arguments are extra settings. Its tasks run
+    on the worker's lanes, which these tests are about, unless ``QRMI_LOCAL_IN_PROCESS`` says
+    otherwise (test_emulator_in_process.py)."""
 
     def make(name: str = "local", **settings: str) -> QuantumResource:
         config = {
             "QRMI_LOCAL_STATE_DIR": str(state_dir),
             "QRMI_LOCAL_IDLE_SECONDS": "5",
+            "QRMI_LOCAL_IN_PROCESS": "false",
             **settings,
         }
         return QuantumResource.from_config(name, ResourceType.LocalEmulator, config)

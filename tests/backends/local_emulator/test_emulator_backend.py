@@ -125,7 +125,8 @@ def test_the_client_side_does_not_import_qiskit(state_dir: Path) -> None:
         import json, sys
         from qrmi.models import Payload, ResourceType
         from qrmi.resource import QuantumResource
-        config = {{"QRMI_LOCAL_STATE_DIR": {str(state_dir)!r}, "QRMI_LOCAL_IDLE_SECONDS": "5"}}
+        config = {{"QRMI_LOCAL_STATE_DIR": {str(state_dir)!r}, "QRMI_LOCAL_IDLE_SECONDS": "5",
+                  "QRMI_LOCAL_IN_PROCESS": "false"}}
         resource = QuantumResource.from_config("local", ResourceType.LocalEmulator, config)
         params = {{"pubs": [[{BELL!r}]], "version": 2}}
         task_id = resource.task_start(Payload.QiskitPrimitive(json.dumps(params), "sampler"))

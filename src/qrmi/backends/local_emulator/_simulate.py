@@ -219,6 +219,85 @@ def _first_number(*values: Any) -> float:
     return float(next(v for v in values if v is not None))
 
 
+# ----- jobs small enough for the submitting process ---------------------------------------------
+
+#: Most active qubits of a pub simulated in the submitting process (a 1 MiB statevector).
+SMALL_MAX_QUBITS = 16
+#: Most amplitudes of all parameter sets of one pub simulated there (64 MiB).
+_SMALL_MAX_AMPLITUDES = 1 << 22
+#: Aer's fixed cost of one pub, and the cost of drawing and encoding one shot (2 busy cores).
+_SECONDS_PER_PUB = 1e-3
+_SECONDS_PER_SHOT = 1e-7
+
+
+def small_job_seconds(
+    program_id: str, params: Mapping[str, Any], *, device: str, noise: bool
+) -> float | None:
+    """Estimated seconds of a noise-free job whose pubs are all dense statevectors of at most
+    :data:`SMALL_MAX_QUBITS` active qubits; None for any other job, or one that does not parse
+    (the worker then runs it, or says what is wrong with it)."""
+    if noise:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _small_job_seconds(program_id, params, device)
+    except Exception:
+        return None
+
+
+def _small_job_seconds(program_id: str, params: Mapping[str, Any], device: str) -> float | None:
+    decoded = _decode(params)
+    options = decoded.get("options") or {}
+    if program_id == "sampler":
+        shots = int(decoded.get("shots") or options.get("default_shots") or 0)
+        costs = [
+            _small_sampler_seconds(i, pub, shots or engine.DEFAULT_SHOTS, device)
+            for i, pub in enumerate(decoded["pubs"])
+        ]
+    else:
+        costs = [_small_estimator_seconds(i, pub, device) for i, pub in enumerate(decoded["pubs"])]
+    if any(cost is None for cost in costs):
+        return None
+    return sum(cast(float, cost) for cost in costs)
+
+
+def _small_sampler_seconds(index: int, raw: Any, default_shots: int, device: str) -> float | None:
+    circuit = _load_circuit(index, raw[0])
+    _check_size(index, circuit, _device(device))
+    shots = int(raw[2]) if len(raw) > 2 and raw[2] is not None else default_shots
+    values = _parameter_values(raw[1] if len(raw) > 1 else None)
+    bindings = max(1, SamplerPub.coerce((circuit, values, shots)).parameter_values.size)
+    per_shot = _final_measurements(circuit) is None  # Aer then simulates every shot
+    return _small_seconds(circuit, bindings, repeats=shots if per_shot else 1, shots=shots)
+
+
+def _small_estimator_seconds(index: int, raw: Any, device: str) -> float | None:
+    circuit = _load_circuit(index, raw[0])
+    _check_size(index, circuit, _device(device))
+    observables = ObservablesArray.coerce(raw[1])
+    values = _parameter_values(raw[2] if len(raw) > 2 else None)
+    pub = EstimatorPub.coerce((circuit, observables, values))
+    terms = sum(len(term) for term in np.ravel(observables.tolist()))
+    return _small_seconds(circuit, max(1, pub.parameter_values.size), extra_operations=terms)
+
+
+def _small_seconds(
+    circuit: QuantumCircuit,
+    bindings: int,
+    *,
+    repeats: int = 1,
+    shots: int = 0,
+    extra_operations: int = 0,
+) -> float | None:
+    width = len(_active_qubits(circuit))
+    if width > SMALL_MAX_QUBITS or bindings << width > _SMALL_MAX_AMPLITUDES:
+        return None
+    operations = extra_operations + sum(1 for item in circuit.data if item.name not in _PASSIVE)
+    sweep = operations * 2.0**width * _STATEVECTOR_SECONDS_PER_UNIT
+    return _SECONDS_PER_PUB + bindings * (sweep * repeats + shots * _SECONDS_PER_SHOT)
+
+
 # ----- circuits -------------------------------------------------------------------------------
 
 

@@ -4,8 +4,9 @@ It takes the same payloads as the IBM backends (``Payload.QiskitPrimitive`` with
 ``sampler`` or ``estimator`` and primitive V2 JSON input) and returns the same result encoding.
 Tasks live in a SQLite store under a state directory and are executed by a background worker
 daemon (see :mod:`~qrmi.backends.local_emulator.worker`), so any process using the same state
-directory can poll, cancel and read them. This module never imports qiskit: ``task_start`` and
-friends only talk to SQLite.
+directory can poll, cancel and read them; a task Aer runs in a few milliseconds is simulated
+in the submitting process instead (see :mod:`~qrmi.backends.local_emulator._in_process`). This
+module never imports qiskit itself: status, acquire and release only talk to SQLite.
 
 Settings (``config`` dict key, or environment variable ``{name}_{KEY}``):
 
@@ -26,6 +27,9 @@ Settings (``config`` dict key, or environment variable ``{name}_{KEY}``):
 * ``QRMI_LOCAL_MAX_LOOP_ITERATIONS``: most iterations of nested ``for`` loops (default 100000).
 * ``QRMI_LOCAL_RETENTION_DAYS``: finished tasks are deleted this long after they ended
   (default 7; fractions allowed).
+* ``QRMI_LOCAL_IN_PROCESS``: run tasks that Aer simulates in a few milliseconds in the
+  submitting process rather than on the worker's lanes, true/false (default true; see
+  :mod:`~qrmi.backends.local_emulator._in_process`; the gateway never does).
 
 The default state directory is ``$XDG_STATE_HOME/qrmi/local-emulator/<name>``, or
 ``~/.local/state/qrmi/local-emulator/<name>`` when ``XDG_STATE_HOME`` is unset. Device, noise and
@@ -45,7 +49,7 @@ import functools
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from qrmi.backends.base import Backend, Clock, Sleeper, dump_json
 from qrmi.backends.local_emulator.devices import (
@@ -151,8 +155,10 @@ class LocalEmulatorBackend(Backend):
         self.limits = _limits(settings)
         retention_days = _positive(settings, "QRMI_LOCAL_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)
         self.retention_seconds = retention_days * 86400.0
+        self.in_process = settings.get_bool("QRMI_LOCAL_IN_PROCESS", True)
         self.store = TaskStore(self.state_dir)
         self._worker_checked_at = float("-inf")
+        self._purged_at = float("-inf")
 
     @functools.cached_property
     def device(self) -> str:
@@ -206,6 +212,10 @@ class LocalEmulatorBackend(Backend):
         check_params(payload.program_id, params)
         device = self.device
         check_limits(params, self.limits, device=device, device_qubits=device_qubits(device))
+        if self._may_run_here(payload):
+            task_id = self._run_here(payload, params, device)
+            if task_id is not None:
+                return task_id
         task_id = self.store.add_task(
             payload.program_id,
             payload.input,
@@ -213,16 +223,79 @@ class LocalEmulatorBackend(Backend):
             noise=self.noise,
             seed=self.seed,
             limits=self.limits.to_json(),
-            meta={
-                "lanes": str(self.lanes),
-                "idle_seconds": str(self.idle_seconds),
-                "retention_seconds": str(self.retention_seconds),
-            },
+            meta=self._worker_settings(),
         )
         _worker().wake(self.state_dir)
         _worker().ensure_worker(self.state_dir)
         self._worker_checked_at = self.clock()
         return task_id
+
+    def _worker_settings(self) -> dict[str, str]:
+        return {
+            "lanes": str(self.lanes),
+            "idle_seconds": str(self.idle_seconds),
+            "retention_seconds": str(self.retention_seconds),
+        }
+
+    def _may_run_here(self, payload: QiskitPrimitivePayload) -> bool:
+        """Cheap checks before a task may run in this process (see ``_in_process``)."""
+        from qrmi.backends.local_emulator import _in_process, engine
+
+        return (
+            self.in_process
+            and not self.noise
+            and len(payload.input) <= _in_process.MAX_INPUT_CHARS
+            and "min_duration_seconds" not in payload.input
+            and _in_process.within_budgets(self.limits)
+            and (engine.loaded() or not _worker().worker_running(self.state_dir))
+        )
+
+    def _run_here(
+        self, payload: QiskitPrimitivePayload, params: dict[str, Any], device: str
+    ) -> str | None:
+        """Simulate a small task here and record it; None when it is not small."""
+        from qrmi.backends.local_emulator import _in_process
+
+        ran = _in_process.run_small(
+            payload.program_id,
+            params,
+            device=device,
+            noise=self.noise,
+            seed=self.seed,
+            limits=self.limits,
+        )
+        if ran is None:
+            return None
+        took = ran.ended_at - ran.started_at
+        opening = (
+            f"ran in the submitting process {os.getpid()} (device {device}, noise off, "
+            f"seed {self.seed})"
+        )
+        ending = f"failed: {ran.error}" if ran.error else f"completed in {took:.3f} s"
+        task_id = self.store.add_finished(
+            payload.program_id,
+            payload.input,
+            device=device,
+            noise=self.noise,
+            seed=self.seed,
+            limits=self.limits.to_json(),
+            status=FAILED if ran.error else COMPLETED,
+            started_at=ran.started_at,
+            ended_at=ran.ended_at,
+            result=ran.result,
+            reason=ran.error,
+            log=[opening, *ran.notes, ending],
+            meta=self._worker_settings(),
+        )
+        self._purge_now_and_then()
+        return task_id
+
+    def _purge_now_and_then(self) -> None:
+        """Delete tasks past their retention hourly, as the worker does (it may never run)."""
+        now = self.clock()
+        if now - self._purged_at >= _worker().PURGE_EVERY_SECONDS:
+            self._purged_at = now
+            self.store.purge(self.retention_seconds)
 
     def cancel(self, task_id: str) -> None:
         if self.store.cancel(task_id):
@@ -240,6 +313,9 @@ class LocalEmulatorBackend(Backend):
         """
         from qrmi.backends.local_emulator import _notify
 
+        status = self.task_status(task_id)
+        if status.is_final:  # e.g. a task simulated in this process: no waiter to set up
+            return status
         waiter = _notify.Waiter.open(self.state_dir, task_id)
         if waiter is None:
             return super().wait(task_id, timeout)

@@ -66,7 +66,9 @@ __all__ = [
     "Limits",
     "available_devices",
     "device_snapshot",
+    "loaded",
     "run_primitive",
+    "small_job_seconds",
 ]
 
 #: Shots per pub when neither the pub, ``shots`` nor ``options.default_shots`` give any
@@ -128,6 +130,24 @@ def run_primitive(
         notes=[] if notes is None else notes,
     )
     return result
+
+
+def small_job_seconds(
+    program_id: str, params: Mapping[str, Any], *, device: str, noise: bool
+) -> float | None:
+    """Estimated seconds of a job small enough to simulate in the submitting process (noise
+    free, every pub a dense statevector of a few qubits), or None for any other job."""
+    seconds: float | None = _simulator().small_job_seconds(
+        program_id, params, device=canonical_device_name(device), noise=noise
+    )
+    return seconds
+
+
+def loaded() -> bool:
+    """Whether this process has qiskit and the simulator imported (a first job imports them)."""
+    from qrmi._lasting_import import imported
+
+    return imported(_SIMULATE_MODULE)
 
 
 def _simulator() -> Any:

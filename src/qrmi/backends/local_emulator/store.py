@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
+import os
 import sqlite3
 import threading
 import time
@@ -318,6 +319,54 @@ class TaskStore:
                     seed,
                     QUEUED,
                     time.time(),
+                    limits,
+                ),
+            )
+        return task_id
+
+    def add_finished(
+        self,
+        program_id: str,
+        input_text: str,
+        *,
+        device: str,
+        noise: bool,
+        seed: int | None,
+        limits: str | None,
+        status: str,
+        started_at: float,
+        ended_at: float,
+        result: str | None = None,
+        reason: str | None = None,
+        log: list[str] | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> str:
+        """Record a task that already ran (in the process that submitted it) and return its
+        new id; ``log`` lines are timestamped now, ``meta`` settings written with it."""
+        task_id = uuid4_text()
+        logs = "".join(_log_line(line) for line in log or [])
+        with self._write() as conn:
+            if meta:
+                conn.executemany(_SET_META, meta.items())
+            conn.execute(
+                "INSERT INTO tasks (id, program_id, input, device, noise, seed, status, result, "
+                "logs, reason, worker_pid, created_at, started_at, ended_at, limits) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task_id,
+                    program_id,
+                    input_text,
+                    device,
+                    int(noise),
+                    seed,
+                    status,
+                    result,
+                    logs,
+                    reason,
+                    os.getpid(),
+                    started_at,
+                    started_at,
+                    ended_at,
                     limits,
                 ),
             )

@@ -1,0 +1,122 @@
+"""Small tasks simulated in the submitting process instead of the worker's lanes.
+
+A lane costs a task a few milliseconds whatever its size: the hand-over to the worker, the pipe
+to the lane's simulation process, the store writes and the wake-up of the waiting client. A
+task that Aer runs in a few milliseconds is therefore run where it is submitted, when
+
+* its estimated simulation time is under :data:`MAX_SECONDS` (noise free, every pub a dense
+  statevector of at most 16 active qubits: see ``engine.small_job_seconds``), so that the lanes'
+  time and memory budgets, their kill on timeout and on ``task_stop`` are never needed: a 16-qubit
+  statevector is 1 MiB; and
+* this process has the simulator imported already, or no worker runs for the state directory:
+  importing it here (a fraction of a second) is then cheaper than starting a worker (seconds);
+  and
+* the task's budgets are not tighter than :data:`MIN_MEMORY_MB` and :data:`MIN_TIMEOUT_SECONDS`
+  (tighter ones are enforced, which only the lanes can do).
+
+``task_start`` returns once the task has ended; it is recorded in the task store like any other
+(status, result, logs, usage), so every process sees it. Simulations run on a few threads of
+this module that live as long as the process (qiskit must not be used from threads that come
+and go, and each keeps one OpenMP team). The setting ``QRMI_LOCAL_IN_PROCESS=false`` sends every
+task to the worker; the gateway always does, so that no circuit is simulated in a process that
+runs as root.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from qrmi.backends.local_emulator.inputs import Limits
+
+__all__ = ["MAX_INPUT_CHARS", "MAX_SECONDS", "Ran", "run_small"]
+
+#: Longest estimated simulation run in the submitting process.
+MAX_SECONDS = 0.05
+#: Longest payload input considered at all (larger ones go to the worker unparsed here).
+MAX_INPUT_CHARS = 256 * 1024
+#: Simulations of this process at the same time.
+THREADS = 2
+#: Smallest task budgets under which a small task still runs here: an admin who sets tighter
+#: ones gets them enforced, which only the lanes can do.
+MIN_MEMORY_MB = 256
+MIN_TIMEOUT_SECONDS = 1.0
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+@dataclass
+class Ran:
+    """A task simulated here: its result or failure reason, log lines and wall-clock times."""
+
+    started_at: float
+    ended_at: float
+    result: str | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def within_budgets(limits: Limits) -> bool:
+    """Whether the task's memory and time budgets leave room to run small tasks here."""
+    return limits.memory_mb >= MIN_MEMORY_MB and limits.timeout_seconds >= MIN_TIMEOUT_SECONDS
+
+
+def run_small(
+    program_id: str,
+    params: dict[str, Any],
+    *,
+    device: str,
+    noise: bool,
+    seed: int | None,
+    limits: Limits,
+) -> Ran | None:
+    """Simulate the job here if it is small; None when it is not (the worker runs it)."""
+    job = (program_id, params, device, noise, seed, limits)
+    return _executor().submit(_run, *job).result()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="qrmi-emulator")
+        return _pool
+
+
+def _run(
+    program_id: str,
+    params: dict[str, Any],
+    device: str,
+    noise: bool,
+    seed: int | None,
+    limits: Limits,
+) -> Ran | None:
+    from qrmi.backends.local_emulator.worker import failure_reason
+
+    try:
+        from qrmi.backends.local_emulator import engine
+
+        seconds = engine.small_job_seconds(program_id, params, device=device, noise=noise)
+    except ImportError:  # no simulator in this environment: the worker will say so
+        return None
+    if seconds is None or seconds > MAX_SECONDS:
+        return None
+    ran = Ran(started_at=time.time(), ended_at=0.0)
+    try:
+        ran.result = engine.run_primitive(
+            program_id,
+            params,
+            device=device,
+            noise=noise,
+            seed=seed,
+            limits=limits,
+            notes=ran.notes,
+        )
+    except Exception as exc:
+        ran.error = failure_reason(exc)
+    ran.ended_at = time.time()
+    return ran
