@@ -94,7 +94,8 @@ def helper_cost(cluster: SlurmCluster, runs: int) -> dict[str, tuple[list[float]
     common = ["--config", str(cluster.config_path), "--state-dir", str(state), "--job", str(job)]
     acquire = [*base, "acquire", *common, "--step", "0", "--uid", "0", "--qpu", FREE]
     acquire.append("--own-allocation")
-    from_shim = ["--time-limit", "UNLIMITED", "--licenses", f"{FREE}:1"]  # as the shim passes
+    # The job's record as the shim reads it from slurmctld (squeue's %l|%W|%S|%u|%a|%P|%v).
+    from_shim = ["--job-record", f"UNLIMITED|{FREE}:1|N/A|root|root|debug|"]
     commands = {
         "acquire": [*acquire, *from_shim],
         "acquire, squeue fallback": acquire,

@@ -82,13 +82,13 @@ def test_another_process_reads_a_task_run_in_process(
 def test_large_or_held_tasks_go_to_the_worker(make_resource: MakeResource) -> None:
     resource = make_resource(QRMI_LOCAL_DEVICE="fake_sherbrooke", **IN_PROCESS)
 
-    wide = resource.task_start(primitive("sampler", [[ghz(18), None, 100]]))
+    wide = resource.task_start(primitive("sampler", [[ghz(22), None, 100]]))
     held = resource.task_start(bell_sampler(shots=10, seconds=0.2))
 
     for task_id in (wide, held):
         assert resource.task_wait(task_id, 120) == TaskStatus.Completed
         assert "started on lane" in resource.task_logs(task_id)
-    assert set(counts(resource, wide, "meas")) == {"0" * 18, "1" * 18}
+    assert set(counts(resource, wide, "meas")) == {"0" * 22, "1" * 22}
 
 
 def test_a_warm_worker_serves_a_process_that_has_no_simulator_loaded(
@@ -129,19 +129,21 @@ def test_in_process_false_sends_every_task_to_the_worker(make_resource: MakeReso
 
 
 def test_a_failure_reads_the_same_in_process_and_on_a_lane(make_resource: MakeResource) -> None:
-    too_many_shots = primitive("sampler", [[BELL, None, 10**7]])
+    too_many_shots = primitive("sampler", [[BELL, None, 200_000]])  # fake_perth allows 100 000
     here = make_resource(**IN_PROCESS)
     there = make_resource(QRMI_LOCAL_IN_PROCESS="false")
 
-    reasons = []
+    logs = []
     for resource in (here, there):
         task_id = resource.task_start(too_many_shots)
         assert resource.task_wait(task_id, 60) == TaskStatus.Failed
-        reasons.append(resource.task_logs(task_id).splitlines()[-1].split(" failed: ", 1)[1])
+        logs.append(resource.task_logs(task_id))
 
+    assert "ran in the submitting process" in logs[0]
+    assert "started on lane" in logs[1]
+    reasons = [text.splitlines()[-1].split(" failed: ", 1)[1] for text in logs]
     assert "shots exceed" in reasons[0]
     assert reasons[0] == reasons[1]
-    assert "ran in the submitting process" in here.task_logs(here.task_start(bell_sampler()))
 
 
 def test_tasks_from_several_threads_all_complete(make_resource: MakeResource) -> None:

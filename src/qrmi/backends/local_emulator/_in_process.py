@@ -5,9 +5,9 @@ to the lane's simulation process, the store writes and the wake-up of the waitin
 task that Aer runs in a few milliseconds is therefore run where it is submitted, when
 
 * its estimated simulation time is under :data:`MAX_SECONDS` (noise free, every pub a dense
-  statevector of at most 16 active qubits: see ``engine.small_job_seconds``), so that the lanes'
-  time and memory budgets, their kill on timeout and on ``task_stop`` are never needed: a 16-qubit
-  statevector is 1 MiB; and
+  statevector of at most :data:`MAX_QUBITS` active qubits: see ``engine.small_job_seconds``), so
+  that the lanes' time and memory budgets, their kill on timeout and on ``task_stop`` are never
+  needed; and
 * this process has the simulator imported already, or no worker runs for the state directory:
   importing it here (a fraction of a second) is then cheaper than starting a worker (seconds);
   and
@@ -24,6 +24,7 @@ runs as root.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,39 @@ class Ran:
     result: str | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def few_qubits(params: dict[str, Any]) -> bool:
+    """Whether no pub's OpenQASM text acts on more qubits than a small task may: a look at the
+    text alone, so that a large circuit reaches the worker without being parsed here first."""
+    pubs = params.get("pubs")
+    if not isinstance(pubs, list):
+        return False
+    for pub in pubs:
+        text = pub[0] if isinstance(pub, list | tuple) and pub else None
+        if isinstance(text, str) and _qubits_named(text) > MAX_QUBITS:
+            return False
+    return True
+
+
+#: Most active qubits of a small task's pubs (a 16 MiB statevector; ``MAX_SECONDS`` bounds the
+#: gates: about 20 on 20 qubits). ``engine.small_job_seconds`` counts them exactly.
+MAX_QUBITS = 20
+_QUBIT = re.compile(r"\$\d+|\b[A-Za-z_]\w*\[\d+\]")
+_NOT_ACTING = re.compile(r"\s*(?:OPENQASM|include|qubit|bit|qreg|creg|input|output|barrier)\b")
+
+
+def _qubits_named(text: str) -> int:
+    """Indexed qubits (``q[3]``, ``$3``) named by the statements that act on qubits; the bits a
+    measurement writes to are left out, so that this is at least the active qubit count."""
+    named: set[str] = set()
+    for statement in text.split(";"):
+        if _NOT_ACTING.match(statement):
+            continue
+        if "measure" in statement:
+            statement = statement.split("measure", 1)[1].split("->", 1)[0]
+        named.update(_QUBIT.findall(statement))
+    return len(named)
 
 
 def within_budgets(limits: Limits) -> bool:

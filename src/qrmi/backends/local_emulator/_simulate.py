@@ -49,6 +49,7 @@ except ImportError:  # qiskit-ibm-runtime < 0.48
 import itertools
 
 from qrmi.backends.local_emulator import engine
+from qrmi.backends.local_emulator._in_process import MAX_QUBITS
 from qrmi.backends.local_emulator.devices import device_snapshot, snapshot_files
 from qrmi.backends.local_emulator.inputs import Limits
 from qrmi.errors import InvalidInputError, QrmiError
@@ -221,9 +222,8 @@ def _first_number(*values: Any) -> float:
 
 # ----- jobs small enough for the submitting process ---------------------------------------------
 
-#: Most active qubits of a pub simulated in the submitting process (a 1 MiB statevector).
-SMALL_MAX_QUBITS = 16
-#: Most amplitudes of all parameter sets of one pub simulated there (64 MiB).
+#: Most amplitudes of all parameter sets of one pub simulated in the submitting process
+#: (64 MiB); at most ``_in_process.MAX_QUBITS`` active qubits.
 _SMALL_MAX_AMPLITUDES = 1 << 22
 #: Aer's fixed cost of one pub, and the cost of drawing and encoding one shot (2 busy cores).
 _SECONDS_PER_PUB = 1e-3
@@ -234,7 +234,7 @@ def small_job_seconds(
     program_id: str, params: Mapping[str, Any], *, device: str, noise: bool
 ) -> float | None:
     """Estimated seconds of a noise-free job whose pubs are all dense statevectors of at most
-    :data:`SMALL_MAX_QUBITS` active qubits; None for any other job, or one that does not parse
+    ``_in_process.MAX_QUBITS`` active qubits; None for any other job, or one that does not parse
     (the worker then runs it, or says what is wrong with it)."""
     if noise:
         return None
@@ -291,7 +291,7 @@ def _small_seconds(
     extra_operations: int = 0,
 ) -> float | None:
     width = len(_active_qubits(circuit))
-    if width > SMALL_MAX_QUBITS or bindings << width > _SMALL_MAX_AMPLITUDES:
+    if width > MAX_QUBITS or bindings << width > _SMALL_MAX_AMPLITUDES:
         return None
     operations = extra_operations + sum(1 for item in circuit.data if item.name not in _PASSIVE)
     sweep = operations * 2.0**width * _STATEVECTOR_SECONDS_PER_UNIT

@@ -212,7 +212,7 @@ class LocalEmulatorBackend(Backend):
         check_params(payload.program_id, params)
         device = self.device
         check_limits(params, self.limits, device=device, device_qubits=device_qubits(device))
-        if self._may_run_here(payload):
+        if self._may_run_here(payload, params):
             task_id = self._run_here(payload, params, device)
             if task_id is not None:
                 return task_id
@@ -237,7 +237,7 @@ class LocalEmulatorBackend(Backend):
             "retention_seconds": str(self.retention_seconds),
         }
 
-    def _may_run_here(self, payload: QiskitPrimitivePayload) -> bool:
+    def _may_run_here(self, payload: QiskitPrimitivePayload, params: dict[str, Any]) -> bool:
         """Cheap checks before a task may run in this process (see ``_in_process``)."""
         from qrmi.backends.local_emulator import _in_process, engine
 
@@ -247,6 +247,7 @@ class LocalEmulatorBackend(Backend):
             and len(payload.input) <= _in_process.MAX_INPUT_CHARS
             and "min_duration_seconds" not in payload.input
             and _in_process.within_budgets(self.limits)
+            and _in_process.few_qubits(params)
             and (engine.loaded() or not _worker().worker_running(self.state_dir))
         )
 
