@@ -810,12 +810,16 @@ def _retirement_pool() -> ThreadPoolExecutor:
 
 
 def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
-    """The results of ``calls`` run at once on a shared pool; the first failure is raised once
-    all have ended."""
+    """The results of ``calls`` run at once, the first in this thread and the others on a
+    shared pool (one thread hand-over fewer); the first failure is raised once all have
+    ended."""
     pool = _concurrently_pool()
-    futures = [pool.submit(call) for call in calls]
-    wait(futures)
-    return [future.result() for future in futures]
+    futures = [pool.submit(call) for call in calls[1:]]
+    try:
+        here = [calls[0]()] if calls else []
+    finally:
+        wait(futures)
+    return [*here, *(future.result() for future in futures)]
 
 
 def _input_tags(storage: _S3Storage, task_id: str) -> dict[str, str] | None:

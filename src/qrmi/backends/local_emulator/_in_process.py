@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from qrmi.backends.local_emulator.engine import STATEVECTOR_SECONDS_PER_UNIT
 from qrmi.backends.local_emulator.inputs import Limits
 
 __all__ = ["MAX_INPUT_CHARS", "MAX_SECONDS", "Ran", "run_small"]
@@ -61,17 +62,24 @@ class Ran:
     notes: list[str] = field(default_factory=list)
 
 
-def few_qubits(params: dict[str, Any]) -> bool:
-    """Whether no pub's OpenQASM text acts on more qubits than a small task may: a look at the
-    text alone, so that a large circuit reaches the worker without being parsed here first."""
+def may_be_small(params: dict[str, Any]) -> bool:
+    """Whether the pubs' OpenQASM texts may be a small task: at most :data:`MAX_QUBITS` qubits
+    named and their statements within :data:`MAX_SECONDS` on a statevector of that many. A look
+    at the texts alone (an upper bound), so that a large circuit reaches the worker without
+    being parsed here first; ``engine.small_job_seconds`` decides on the parsed circuits."""
     pubs = params.get("pubs")
     if not isinstance(pubs, list):
         return False
+    seconds = 0.0
     for pub in pubs:
         text = pub[0] if isinstance(pub, list | tuple) and pub else None
-        if isinstance(text, str) and _qubits_named(text) > MAX_QUBITS:
+        if not isinstance(text, str):
+            continue  # a QPY circuit: only the parsed circuit tells
+        qubits = _qubits_named(text)
+        if qubits > MAX_QUBITS:
             return False
-    return True
+        seconds += text.count(";") * 2.0**qubits * STATEVECTOR_SECONDS_PER_UNIT
+    return seconds <= MAX_SECONDS
 
 
 #: Most active qubits of a small task's pubs (a 16 MiB statevector; ``MAX_SECONDS`` bounds the

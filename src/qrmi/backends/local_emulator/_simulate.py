@@ -294,7 +294,7 @@ def _small_seconds(
     if width > MAX_QUBITS or bindings << width > _SMALL_MAX_AMPLITUDES:
         return None
     operations = extra_operations + sum(1 for item in circuit.data if item.name not in _PASSIVE)
-    sweep = operations * 2.0**width * _STATEVECTOR_SECONDS_PER_UNIT
+    sweep = operations * 2.0**width * engine.STATEVECTOR_SECONDS_PER_UNIT
     return _SECONDS_PER_PUB + bindings * (sweep * repeats + shots * _SECONDS_PER_SHOT)
 
 
@@ -567,8 +567,6 @@ def _plan(
     return _Plan("matrix_product_state", order, cap)
 
 
-#: Seconds per operation and amplitude of a dense statevector (measured on 2 busy cores).
-_STATEVECTOR_SECONDS_PER_UNIT = 2.4e-9
 #: Most active qubits ever simulated as a dense statevector (4 GiB of amplitudes).
 _STATEVECTOR_HARD_MAX_QUBITS = 28
 
@@ -581,7 +579,7 @@ def _statevector_fits(circuit: QuantumCircuit, width: int, limits: Limits) -> bo
     if 16.0 * amplitudes * 1.25 > limits.memory_mb * 2.0**20:
         return False
     operations = sum(1 for item in circuit.data if item.operation.name not in _PASSIVE)
-    seconds = operations * amplitudes * _STATEVECTOR_SECONDS_PER_UNIT
+    seconds = operations * amplitudes * engine.STATEVECTOR_SECONDS_PER_UNIT
     return seconds <= limits.timeout_seconds / 2
 
 

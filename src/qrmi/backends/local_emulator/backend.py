@@ -247,7 +247,7 @@ class LocalEmulatorBackend(Backend):
             and len(payload.input) <= _in_process.MAX_INPUT_CHARS
             and "min_duration_seconds" not in payload.input
             and _in_process.within_budgets(self.limits)
-            and _in_process.few_qubits(params)
+            and _in_process.may_be_small(params)
             and (engine.loaded() or not _worker().worker_running(self.state_dir))
         )
 

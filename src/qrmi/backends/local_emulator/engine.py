@@ -63,6 +63,7 @@ __all__ = [
     "MPS_MEMORY_LIMIT_BYTES",
     "PROGRAM_IDS",
     "STATEVECTOR_MAX_QUBITS",
+    "STATEVECTOR_SECONDS_PER_UNIT",
     "Limits",
     "available_devices",
     "device_snapshot",
@@ -84,6 +85,8 @@ STATEVECTOR_MAX_QUBITS = 20
 DENSITY_MATRIX_MAX_QUBITS = 10
 #: Upper bound of the memory a matrix product state may need before a pub is refused.
 MPS_MEMORY_LIMIT_BYTES = 1 << 30
+#: Seconds per operation and amplitude of a dense statevector (measured on 2 busy cores).
+STATEVECTOR_SECONDS_PER_UNIT = 2.4e-9
 
 
 def run_primitive(
