@@ -152,6 +152,9 @@ USAGE_TAG = "qrmi:usage:quantum_nanoseconds"
 SWEEP_INTERVAL_SECONDS = 10.0
 #: Most characters of results kept in memory, read by retirements for task_result to take.
 MAX_KEPT_RESULT_CHARS = 64 * 1024 * 1024
+#: How long a backend's lane count (its configuration, not its use) is taken as known:
+#: ``status()`` then asks for the backend and its jobs only.
+LANES_KNOWN_SECONDS = 60.0
 #: Final jobs remembered per backend object (a final state never changes, so asking the service
 #: or the bucket again would only cost round trips); the oldest are forgotten beyond this.
 MAX_REMEMBERED_FINAL_JOBS = 10_000
@@ -217,6 +220,7 @@ class QuantumSystemBackend(Backend):
         self._kept_chars = 0
         self._last_sweep: float | None = None  # clock() of the last pre-submission sweep
         self._memory_lock = threading.Lock()
+        self._known_lanes: tuple[float, int] | None = None  # (clock() when read, lanes)
 
     # ----- resource ------------------------------------------------------------------------
 
@@ -225,9 +229,12 @@ class QuantumSystemBackend(Backend):
         return self._status_code(self._backend()) == ResourceStatusCode.Online
 
     def fetch_status(self) -> ResourceStatus:
-        """Backend status, free execution lanes and this backend's running jobs (the three
-        requests go out at once)."""
-        backend, jobs, total = _concurrently(self._backend, self._stored_jobs, self._lanes)
+        """Backend status, free execution lanes and this backend's running jobs (the requests
+        go out at once; the lane count, a configuration, is asked for at most once a minute)."""
+        known = self._lanes_if_known()
+        calls = [self._backend, self._stored_jobs, *([] if known is not None else [self._lanes])]
+        backend, jobs, *asked = _concurrently(*calls)
+        total = known if known is not None else asked[0]
         code = self._status_code(backend)
         running = None if jobs is None else sum(1 for j in jobs if j.get("status") == "Running")
         capacity = self._capacity(total, None if jobs is None else len(jobs))
@@ -256,6 +263,12 @@ class QuantumSystemBackend(Backend):
             return None
         return ResourceCapacity(available_slots=max(0, total - (held or 0)), max_slots=total)
 
+    def _lanes_if_known(self) -> int | None:
+        known = self._known_lanes
+        if known is None or self.clock() - known[0] >= LANES_KNOWN_SECONDS:
+            return None
+        return known[1]
+
     def _lanes(self) -> int | None:
         """How many execution lanes the backend has, or ``None`` if the service does not say."""
         try:
@@ -267,7 +280,10 @@ class QuantumSystemBackend(Backend):
             return None
         hpc = lanes.get("hpc_workload_manager")
         total = hpc.get("lanes") if isinstance(hpc, dict) else None
-        return total if isinstance(total, int) else None
+        if not isinstance(total, int):
+            return None
+        self._known_lanes = (self.clock(), total)
+        return total
 
     def _stored_jobs(self) -> list[dict[str, Any]] | None:
         """The jobs the service stores for this backend (each holds a lane), or ``None``."""

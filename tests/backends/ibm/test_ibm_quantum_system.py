@@ -17,6 +17,8 @@ from ibm_helpers import (
     sampler,
 )
 
+from qrmi.backends.ibm_quantum_system import QuantumSystemBackend
+from qrmi.config import Settings
 from qrmi.errors import (
     AuthenticationFailedError,
     ConfigError,
@@ -110,6 +112,26 @@ def test_status_reports_lanes_and_running_jobs(qs: QuantumSystemFake) -> None:
     after = qpu.status()
     assert after.capacity is not None and after.capacity.available_slots == 2
     assert after.busy is False
+
+
+def test_status_asks_for_the_lane_count_at_most_once_a_minute(qs: QuantumSystemFake) -> None:
+    now = [1000.0]
+    settings = Settings(NAME, {k: v for k, v in qs.settings.items() if v}, {})
+    backend = QuantumSystemBackend(NAME, settings, clock=lambda: now[0])
+    lanes_path = f"/v1/backends/{NAME}/lanes"
+
+    asked = []
+    for seconds in (0.0, 30.0, 59.0, 61.0):
+        now[0] = 1000.0 + seconds
+        qs.clear()
+        status = backend.status()
+        assert status.capacity is not None and status.capacity.max_slots == 2
+        assert status.capacity.available_slots == 2
+        paths = [r.path for r in qs.requests()]
+        assert f"/v1/backends/{NAME}" in paths and "/v1/jobs" in paths
+        asked.append(lanes_path in paths)
+
+    assert asked == [True, False, False, True]
 
 
 def test_is_accessible_asks_the_backend_once(qs: QuantumSystemFake) -> None:
