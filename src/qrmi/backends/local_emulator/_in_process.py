@@ -107,18 +107,21 @@ def within_budgets(limits: Limits) -> bool:
     return limits.memory_mb >= MIN_MEMORY_MB and limits.timeout_seconds >= MIN_TIMEOUT_SECONDS
 
 
-def run_small(
-    program_id: str,
-    params: dict[str, Any],
-    *,
-    device: str,
-    noise: bool,
-    seed: int | None,
-    limits: Limits,
-) -> Ran | None:
-    """Simulate the job here if it is small; None when it is not (the worker runs it)."""
-    job = (program_id, params, device, noise, seed, limits)
-    return _executor().submit(_run, *job).result()
+@dataclass(frozen=True)
+class SmallJob:
+    """A job that may be small enough to simulate here."""
+
+    program_id: str
+    params: dict[str, Any]
+    device: str
+    noise: bool
+    seed: int | None
+    limits: Limits
+
+
+def run_small(job: SmallJob) -> Ran | None:
+    """Simulate ``job`` here if it is small; None when it is not (the worker runs it)."""
+    return _executor().submit(_run, job).result()
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -129,20 +132,15 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
-def _run(
-    program_id: str,
-    params: dict[str, Any],
-    device: str,
-    noise: bool,
-    seed: int | None,
-    limits: Limits,
-) -> Ran | None:
+def _run(job: SmallJob) -> Ran | None:
     from qrmi.backends.local_emulator.worker import failure_reason
 
     try:
         from qrmi.backends.local_emulator import engine
 
-        seconds = engine.small_job_seconds(program_id, params, device=device, noise=noise)
+        seconds = engine.small_job_seconds(
+            job.program_id, job.params, device=job.device, noise=job.noise
+        )
     except ImportError:  # no simulator in this environment: the worker will say so
         return None
     if seconds is None or seconds > MAX_SECONDS:
@@ -150,12 +148,12 @@ def _run(
     ran = Ran(started_at=time.time(), ended_at=0.0)
     try:
         ran.result = engine.run_primitive(
-            program_id,
-            params,
-            device=device,
-            noise=noise,
-            seed=seed,
-            limits=limits,
+            job.program_id,
+            job.params,
+            device=job.device,
+            noise=job.noise,
+            seed=job.seed,
+            limits=job.limits,
             notes=ran.notes,
         )
     except Exception as exc:

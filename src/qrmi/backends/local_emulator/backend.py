@@ -216,25 +216,26 @@ class LocalEmulatorBackend(Backend):
             task_id = self._run_here(payload, params, device)
             if task_id is not None:
                 return task_id
-        task_id = self.store.add_task(
-            payload.program_id,
-            payload.input,
-            device=device,
-            noise=self.noise,
-            seed=self.seed,
-            limits=self.limits.to_json(),
-            meta=self._worker_settings(),
-        )
+        task_id = self.store.add_task(**self._task_fields(payload, device))
         _worker().wake(self.state_dir)
         _worker().ensure_worker(self.state_dir)
         self._worker_checked_at = self.clock()
         return task_id
 
-    def _worker_settings(self) -> dict[str, str]:
+    def _task_fields(self, payload: QiskitPrimitivePayload, device: str) -> dict[str, Any]:
+        """A new task's record, and the worker's settings written with it."""
         return {
-            "lanes": str(self.lanes),
-            "idle_seconds": str(self.idle_seconds),
-            "retention_seconds": str(self.retention_seconds),
+            "program_id": payload.program_id,
+            "input_text": payload.input,
+            "device": device,
+            "noise": self.noise,
+            "seed": self.seed,
+            "limits": self.limits.to_json(),
+            "meta": {
+                "lanes": str(self.lanes),
+                "idle_seconds": str(self.idle_seconds),
+                "retention_seconds": str(self.retention_seconds),
+            },
         }
 
     def _may_run_here(self, payload: QiskitPrimitivePayload, params: dict[str, Any]) -> bool:
@@ -257,14 +258,10 @@ class LocalEmulatorBackend(Backend):
         """Simulate a small task here and record it; None when it is not small."""
         from qrmi.backends.local_emulator import _in_process
 
-        ran = _in_process.run_small(
-            payload.program_id,
-            params,
-            device=device,
-            noise=self.noise,
-            seed=self.seed,
-            limits=self.limits,
+        job = _in_process.SmallJob(
+            payload.program_id, params, device, self.noise, self.seed, self.limits
         )
+        ran = _in_process.run_small(job)
         if ran is None:
             return None
         took = ran.ended_at - ran.started_at
@@ -274,19 +271,13 @@ class LocalEmulatorBackend(Backend):
         )
         ending = f"failed: {ran.error}" if ran.error else f"completed in {took:.3f} s"
         task_id = self.store.add_finished(
-            payload.program_id,
-            payload.input,
-            device=device,
-            noise=self.noise,
-            seed=self.seed,
-            limits=self.limits.to_json(),
+            **self._task_fields(payload, device),
             status=FAILED if ran.error else COMPLETED,
             started_at=ran.started_at,
             ended_at=ran.ended_at,
             result=ran.result,
             reason=ran.error,
             log=[opening, *ran.notes, ending],
-            meta=self._worker_settings(),
         )
         self._purge_now_and_then()
         return task_id

@@ -303,26 +303,17 @@ class TaskStore:
     ) -> str:
         """Queue a task and return its new id (``limits``: JSON of its Limits); ``meta``
         settings for the worker are stored in the same write."""
-        task_id = uuid4_text()
-        with self._write() as conn:
-            if meta:
-                conn.executemany(_SET_META, meta.items())
-            conn.execute(
-                "INSERT INTO tasks (id, program_id, input, device, noise, seed, status, "
-                "created_at, limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    task_id,
-                    program_id,
-                    input_text,
-                    device,
-                    int(noise),
-                    seed,
-                    QUEUED,
-                    time.time(),
-                    limits,
-                ),
-            )
-        return task_id
+        return self._insert(
+            meta,
+            program_id=program_id,
+            input=input_text,
+            device=device,
+            noise=int(noise),
+            seed=seed,
+            limits=limits,
+            status=QUEUED,
+            created_at=time.time(),
+        )
 
     def add_finished(
         self,
@@ -343,33 +334,33 @@ class TaskStore:
     ) -> str:
         """Record a task that already ran (in the process that submitted it) and return its
         new id; ``log`` lines are timestamped now, ``meta`` settings written with it."""
-        task_id = uuid4_text()
-        logs = "".join(_log_line(line) for line in log or [])
+        return self._insert(
+            meta,
+            program_id=program_id,
+            input=input_text,
+            device=device,
+            noise=int(noise),
+            seed=seed,
+            limits=limits,
+            status=status,
+            result=result,
+            logs="".join(_log_line(line) for line in log or []),
+            reason=reason,
+            worker_pid=os.getpid(),
+            created_at=started_at,
+            started_at=started_at,
+            ended_at=ended_at,
+        )
+
+    def _insert(self, meta: dict[str, str] | None, **columns: object) -> str:
+        """Insert a task of these ``columns`` (names from this module, never from input)."""
+        columns["id"] = task_id = uuid4_text()
+        names = ", ".join(columns)
+        marks = ", ".join("?" for _ in columns)
         with self._write() as conn:
             if meta:
                 conn.executemany(_SET_META, meta.items())
-            conn.execute(
-                "INSERT INTO tasks (id, program_id, input, device, noise, seed, status, result, "
-                "logs, reason, worker_pid, created_at, started_at, ended_at, limits) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    task_id,
-                    program_id,
-                    input_text,
-                    device,
-                    int(noise),
-                    seed,
-                    status,
-                    result,
-                    logs,
-                    reason,
-                    os.getpid(),
-                    started_at,
-                    started_at,
-                    ended_at,
-                    limits,
-                ),
-            )
+            conn.execute(f"INSERT INTO tasks ({names}) VALUES ({marks})", tuple(columns.values()))
         return task_id
 
     def get(self, task_id: str) -> TaskRecord:
