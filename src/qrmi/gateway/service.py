@@ -1026,8 +1026,9 @@ def _build(
     return TimedResource(rdef.name, rdef.resource_type, config=settings, metrics=metrics)
 
 
-#: Settings the gateway imposes on every backend: jobs' circuits are never simulated in the
-#: gateway's own process (it runs as root), only in the emulator worker's lanes.
+#: Settings the gateway imposes on every backend: jobs' circuits are never parsed or simulated
+#: in the gateway's own process (it holds every QPU's credentials and serves every job), only
+#: in the emulator worker's lanes.
 _GATEWAY_SETTINGS = {"QRMI_LOCAL_IN_PROCESS": "false"}
 
 

@@ -18,8 +18,8 @@ task that Aer runs in a few milliseconds is therefore run where it is submitted,
 (status, result, logs, usage), so every process sees it. Simulations run on a few threads of
 this module that live as long as the process (qiskit must not be used from threads that come
 and go, and each keeps one OpenMP team). The setting ``QRMI_LOCAL_IN_PROCESS=false`` sends every
-task to the worker; the gateway always does, so that no circuit is simulated in a process that
-runs as root.
+task to the worker; the gateway always does: its process holds every QPU's credentials and
+serves every job, so no job's circuit is parsed or simulated there.
 """
 
 from __future__ import annotations
