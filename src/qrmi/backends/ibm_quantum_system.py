@@ -82,13 +82,14 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode
 from xml.sax.saxutils import escape as xml_escape
 
 import httpx
 
+from qrmi._pools import LazyPool
 from qrmi.backends._ibm_common import (
     IamToken,
     failure_reason,
@@ -563,7 +564,7 @@ class QuantumSystemBackend(Backend):
         self._remember_final(task_id, job)  # final: answered from memory from now on
         if background:
             try:
-                _retirement_pool().submit(self._retire_now, job, task_id, str(status), retirement)
+                _RETIREMENTS.get().submit(self._retire_now, job, task_id, str(status), retirement)
                 return
             except RuntimeError:  # the interpreter is shutting down: retire here instead
                 pass
@@ -799,37 +800,18 @@ def _location(url: str) -> dict[str, str]:
     return {"presigned_url": url, "type": "s3_compatible"}
 
 
-_pool: ThreadPoolExecutor | None = None
-_retirements: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _concurrently_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="qrmi-ibm-qs")
-        return _pool
-
-
-def _retirement_pool() -> ThreadPoolExecutor:
-    """The threads that retire final jobs: apart from :func:`_concurrently`'s, so that
-    ``status()`` never waits behind a burst of retirements. (The interpreter finishes their
-    queued work before it exits.)"""
-    global _retirements
-    with _pool_lock:
-        if _retirements is None:
-            _retirements = ThreadPoolExecutor(
-                max_workers=16, thread_name_prefix="qrmi-ibm-qs-retire"
-            )
-        return _retirements
+_CONCURRENT = LazyPool(16, "qrmi-ibm-qs")
+#: The threads that retire final jobs: apart from :func:`_concurrently`'s, so that ``status()``
+#: never waits behind a burst of retirements. (The interpreter finishes their queued work
+#: before it exits.)
+_RETIREMENTS = LazyPool(16, "qrmi-ibm-qs-retire")
 
 
 def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
     """The results of ``calls`` run at once, the first in this thread and the others on a
     shared pool (one thread hand-over fewer); the first failure is raised once all have
     ended."""
-    pool = _concurrently_pool()
+    pool = _CONCURRENT.get()
     futures = [pool.submit(call) for call in calls[1:]]
     try:
         here = [calls[0]()] if calls else []

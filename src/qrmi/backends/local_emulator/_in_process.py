@@ -25,19 +25,32 @@ serves every job, so no job's circuit is parsed or simulated there.
 from __future__ import annotations
 
 import re
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from qrmi._pools import LazyPool
 from qrmi.backends.local_emulator.engine import STATEVECTOR_SECONDS_PER_UNIT
 from qrmi.backends.local_emulator.inputs import Limits
 
-__all__ = ["MAX_INPUT_CHARS", "MAX_SECONDS", "Ran", "run_small"]
+__all__ = [
+    "MAX_INPUT_CHARS",
+    "MAX_QUBITS",
+    "MAX_SECONDS",
+    "MIN_MEMORY_MB",
+    "MIN_TIMEOUT_SECONDS",
+    "Ran",
+    "SmallJob",
+    "may_be_small",
+    "run_small",
+    "within_budgets",
+]
 
 #: Longest estimated simulation run in the submitting process.
 MAX_SECONDS = 0.05
+#: Most active qubits of a small task's pubs (a 16 MiB statevector; ``MAX_SECONDS`` bounds the
+#: gates: about 20 on 20 qubits). ``engine.small_job_seconds`` counts them exactly.
+MAX_QUBITS = 20
 #: Longest payload input considered at all (larger ones go to the worker unparsed here).
 MAX_INPUT_CHARS = 256 * 1024
 #: Simulations of this process at the same time.
@@ -47,8 +60,7 @@ THREADS = 2
 MIN_MEMORY_MB = 256
 MIN_TIMEOUT_SECONDS = 1.0
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+_POOL = LazyPool(THREADS, "qrmi-emulator")
 
 
 @dataclass
@@ -82,9 +94,6 @@ def may_be_small(params: dict[str, Any]) -> bool:
     return seconds <= MAX_SECONDS
 
 
-#: Most active qubits of a small task's pubs (a 16 MiB statevector; ``MAX_SECONDS`` bounds the
-#: gates: about 20 on 20 qubits). ``engine.small_job_seconds`` counts them exactly.
-MAX_QUBITS = 20
 _QUBIT = re.compile(r"\$\d+|\b[A-Za-z_]\w*\[\d+\]")
 _NOT_ACTING = re.compile(r"\s*(?:OPENQASM|include|qubit|bit|qreg|creg|input|output|barrier)\b")
 
@@ -121,15 +130,7 @@ class SmallJob:
 
 def run_small(job: SmallJob) -> Ran | None:
     """Simulate ``job`` here if it is small; None when it is not (the worker runs it)."""
-    return _executor().submit(_run, job).result()
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="qrmi-emulator")
-        return _pool
+    return _POOL.get().submit(_run, job).result()
 
 
 def _run(job: SmallJob) -> Ran | None:

@@ -882,13 +882,12 @@ def _sample_exactly(index: int, pub: SamplerPub, plan: _Plan, ctx: _Run) -> Data
         return None
     if qubits:
         body.append(SaveProbabilities(len(qubits)), [body.qubits[q] for q in qubits])
-    bound = np.asarray(pub.parameter_values.bind_all(body), dtype=object).reshape(-1)
-    if qubits:
+        bound = np.asarray(pub.parameter_values.bind_all(body), dtype=object).reshape(-1)
         simulator = AerSimulator(**_backend_options(plan, ctx))
         answer = _simulate(index, lambda: simulator.run(list(bound), shots=1).result())
         distributions = [np.asarray(answer.data(i)["probabilities"]) for i in range(len(bound))]
-    else:
-        distributions = [np.ones(1)] * len(bound)
+    else:  # nothing measured: every shot reads zeros
+        distributions = [np.ones(1)] * bindings
     rng = np.random.default_rng(None if ctx.seed is None else (ctx.seed, index))
     outcomes = np.stack([_draw(p, pub.shots, rng) for p in distributions])
     outcomes = outcomes.reshape((*pub.shape, pub.shots))
