@@ -46,12 +46,13 @@ and a ``Completed`` job's results are *read* rather than looked up, then handed 
 and before ``task_wait`` and ``task_stop`` return. Background work still pending when the
 program exits is finished first (a killed program leaves it to a sweep). Sweeps delete the
 finished jobs of this backend whose input object is in our bucket and tagged with this
-process's user id (``qrmi:uid``; set at upload): before the first submission of a backend
-object, again before a submission once :data:`SWEEP_INTERVAL_SECONDS` have passed, and whenever
-the service refuses a job with 429: so a job whose program died still frees its lane. (Listing
-every stored job before *every* submission cost each task a request whose answer grows with the
-number of jobs: at 64 concurrent tasks, more than the task itself; and the tags of another
-client's job are read once, not at every sweep.) ``task_status`` and ``task_result`` of a
+process's user id (``qrmi:uid``; set at upload): in the background when a backend object first
+submits and again at a submission once :data:`SWEEP_INTERVAL_SECONDS` have passed, and at once
+whenever the service refuses a job with 429: so a job whose program died still frees its lane.
+(Listing every stored job before *every* submission cost each task a request whose answer grows
+with the number of jobs: at 64 concurrent tasks, more than the task itself. The tags of another
+client's job are read once, not at every sweep, and never on the way of a submission: a
+process's first sweep reads them all, one request each.) ``task_status`` and ``task_result`` of a
 deleted job read the recorded status, and results and logs stay in the bucket (configure an S3
 lifecycle rule to expire old objects): nothing a caller has not read is lost. The reference
 instead deleted on ``task_stop`` only, and a job deleted that way could no longer be read.
@@ -70,22 +71,17 @@ budget. Nothing retries forever.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import os
 import random
-import re
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import wait
-from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlencode
-from xml.sax.saxutils import escape as xml_escape
+from typing import Any, ClassVar
 
 import httpx
 
@@ -98,7 +94,7 @@ from qrmi.backends._ibm_common import (
     json_object,
     primitive_input,
 )
-from qrmi.backends._s3_presign import Presigner
+from qrmi.backends._ibm_s3 import PREFIX, S3Storage
 from qrmi.backends._usage import seconds
 from qrmi.backends.base import Backend, Clock, Sleeper
 from qrmi.config import Settings
@@ -114,7 +110,6 @@ from qrmi.errors import (
     UnsupportedPayloadError,
 )
 from qrmi.http import HttpClient, RetryPolicy
-from qrmi.log import redact
 from qrmi.models import (
     Payload,
     QiskitPrimitivePayload,
@@ -127,15 +122,10 @@ from qrmi.models import (
     TaskUsage,
 )
 
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import TagTypeDef
-
 __all__ = ["PROGRAM_IDS", "QuantumSystemBackend"]
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "QRMI_IBM_QS_"
 #: The primitives the Quantum System API runs.
 PROGRAM_IDS = ("estimator", "sampler")
 #: Default cap of the wait for a reserved or throttling service at submission.
@@ -159,6 +149,10 @@ LANES_KNOWN_SECONDS = 60.0
 #: Final jobs remembered per backend object (a final state never changes, so asking the service
 #: or the bucket again would only cost round trips); the oldest are forgotten beyond this.
 MAX_REMEMBERED_FINAL_JOBS = 10_000
+#: A job the service accepted less than this long ago is ``Queued``: the first ``task_status``
+#: that soon (programs poll once right after ``task_start``) answers so without a round trip,
+#: which could not bring newer news. Our own polling waits as long before its second call.
+JUST_CREATED_SECONDS = 0.005
 
 _BACKEND_STATUS = {
     "online": ResourceStatusCode.Online,
@@ -206,7 +200,7 @@ class QuantumSystemBackend(Backend):
             clock=self.clock,
             sleep=self.sleep,
         )
-        self._storage: _S3Storage | None = None
+        self._storage: S3Storage | None = None
         self._storage_lock = threading.Lock()
         # Final jobs already retired (or not ours to retire): answered from memory. And the
         # tags put on the inputs this object uploaded, so that retiring needs not read them.
@@ -220,8 +214,11 @@ class QuantumSystemBackend(Backend):
         self._foreign_jobs: OrderedDict[str, None] = OrderedDict()
         self._kept_chars = 0
         self._last_sweep: float | None = None  # clock() of the last pre-submission sweep
+        self._sweep_lock = threading.Lock()
         self._memory_lock = threading.Lock()
         self._known_lanes: tuple[float, int] | None = None  # (clock() when read, lanes)
+        # Jobs accepted in the last JUST_CREATED_SECONDS: id -> clock() when accepted.
+        self._created: OrderedDict[str, float] = OrderedDict()
 
     # ----- resource ------------------------------------------------------------------------
 
@@ -312,7 +309,7 @@ class QuantumSystemBackend(Backend):
         timeout = self._job_timeout()
         storage = self._s3()
         if self._sweep_due():
-            self._retire_finished_jobs()
+            self._sweep_soon()
         job_id = str(uuid.uuid4())
         tags = _owner_tags(payload.program_id)
         storage.put(f"input_{job_id}.json", payload.input.encode("utf-8"), tags=tags)
@@ -332,7 +329,31 @@ class QuantumSystemBackend(Backend):
             },
         }
         self._create_job(body, self._submit_deadline(timeout))
+        self._note_created(job_id)
         return job_id
+
+    def _note_created(self, task_id: str) -> None:
+        now = self.clock()
+        with self._memory_lock:
+            self._created[task_id] = now
+            while now - next(iter(self._created.values())) >= JUST_CREATED_SECONDS:
+                self._created.popitem(last=False)
+
+    def _just_created(self, task_id: str) -> bool:
+        """Whether ``task_id`` was accepted less than :data:`JUST_CREATED_SECONDS` ago and not
+        asked about since (so it is answered ``Queued`` once at most)."""
+        with self._memory_lock:
+            created = self._created.pop(task_id, None)
+        return created is not None and self.clock() - created < JUST_CREATED_SECONDS
+
+    def _sweep_soon(self) -> None:
+        """:meth:`_retire_finished_jobs` in the background: the submission needs none of it (a
+        full service answers 429, which sweeps at once), and the first sweep of a process reads
+        the tags of every finished job of other clients, one request each."""
+        try:
+            _RETIREMENTS.get().submit(self._retire_finished_jobs)
+        except RuntimeError:  # the interpreter is shutting down: sweep here instead
+            self._retire_finished_jobs()
 
     def _sweep_due(self) -> bool:
         """Whether to sweep our finished jobs before this submission (and note the sweep)."""
@@ -415,7 +436,9 @@ class QuantumSystemBackend(Backend):
     def fetch_state(self, task_id: str) -> str:
         """The job's ``status`` (``Running``, ``Completed``, ``Failed``, ``Cancelled``); a
         final job is deleted from the service in the background once its outputs are safe
-        (module docstring)."""
+        (module docstring); ``Queued`` without a request just after ``task_start``."""
+        if self._just_created(task_id):
+            return "Queued"
         job = self._job(task_id)
         self._retire_soon(job)
         return str(job.get("status"))
@@ -652,7 +675,7 @@ class QuantumSystemBackend(Backend):
 
     @staticmethod
     def _record_final(
-        storage: _S3Storage,
+        storage: S3Storage,
         job: Mapping[str, Any],
         task_id: str,
         status: str,
@@ -680,7 +703,7 @@ class QuantumSystemBackend(Backend):
             record = {key: value for key, value in job.items() if key != "storage"}
             storage.put(f"job_{task_id}.json", json.dumps(record).encode("utf-8"))
 
-    def _results_there(self, storage: _S3Storage, task_id: str, retirement: _Retirement) -> bool:
+    def _results_there(self, storage: S3Storage, task_id: str, retirement: _Retirement) -> bool:
         """Whether ``results_{id}.json`` is in the bucket: read (and kept for
         :meth:`fetch_result`, which a caller that polled the status usually asks next) when
         ``retirement.read_results``, else only looked up."""
@@ -702,9 +725,14 @@ class QuantumSystemBackend(Backend):
         return storage.exists(key)  # its read failed
 
     def _retire_finished_jobs(self) -> None:
-        """Delete this backend's finished jobs that this user submitted through our bucket."""
+        """Delete this backend's finished jobs that this user submitted through our bucket
+        (one sweep at a time: the next one skips what this one learnt)."""
         if not self._s3_configured():
             return
+        with self._sweep_lock:
+            self._sweep()
+
+    def _sweep(self) -> None:
         try:
             jobs = self._stored_jobs() or []
             storage = self._s3()
@@ -765,10 +793,10 @@ class QuantumSystemBackend(Backend):
             )
         return float(min(timeout, cap))
 
-    def _s3(self) -> _S3Storage:
+    def _s3(self) -> S3Storage:
         with self._storage_lock:
             if self._storage is None:
-                self._storage = _S3Storage.from_settings(self.settings)
+                self._storage = S3Storage.from_settings(self.settings)
             return self._storage
 
 
@@ -820,7 +848,7 @@ def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
     return [*here, *(future.result() for future in futures)]
 
 
-def _input_tags(storage: _S3Storage, task_id: str) -> dict[str, str] | None:
+def _input_tags(storage: S3Storage, task_id: str) -> dict[str, str] | None:
     """The tags of a job's input object; ``{}`` when the store keeps no tags (or may not read
     them) but the object is there; ``None`` when the job's input is not in the bucket."""
     try:
@@ -880,320 +908,3 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value)) if value else None
     except ValueError:
         return None
-
-
-class _S3Storage:
-    """The job bucket: SigV4, path-style addressing, configurable endpoints (boto3).
-
-    Reads (:meth:`get`, on the path of every result) go out as a presigned GET through
-    :class:`~qrmi.http.HttpClient`: signing a URL locally and one plain request cost a fifth of
-    the client CPU of boto3's ``get_object`` (its event hooks, signer and parser), with the
-    same bounded retries and typed errors.
-    """
-
-    def __init__(
-        self,
-        client: S3Client,
-        presigner: S3Client,
-        bucket: str,
-        signers: tuple[Presigner, Presigner] | None = None,
-    ) -> None:
-        self._client = client
-        self._presigner = presigner
-        self._bucket = bucket
-        # (for our requests, for the service's URLs): botocore signs when not given.
-        self._signers = signers
-        self._reader = HttpClient(
-            client.meta.endpoint_url,
-            service="S3",
-            retry=RetryPolicy(max_attempts=5, deadline=120.0),
-            timeout=60.0,
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> _S3Storage:
-        """Build the clients from the ``QRMI_IBM_QS_S3_*`` settings (no network I/O)."""
-        key_id = settings.require(PREFIX + "AWS_ACCESS_KEY_ID")
-        secret = settings.require(PREFIX + "AWS_SECRET_ACCESS_KEY")
-        endpoint = settings.require(PREFIX + "S3_ENDPOINT")
-        bucket = settings.require(PREFIX + "S3_BUCKET")
-        region = settings.require(PREFIX + "S3_REGION")
-        qsapi_endpoint = settings.get(PREFIX + "S3_ENDPOINT_FOR_QSAPI") or endpoint
-        client = _s3_client(endpoint, region, key_id, secret)
-        presigner = client if qsapi_endpoint == endpoint else None
-        if presigner is None:
-            presigner = _s3_client(qsapi_endpoint, region, key_id, secret)
-        signers = (
-            Presigner(endpoint, region, key_id, secret),
-            Presigner(qsapi_endpoint, region, key_id, secret),
-        )
-        return cls(client, presigner, bucket, signers)
-
-    def put(self, key: str, body: bytes, *, tags: Mapping[str, str] | None = None) -> None:
-        """Store ``body`` at ``key``, tagged with ``tags`` if the store takes tags.
-
-        Tags are informative: a store that refuses them (no tagging support, or a key without
-        ``s3:PutObjectTagging``) gets the object untagged rather than a failed task.
-        """
-        what = f"uploading {key} to S3 bucket {self._bucket}"
-        headers = {"Content-Type": "application/json"}
-        if tags:
-            tagging = urlencode(dict(tags))
-            response = self._presigned_request(
-                "PUT",
-                "put_object",
-                key,
-                params={"Tagging": tagging},
-                content=body,
-                headers={**headers, "x-amz-tagging": tagging},  # signed with the URL
-            )
-            if response.status_code == 200:
-                return
-            code = _s3_error_code(response.text)
-            if code not in _TAGGING_REFUSALS:
-                self._fail(what, response)
-            logger.info("S3 refused object tags (%s); storing %s untagged", code, key)
-        response = self._presigned_request("PUT", "put_object", key, content=body, headers=headers)
-        if response.status_code != 200:
-            self._fail(what, response)
-
-    def exists(self, key: str) -> bool:
-        """Whether there is an object at ``key``."""
-        response = self._presigned_request("HEAD", "head_object", key)
-        if response.status_code == 404:
-            return False
-        if response.status_code != 200:
-            self._fail(f"looking up {key} in S3 bucket {self._bucket}", response)
-        return True
-
-    def _presigned_request(
-        self,
-        method: str,
-        operation: str,
-        key: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        content: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
-        """``operation`` on ``key`` as one presigned request through the shared HTTP client
-        (``params``: more parameters of the operation; those sent as headers are signed)."""
-        if self._signers is not None:
-            signed = {k: v for k, v in (headers or {}).items() if k.lower().startswith("x-amz-")}
-            url = self._signers[0].presign(method, self._bucket, key, 300, headers=signed)
-        else:
-            with _s3_errors(f"signing a request for {key}"):
-                url = self._client.generate_presigned_url(
-                    operation,
-                    Params={"Bucket": self._bucket, "Key": key, **(params or {})},
-                    ExpiresIn=300,
-                )
-        return self._reader.request(
-            method,
-            url,
-            content=content,
-            headers=headers,
-            authenticated=False,
-            expected=(200, 204, 400, 403, 404, 501),
-        )
-
-    @staticmethod
-    def _fail(what: str, response: httpx.Response) -> None:
-        """Raise the typed error of an S3 error answer."""
-        code = _s3_error_code(response.text) or str(response.status_code)
-        _raise_s3_error(what, code, response.text)
-
-    def tags(self, key: str) -> dict[str, str] | None:
-        """The tags of the object at ``key``, or ``None`` if there is no such object."""
-        with _s3_errors(f"reading the tags of {key} in S3 bucket {self._bucket}") as errors:
-            try:
-                response = self._client.get_object_tagging(Bucket=self._bucket, Key=key)
-            except errors.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                    return None
-                raise
-        return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
-
-    def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
-        """Replace the tags of the object at ``key``."""
-        if self._signers is not None:
-            body = _tagging_xml(tags)
-            url = self._signers[0].presign("PUT", self._bucket, key, 300, query={"tagging": ""})
-            response = self._reader.put(
-                url,
-                content=body,
-                headers={
-                    "Content-Type": "application/xml",
-                    "Content-MD5": base64.b64encode(
-                        hashlib.md5(body, usedforsecurity=False).digest()
-                    ).decode(),
-                },
-                authenticated=False,
-                expected=(200, 204, 400, 403, 404, 501),
-            )
-            if response.status_code not in (200, 204):
-                self._fail(f"tagging {key} in S3 bucket {self._bucket}", response)
-            return
-        tag_set: list[TagTypeDef] = [{"Key": k, "Value": v[:256]} for k, v in tags.items()]
-        with _s3_errors(f"tagging {key} in S3 bucket {self._bucket}"):
-            self._client.put_object_tagging(
-                Bucket=self._bucket, Key=key, Tagging={"TagSet": tag_set}
-            )
-
-    def get(self, key: str) -> str | None:
-        """The text at ``key``, or ``None`` if there is no such object."""
-        response = self._presigned_request("GET", "get_object", key)
-        if response.status_code == 200:
-            return response.content.decode("utf-8")
-        if response.status_code == 404 and _s3_error_code(response.text) in ("NoSuchKey", None):
-            return None
-        self._fail(f"reading {key} from S3 bucket {self._bucket}", response)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def presign(self, method: str, key: str, expires: int) -> str:
-        """A presigned ``get`` or ``put`` URL for ``key`` valid ``expires`` seconds."""
-        if self._signers is not None:
-            return self._signers[1].presign(
-                "GET" if method == "get" else "PUT", self._bucket, key, expires
-            )
-        operation = "get_object" if method == "get" else "put_object"
-        with _s3_errors(f"presigning {key}"):
-            url: str = self._presigner.generate_presigned_url(
-                operation, Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires
-            )
-        return url
-
-
-class _RedactSignatures(logging.Filter):
-    """botocore logs request signatures (presigned URLs included) at DEBUG: mask them."""
-
-    _SIGNATURE = re.compile(r"(?i)(signature[\s:=]+)[0-9a-f]{32,}")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(self._SIGNATURE.sub(r"\1***", message))
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-_BOTOCORE_LOGGERS = ("botocore.auth", "botocore.endpoint", "botocore.httpsession", "botocore.hooks")
-_redaction_installed = False
-
-
-def _install_botocore_redaction() -> None:
-    global _redaction_installed
-    if not _redaction_installed:
-        for name in _BOTOCORE_LOGGERS:
-            logging.getLogger(name).addFilter(_RedactSignatures())
-        _redaction_installed = True
-
-
-def _s3_client(endpoint: str, region: str, key_id: str, secret: str) -> S3Client:
-    import boto3  # heavy; needed only when S3 is used
-    from botocore.config import Config as BotoConfig
-
-    _install_botocore_redaction()
-
-    config = BotoConfig(
-        signature_version="s3v4",
-        s3={"addressing_style": "path"},
-        retries={"max_attempts": 5, "mode": "standard"},
-        connect_timeout=10,
-        read_timeout=60,
-        # S3-compatible stores (MinIO, Ceph) may not know the newer default checksums.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-    session = boto3.session.Session(
-        aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=region
-    )
-    client: S3Client = session.client("s3", endpoint_url=endpoint, config=config)
-    return client
-
-
-class _S3Errors:
-    """Turns botocore failures into typed errors; exposes ``ClientError`` for callers."""
-
-    def __init__(self, what: str) -> None:
-        from botocore import exceptions
-
-        self.what = what
-        self.ClientError = exceptions.ClientError
-        self._exceptions = exceptions
-
-    def __enter__(self) -> _S3Errors:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None or isinstance(exc, QrmiError):
-            return
-        errors = self._exceptions
-        if isinstance(exc, errors.ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            message = str(exc.response.get("Error", {}).get("Message", ""))
-            if code in _S3_AUTH_CODES:
-                raise AuthenticationFailedError(
-                    f"{self.what} was refused ({code}: {message}); check "
-                    f"{PREFIX}AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy"
-                ) from None
-            if code == "NoSuchBucket":
-                raise ConfigError(
-                    f"{self.what} failed: the bucket does not exist; check {PREFIX}S3_BUCKET"
-                ) from None
-            raise ServiceError(f"{self.what} failed ({code}: {message})") from None
-        if isinstance(exc, errors.EndpointConnectionError | errors.ConnectionError):
-            raise ServiceUnavailableError(
-                f"{self.what} failed: cannot reach the S3 endpoint ({type(exc).__name__}); "
-                f"check {PREFIX}S3_ENDPOINT and the network"
-            ) from None
-        if isinstance(exc, errors.BotoCoreError):
-            raise ServiceError(f"{self.what} failed: {type(exc).__name__}") from None
-
-
-#: S3 error codes of a store that does not take tags on upload.
-_TAGGING_REFUSALS = frozenset(
-    {"AccessDenied", "NotImplemented", "InvalidArgument", "InvalidTag", "MalformedXML"}
-)
-
-
-def _tagging_xml(tags: Mapping[str, str]) -> bytes:
-    """The body of PutObjectTagging (values cut at S3's 256 characters)."""
-    items = "".join(
-        f"<Tag><Key>{xml_escape(k)}</Key><Value>{xml_escape(v[:256])}</Value></Tag>"
-        for k, v in tags.items()
-    )
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        '<Tagging xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-        f"<TagSet>{items}</TagSet></Tagging>"
-    ).encode()
-
-
-def _s3_error_code(body: str) -> str | None:
-    """``<Error><Code>...</Code>`` of an S3 error body."""
-    match = re.search(r"<Code>([^<]+)</Code>", body)
-    return match.group(1) if match else None
-
-
-def _raise_s3_error(what: str, code: str, body: str) -> None:
-    """The typed error for an S3 error ``code`` (as :class:`_S3Errors` maps botocore's)."""
-    found = re.search(r"<Message>([^<]*)</Message>", body)
-    message = found.group(1) if found else ""
-    if code in _S3_AUTH_CODES:
-        raise AuthenticationFailedError(
-            f"{what} was refused ({code}: {message}); check "
-            f"{PREFIX}AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy"
-        )
-    if code == "NoSuchBucket":
-        raise ConfigError(f"{what} failed: the bucket does not exist; check {PREFIX}S3_BUCKET")
-    raise ServiceError(f"{what} failed ({code}: {message})")
-
-
-_S3_AUTH_CODES = frozenset(
-    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "403"}
-)
-
-
-def _s3_errors(what: str) -> _S3Errors:
-    return _S3Errors(what)

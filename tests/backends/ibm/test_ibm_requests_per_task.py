@@ -126,3 +126,58 @@ def test_a_store_that_refuses_the_status_tags_gets_the_record_instead(
     assert task in light.deleted_jobs
     assert len(light.s3.requests(f"*/job_{task}.json", "PUT")) == 1
     assert resource(light).task_status(task) == TaskStatus.Completed
+
+
+def test_the_status_asked_right_after_the_start_costs_no_request(
+    light: QuantumSystemFake,
+) -> None:
+    qpu = resource(light)
+    task = qpu.task_start(sampler(seconds=0.2))
+    light.clear()
+
+    assert qpu.task_status(task) == TaskStatus.Queued  # the service accepted it just now
+    assert light.requests(f"/v1/jobs/{task}", "GET") == []
+    assert qpu.task_status(task) == TaskStatus.Running  # the next call asks
+    assert len(light.requests(f"/v1/jobs/{task}", "GET")) == 1
+
+
+def test_a_status_asked_later_than_just_after_the_start_asks_the_service(
+    light: QuantumSystemFake,
+) -> None:
+    qpu = resource(light)
+    task = qpu.task_start(sampler(seconds=0.2))
+    time.sleep(0.05)
+    light.clear()
+
+    assert qpu.task_status(task) == TaskStatus.Running
+    assert len(light.requests(f"/v1/jobs/{task}", "GET")) == 1
+
+
+@pytest.fixture(scope="module")
+def roomy() -> Iterator[QuantumSystemFake]:
+    """A fake whose finished jobs free their lanes: other clients' jobs may stay stored."""
+    fake = QuantumSystemFake(devices={NAME: "fake_perth"}, lanes=LANES, light_s3=True)
+    with fake:
+        yield fake
+
+
+def test_a_submission_does_not_wait_for_the_sweep_of_other_clients_jobs(
+    roomy: QuantumSystemFake,
+) -> None:
+    foreign = [foreign_job(roomy, NAME) for _ in range(3)]
+    for job_id in foreign:  # reading each one's tags takes a second
+        roomy.s3.faults.latency(1.0, path=f"*/input_{job_id}.json", method="GET")
+    qpu = resource(roomy)
+
+    task = qpu.task_start(sampler(shots=8))
+    asked_by_then = [
+        r for job_id in foreign for r in roomy.s3.requests(f"*/input_{job_id}.json", "GET")
+    ]
+
+    assert len(asked_by_then) < len(foreign)  # the sweep goes on while the task runs
+    assert qpu.task_wait(task, 60) == TaskStatus.Completed
+    deadline = time.monotonic() + 30
+    while len(roomy.s3.requests("*/input_*.json", "GET")) < len(foreign):
+        assert time.monotonic() < deadline, "the sweep never read the other jobs' tags"
+        time.sleep(0.05)
+    assert not set(foreign) & roomy.deleted_jobs  # never someone else's job
