@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Mapping
+from typing import NoReturn
 from urllib.parse import urlencode
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape as xml_escape
@@ -165,7 +166,7 @@ class S3Storage:
         )
 
     @staticmethod
-    def _fail(what: str, response: httpx.Response) -> None:
+    def _fail(what: str, response: httpx.Response) -> NoReturn:
         """Raise the typed error of an S3 error answer."""
         code = _s3_error_code(response.text) or str(response.status_code)
         _raise_s3_error(what, code, response.text)
@@ -221,7 +222,7 @@ def _s3_error_code(body: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _raise_s3_error(what: str, code: str, body: str) -> None:
+def _raise_s3_error(what: str, code: str, body: str) -> NoReturn:
     """Raise the typed error for an S3 error ``code``."""
     found = re.search(r"<Message>([^<]*)</Message>", body)
     message = found.group(1) if found else ""
