@@ -110,18 +110,21 @@ def check(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def summary(checked: list[dict[str, Any]]) -> str:
     """A plain-text table of :func:`check`'s answer."""
-    lines = []
-    for item in checked:
-        ratio = item["ratio"]
-        scale, unit = (1000, " ms") if "overhead" in item["goal"] else (1, "")
-        measured = (
-            f"{ratio['median'] * scale:.2f} [{ratio['low'] * scale:.2f}, "
-            f"{ratio['high'] * scale:.2f}]{unit}"
-            if ratio
-            else "-"
-        )
-        lines.append(f"{item['verdict']:>8}  {measured:>20}  {item['goal']}")
-    return "\n".join(lines)
+    return "\n".join(
+        f"{item['verdict']:>8}  {measured_text(item):>20}  {item['goal']}" for item in checked
+    )
+
+
+def measured_text(item: dict[str, Any]) -> str:
+    """What one goal of :func:`check` measured: ``median [low, high]``, in ms for overheads."""
+    ratio = item["ratio"]
+    if not ratio:
+        return "-"
+    scale, unit = (1000, " ms") if "overhead" in item["goal"] else (1, "")
+    return (
+        f"{ratio['median'] * scale:.2f} [{ratio['low'] * scale:.2f}, "
+        f"{ratio['high'] * scale:.2f}]{unit}"
+    )
 
 
 def failed(checked: list[dict[str, Any]]) -> bool:

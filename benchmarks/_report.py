@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _gate import check
+from _gate import check, measured_text
 
 __all__ = ["render", "write_plot", "write_report"]
 
@@ -100,15 +100,11 @@ def _goals(results: dict[str, Any]) -> list[str]:
         "one is clearly missed: its whole 95% interval past the bound; *noisy*: the median is "
         "past the bound but the interval reaches it).",
         "",
-        "| goal | ratio [95% interval] | verdict |",
+        "| goal | measured [95% interval] | verdict |",
         "| --- | --- | --- |",
     ]
     for item in checked:
-        ratio = item["ratio"]
-        measured = (
-            f"{ratio['median']:.2f} [{ratio['low']:.2f}, {ratio['high']:.2f}]" if ratio else "-"
-        )
-        lines.append(f"| {item['goal']} | {measured} | {item['verdict']} |")
+        lines.append(f"| {item['goal']} | {measured_text(item)} | {item['verdict']} |")
     return [*lines, ""]
 
 
