@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Mapping
 from typing import NoReturn
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape as xml_escape
 
@@ -143,6 +143,11 @@ class S3Storage:
         return self._signers[1].presign(
             "GET" if method == "get" else "PUT", self._bucket, key, expires
         )
+
+    def holds(self, url: str, key: str) -> bool:
+        """Whether ``url`` (a presigned URL handed to the service) names ``key`` in this
+        bucket."""
+        return urlsplit(url).path == self._signers[1].path(self._bucket, key)
 
     def _request(
         self,

@@ -92,7 +92,7 @@ class Presigner:
             f"&X-Amz-SignedHeaders={_encoded(signed_names)}"
         )
         query_string = operation + auth
-        path = f"{self._path_prefix}/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
+        path = self.path(bucket, key)
         canonical_request = "\n".join(
             (
                 method.upper(),
@@ -115,6 +115,10 @@ class Presigner:
             self._signing_key(day), string_to_sign.encode("utf-8"), hashlib.sha256
         ).hexdigest()
         return f"{self._origin}{path}?{query_string}&X-Amz-Signature={signature}"
+
+    def path(self, bucket: str, key: str) -> str:
+        """The URL path of ``bucket/key`` at this endpoint."""
+        return f"{self._path_prefix}/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
 
     def _signing_key(self, day: str) -> bytes:
         """The key of ``day`` (``YYYYMMDD``): four HMACs, derived once a day."""

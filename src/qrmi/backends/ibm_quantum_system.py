@@ -50,12 +50,14 @@ process's user id (``qrmi:uid``; set at upload): in the background when a backen
 submits and again at a submission once :data:`SWEEP_INTERVAL_SECONDS` have passed, and at once
 whenever the service refuses a job with 429: so a job whose program died still frees its lane.
 (Listing every stored job before *every* submission cost each task a request whose answer grows
-with the number of jobs: at 64 concurrent tasks, more than the task itself. The tags of another
-client's job are read once, not at every sweep, and never on the way of a submission: a
-process's first sweep reads them all, one request each.) ``task_status`` and ``task_result`` of a
-deleted job read the recorded status, and results and logs stay in the bucket (configure an S3
-lifecycle rule to expire old objects): nothing a caller has not read is lost. The reference
-instead deleted on ``task_stop`` only, and a job deleted that way could no longer be read.
+with the number of jobs: at 64 concurrent tasks, more than the task itself.) A job whose input
+URL is not in our bucket is another client's and costs no request; the tags of another client's
+job in our bucket are read once, never on the way of a submission, and at most
+:data:`MAX_OWNER_READS_PER_SWEEP` per sweep, the newest jobs first. ``task_status`` and
+``task_result`` of a deleted job read the recorded status, and results and logs stay in the
+bucket (configure an S3 lifecycle rule to expire old objects): nothing a caller has not read is
+lost. The reference instead deleted on ``task_stop`` only, and a job deleted that way could no
+longer be read.
 
 **Lanes.** ``status()`` reports the lanes as the service counts them: ``GET .../lanes`` gives
 the total, and every job the service still stores for the backend holds one.
@@ -71,6 +73,7 @@ budget. Nothing retries forever.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -149,6 +152,9 @@ LANES_KNOWN_SECONDS = 60.0
 #: Final jobs remembered per backend object (a final state never changes, so asking the service
 #: or the bucket again would only cost round trips); the oldest are forgotten beyond this.
 MAX_REMEMBERED_FINAL_JOBS = 10_000
+#: Most input tags one sweep reads to learn whose finished jobs are (the newest jobs first):
+#: a process's first sweep would otherwise read one per job that other clients left.
+MAX_OWNER_READS_PER_SWEEP = 64
 #: A job the service accepted less than this long ago is ``Queued``: the first ``task_status``
 #: that soon (programs poll once right after ``task_start``) answers so without a round trip,
 #: which could not bring newer news. Our own polling waits as long before its second call.
@@ -734,31 +740,43 @@ class QuantumSystemBackend(Backend):
 
     def _sweep(self) -> None:
         try:
-            jobs = self._stored_jobs() or []
             storage = self._s3()
+            jobs = self._stored_jobs() or []
+            unknown = [job for job in jobs if self._owner_unknown(job, storage)]
+            # The newest first: a job of ours that a dead program left is likely recent.
+            unknown.sort(key=lambda job: str(job.get("created_time", "")), reverse=True)
+            batch = unknown[:MAX_OWNER_READS_PER_SWEEP]
+            owners = _concurrently(
+                *(functools.partial(storage.tags, f"input_{job['id']}.json") for job in batch)
+            )
             mine = str(os.getuid())
-            for job in jobs:
-                job_id = str(job.get("id", ""))
-                if job.get("status") not in FINAL_STATES:
-                    continue
-                with self._memory_lock:
-                    submitted_here = job_id in self._own_tags
-                    known_foreign = job_id in self._foreign_jobs
-                    retired = job_id in self._final_jobs and job_id not in self._retiring
-                if retired:  # deleted since the list was read (_retire skips one in progress)
-                    continue
-                if submitted_here:  # ours for sure: no need to read its tags
-                    self._retire(job)
-                    continue
-                if known_foreign:  # its owner never changes: its tags were read once
-                    continue
-                tags = storage.tags(f"input_{job_id}.json")
+            for job, tags in zip(batch, owners, strict=True):
                 if tags is not None and tags.get("qrmi:uid") == mine:
                     self._retire(job)
                 else:
-                    self._remember_foreign(job_id)
+                    self._remember_foreign(str(job["id"]))
         except QrmiError as exc:
             logger.warning("could not delete the finished jobs of %s: %s", self.resource_id, exc)
+
+    def _owner_unknown(self, job: Mapping[str, Any], storage: S3Storage) -> bool:
+        """Whether ``job`` is final and only its input's tags can tell whose it is; a final job
+        known without a request is dealt with here (retired if ours, else remembered)."""
+        job_id = str(job.get("id", ""))
+        if job.get("status") not in FINAL_STATES or not job_id:
+            return False
+        with self._memory_lock:
+            submitted_here = job_id in self._own_tags
+            known_foreign = job_id in self._foreign_jobs
+            retired = job_id in self._final_jobs and job_id not in self._retiring
+        if retired or known_foreign:  # deleted since the list was read; or read once already
+            return False
+        if submitted_here:  # ours for sure: no need to read its tags
+            self._retire(job)
+            return False
+        if not _input_in(storage, job):  # not submitted through our bucket: not ours
+            self._remember_foreign(job_id)
+            return False
+        return True
 
     def _remember_foreign(self, job_id: str) -> None:
         """Skip ``job_id`` in later sweeps: another user's, or not submitted through our bucket
@@ -846,6 +864,16 @@ def _concurrently(*calls: Callable[[], Any]) -> list[Any]:
     finally:
         wait(futures)
     return [*here, *(future.result() for future in futures)]
+
+
+def _input_in(storage: S3Storage, job: Mapping[str, Any]) -> bool:
+    """Whether the job's input URL names its ``input_{id}.json`` in our bucket (``True`` when
+    the job does not say: its tags will tell)."""
+    try:
+        url = job["storage"]["input"]["presigned_url"]
+    except (KeyError, TypeError):
+        return True
+    return not isinstance(url, str) or storage.holds(url, f"input_{job['id']}.json")
 
 
 def _input_tags(storage: S3Storage, task_id: str) -> dict[str, str] | None:

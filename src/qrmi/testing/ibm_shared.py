@@ -91,8 +91,10 @@ async def json_body(request: Any) -> tuple[dict[str, Any] | None, Any | None]:
 
 
 def utc_now() -> str:
-    """The current UTC time in IBM's ISO-8601 form."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    """The current UTC time in IBM's ISO-8601 form, to the millisecond (as IBM's: jobs
+    created within one second keep their order)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
 @dataclass

@@ -91,17 +91,22 @@ def service_request(
     return httpx.request(method, fake.url + path, headers=headers, timeout=30, **kwargs)
 
 
-def foreign_job(fake: QuantumSystemFake, backend: str) -> str:
-    """A job of another client on ``backend`` (its input is not in our bucket), run to its end."""
+def foreign_job(fake: QuantumSystemFake, backend: str, *, in_our_bucket: bool = False) -> str:
+    """A job of another client on ``backend``, run to its end. Its input is not in our bucket,
+    or, ``in_our_bucket``, it names an ``input_{id}.json`` there that holds no input of ours
+    (another user of the same bucket)."""
     job_id = str(uuid.uuid4())
-    url = "http://127.0.0.1:9/unused"
+    urls = dict.fromkeys(("input", "results", "logs"), "http://127.0.0.1:9/unused")
+    if in_our_bucket:
+        endpoint = fake.settings["QRMI_IBM_QS_S3_ENDPOINT"]
+        urls["input"] = f"{endpoint}/{fake.s3.bucket}/input_{job_id}.json"
     body = {
         "id": job_id,
         "backend": backend,
         "program_id": "sampler",
         "timeout_secs": 60,
         "storage": {
-            p: {"type": "s3_compatible", "presigned_url": url} for p in ("input", "results", "logs")
+            part: {"type": "s3_compatible", "presigned_url": url} for part, url in urls.items()
         },
     }
     assert service_request(fake, "POST", "/v1/jobs", json=body).status_code == 204

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from ibm_helpers import decode, foreign_job, sampler, service_request
 
+from qrmi.config import Settings
 from qrmi.errors import ServiceUnavailableError
 from qrmi.models import TaskStatus
 from qrmi.resource import QuantumResource
@@ -86,7 +87,7 @@ def test_a_second_read_of_the_results_asks_the_bucket_again(light: QuantumSystem
 
 
 def test_every_sweep_skips_the_jobs_of_others_it_has_seen(light: QuantumSystemFake) -> None:
-    foreign = [foreign_job(light, NAME) for _ in range(LANES)]
+    foreign = [foreign_job(light, NAME, in_our_bucket=True) for _ in range(LANES)]
     qpu = resource(light, QRMI_JOB_TIMEOUT_SECONDS="2")
     light.s3.clear()
 
@@ -96,6 +97,22 @@ def test_every_sweep_skips_the_jobs_of_others_it_has_seen(light: QuantumSystemFa
     assert len(light.requests("/v1/jobs", "GET")) >= 2  # swept before and after 429s
     for job_id in foreign:
         assert len(light.s3.requests(f"*/input_{job_id}.json", "GET")) == 1
+
+
+def test_jobs_whose_input_is_not_in_our_bucket_are_never_asked_about(
+    light: QuantumSystemFake,
+) -> None:
+    foreign = [foreign_job(light, NAME) for _ in range(LANES)]  # their inputs: elsewhere
+    qpu = resource(light, QRMI_JOB_TIMEOUT_SECONDS="2")
+    light.s3.clear()
+
+    with pytest.raises(ServiceUnavailableError, match="execution lanes"):
+        qpu.task_start(sampler())
+
+    assert len(light.requests("/v1/jobs", "GET")) >= 2
+    for job_id in foreign:
+        assert light.s3.requests(f"*/input_{job_id}.json") == []
+    assert not set(foreign) & light.deleted_jobs
 
 
 def test_a_completed_job_is_recorded_by_its_input_tags_alone(light: QuantumSystemFake) -> None:
@@ -164,20 +181,46 @@ def roomy() -> Iterator[QuantumSystemFake]:
 def test_a_submission_does_not_wait_for_the_sweep_of_other_clients_jobs(
     roomy: QuantumSystemFake,
 ) -> None:
-    foreign = [foreign_job(roomy, NAME) for _ in range(3)]
-    for job_id in foreign:  # reading each one's tags takes a second
+    foreign = [foreign_job(roomy, NAME, in_our_bucket=True) for _ in range(3)]
+    roomy.s3.clear()  # the service's own reads of their (missing) inputs
+    for job_id in foreign:  # answering each one's tags takes a second
         roomy.s3.faults.latency(1.0, path=f"*/input_{job_id}.json", method="GET")
     qpu = resource(roomy)
 
     task = qpu.task_start(sampler(shots=8))
-    asked_by_then = [
-        r for job_id in foreign for r in roomy.s3.requests(f"*/input_{job_id}.json", "GET")
+    answered_by_then = [
+        r.status
+        for job_id in foreign
+        for r in roomy.s3.requests(f"*/input_{job_id}.json", "GET")
+        if r.status is not None
     ]
 
-    assert len(asked_by_then) < len(foreign)  # the sweep goes on while the task runs
+    assert answered_by_then == []  # the sweep goes on while the task runs
     assert qpu.task_wait(task, 60) == TaskStatus.Completed
     deadline = time.monotonic() + 30
-    while len(roomy.s3.requests("*/input_*.json", "GET")) < len(foreign):
+    while len([r for r in roomy.s3.requests("*/input_*.json", "GET") if r.status]) < 3:
         assert time.monotonic() < deadline, "the sweep never read the other jobs' tags"
         time.sleep(0.05)
     assert not set(foreign) & roomy.deleted_jobs  # never someone else's job
+
+
+def test_one_sweep_reads_the_owners_of_the_newest_jobs_only(
+    roomy: QuantumSystemFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import qrmi.backends.ibm_quantum_system as ibm
+
+    monkeypatch.setattr(ibm, "MAX_OWNER_READS_PER_SWEEP", 2)
+    oldest, *newest = [foreign_job(roomy, NAME, in_our_bucket=True) for _ in range(3)]
+    backend = ibm.QuantumSystemBackend(NAME, Settings(NAME, roomy.settings, {}))
+    roomy.s3.clear()
+
+    backend._retire_finished_jobs()
+    first = {job_id for job_id in (oldest, *newest) if _tags_read(roomy, job_id)}
+    backend._retire_finished_jobs()  # the next sweep reads the one left
+
+    assert first == set(newest)
+    assert _tags_read(roomy, oldest) == 1 and all(_tags_read(roomy, j) == 1 for j in newest)
+
+
+def _tags_read(fake: QuantumSystemFake, job_id: str) -> int:
+    return len(fake.s3.requests(f"*/input_{job_id}.json", "GET"))
