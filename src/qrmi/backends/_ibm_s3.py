@@ -110,10 +110,11 @@ class S3Storage:
             self._fail(f"reading {key} from S3 bucket {self._bucket}", response)
         return None
 
-    def tags(self, key: str) -> dict[str, str] | None:
-        """The tags of the object at ``key``, or ``None`` if there is no such object."""
+    def tags(self, key: str, *, deadline: float | None = None) -> dict[str, str] | None:
+        """The tags of the object at ``key``, or ``None`` if there is no such object; tries
+        for ``deadline`` seconds at most when given."""
         what = f"reading the tags of {key} in S3 bucket {self._bucket}"
-        response = self._request("GET", key, query={"tagging": ""})
+        response = self._request("GET", key, query={"tagging": ""}, deadline=deadline)
         if response.status_code == 200:
             return _tags_from_xml(response.content, what)
         if not _is_missing(response):
@@ -157,6 +158,7 @@ class S3Storage:
         query: Mapping[str, str] | None = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> httpx.Response:
         """One presigned request on ``key``; its ``x-amz-*`` headers are signed with the URL."""
         signed = {k: v for k, v in (headers or {}).items() if k.lower().startswith("x-amz-")}
@@ -168,6 +170,7 @@ class S3Storage:
             headers=headers,
             authenticated=False,
             expected=(200, 204, 400, 403, 404, 501),
+            deadline=deadline,
         )
 
     @staticmethod

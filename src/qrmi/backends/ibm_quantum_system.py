@@ -155,6 +155,9 @@ MAX_REMEMBERED_FINAL_JOBS = 10_000
 #: Most input tags one sweep reads to learn whose finished jobs are (the newest jobs first):
 #: a process's first sweep would otherwise read one per job that other clients left.
 MAX_OWNER_READS_PER_SWEEP = 64
+#: A sweep is best effort (the next one catches up): its requests give up after this many
+#: seconds, so that a program's exit, which finishes a sweep still running, never waits long.
+SWEEP_DEADLINE_SECONDS = 10.0
 #: A job the service accepted less than this long ago is ``Queued``: the first ``task_status``
 #: that soon (programs poll once right after ``task_start``) answers so without a round trip,
 #: which could not bring newer news. Our own polling waits as long before its second call.
@@ -236,7 +239,9 @@ class QuantumSystemBackend(Backend):
         """Backend status, free execution lanes and this backend's running jobs (the requests
         go out at once; the lane count, a configuration, is asked for at most once a minute)."""
         known = self._lanes_if_known()
-        calls = [self._backend, self._stored_jobs, *([] if known is not None else [self._lanes])]
+        calls: list[Callable[[], Any]] = [self._backend, self._stored_jobs]
+        if known is None:
+            calls.append(self._lanes)
         backend, jobs, *asked = _concurrently(*calls)
         total = known if known is not None else asked[0]
         code = self._status_code(backend)
@@ -289,9 +294,9 @@ class QuantumSystemBackend(Backend):
         self._known_lanes = (self.clock(), total)
         return total
 
-    def _stored_jobs(self) -> list[dict[str, Any]] | None:
+    def _stored_jobs(self, deadline: float | None = None) -> list[dict[str, Any]] | None:
         """The jobs the service stores for this backend (each holds a lane), or ``None``."""
-        body = json_object(self._http.get("v1/jobs"), "job list")
+        body = json_object(self._http.get("v1/jobs", deadline=deadline), "job list")
         jobs = body.get("jobs")
         if not isinstance(jobs, list):
             return None
@@ -741,13 +746,18 @@ class QuantumSystemBackend(Backend):
     def _sweep(self) -> None:
         try:
             storage = self._s3()
-            jobs = self._stored_jobs() or []
+            jobs = self._stored_jobs(deadline=SWEEP_DEADLINE_SECONDS) or []
             unknown = [job for job in jobs if self._owner_unknown(job, storage)]
             # The newest first: a job of ours that a dead program left is likely recent.
             unknown.sort(key=lambda job: str(job.get("created_time", "")), reverse=True)
             batch = unknown[:MAX_OWNER_READS_PER_SWEEP]
             owners = _concurrently(
-                *(functools.partial(storage.tags, f"input_{job['id']}.json") for job in batch)
+                *(
+                    functools.partial(
+                        storage.tags, f"input_{job['id']}.json", deadline=SWEEP_DEADLINE_SECONDS
+                    )
+                    for job in batch
+                )
             )
             mine = str(os.getuid())
             for job, tags in zip(batch, owners, strict=True):

@@ -224,3 +224,25 @@ def test_one_sweep_reads_the_owners_of_the_newest_jobs_only(
 
 def _tags_read(fake: QuantumSystemFake, job_id: str) -> int:
     return len(fake.s3.requests(f"*/input_{job_id}.json", "GET"))
+
+
+def test_a_sweep_gives_up_on_a_silent_bucket_within_its_deadline(
+    roomy: QuantumSystemFake, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    import qrmi.backends.ibm_quantum_system as ibm
+
+    monkeypatch.setattr(ibm, "SWEEP_DEADLINE_SECONDS", 1.0)
+    job_id = foreign_job(roomy, NAME, in_our_bucket=True)
+    backend = ibm.QuantumSystemBackend(NAME, Settings(NAME, roomy.settings, {}))
+    # The bucket takes 30 s to answer; its own per-try timeout is 60 s.
+    roomy.s3.faults.latency(30.0, path=f"*/input_{job_id}.json", method="GET")
+    try:
+        sweep = threading.Thread(target=backend._retire_finished_jobs, daemon=True)
+        sweep.start()
+        sweep.join(15)
+        assert not sweep.is_alive()  # a program's exit would wait for it
+    finally:
+        roomy.s3.faults.reset()
+    assert "could not delete the finished jobs of ibm_perth" in caplog.text
